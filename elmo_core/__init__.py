@@ -1,0 +1,1 @@
+"""ELMo biLM in plain PyTorch."""

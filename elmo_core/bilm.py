@@ -1,0 +1,136 @@
+"""The bidirectional language model: char-CNN token encoder + two LSTM stacks + shared softmax.
+
+`BiLM` is the model that is pretrained, adapted and embedded with. Its inputs are character ids
+of token sequences exactly as given (sentences are wrapped in ``<S>`` ... ``</S>`` by the
+caller, e.g. `characters.batch_to_ids`); its outputs are the biLM layers at every position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import BiLMConfig
+from .lstm import BiLstm, LstmState
+from .softmax import IGNORE, Softmax
+from .token_encoder import CharCNNTokenEncoder
+
+
+@dataclass
+class BiLMOutput:
+    """layers: (L+1, B, T, 2P), layer 0 = [e; e], layer l = [forward_l; backward_l], zero at padding;
+    mask: (B, T) bool; state: final LSTM state (per row, at its last real token)."""
+
+    layers: torch.Tensor
+    mask: torch.Tensor
+    state: LstmState
+
+    @property
+    def top(self) -> torch.Tensor:
+        return self.layers[-1]
+
+
+class BiLM(nn.Module):
+    """ELMo's biLM (Peters et al. 2018) in plain PyTorch, numerically equal to bilm-tf.
+
+    Parameters
+    ----------
+    config : BiLMConfig
+        Sizes; a softmax over ``config.training.n_tokens_vocab`` words is built when that is > 0.
+    """
+
+    def __init__(self, config: BiLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        P = config.lstm.projection_dim
+        self.token_encoder = CharCNNTokenEncoder(config.char_cnn, P)
+        self.lstm = BiLstm(config.lstm, P, dropout=config.training.dropout)
+        vocab = config.training.n_tokens_vocab
+        self.softmax = Softmax(vocab, P) if vocab > 0 else None
+
+    # ------------------------------------------------------------------ encoding
+    def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """Context-free token vectors: char_ids (..., 50) -> (..., P); all-zero rows give zeros.
+
+        Each distinct token is encoded once (outputs are unchanged by this).
+        """
+        shape = char_ids.shape[:-1]
+        flat = char_ids.reshape(-1, char_ids.shape[-1])
+        present = flat[:, 0] != 0
+        out = self.token_encoder.projection.new_zeros(flat.shape[0], self.token_encoder.output_dim)
+        if bool(present.any()):
+            unique, inverse = torch.unique(flat[present], dim=0, return_inverse=True)
+            encoded = self.token_encoder(unique)
+            out = out.index_put((present.nonzero().squeeze(1),), encoded[inverse])
+        return out.reshape(*shape, -1)
+
+    def contextualize(self, embeddings: torch.Tensor, mask: torch.Tensor,
+                      state: LstmState | None = None) -> BiLMOutput:
+        """Run the LSTMs over token vectors. embeddings (B, T, P), mask (B, T) right-padded."""
+        lengths = mask.sum(dim=1)
+        if bool((lengths == 0).any()):
+            raise ValueError("every sequence needs at least one token")
+        outputs, final = self.lstm(embeddings, lengths, state)
+        keep = mask[None, :, :, None].to(embeddings.dtype)
+        layers = [torch.cat([embeddings, embeddings], dim=-1) * keep[0]]
+        layers += [torch.cat([out[0], out[1]], dim=-1) * keep[0] for out in outputs]
+        return BiLMOutput(torch.stack(layers), mask, final)
+
+    def forward(self, char_ids: torch.Tensor, state: LstmState | None = None) -> BiLMOutput:
+        """char_ids: (B, T, 50), right-padded with all-zero rows -> `BiLMOutput`."""
+        if char_ids.dim() != 3:
+            raise ValueError(f"expected (batch, tokens, chars) ids, got shape {tuple(char_ids.shape)}")
+        mask = char_ids[:, :, 0] != 0
+        return self.contextualize(self.encode_tokens(char_ids), mask, state)
+
+    # ------------------------------------------------------------------ language model
+    def lm_loss(self, char_ids: torch.Tensor, next_ids: torch.Tensor, prev_ids: torch.Tensor,
+                state: LstmState | None = None, n_samples: int | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], LstmState]:
+        """Language-model loss: mean over the two directions of each one's mean token NLL.
+
+        next_ids / prev_ids: (B, T) word ids that position t must predict going forward /
+        backward (`IGNORE` where there is none). n_samples: sampled softmax with that many
+        negatives (training); None: full softmax (exact). Returns (loss, stats, final state);
+        stats has the NLL sums and target counts per direction (for perplexity).
+        """
+        if self.softmax is None:
+            raise ValueError("this model has no softmax (config.training.n_tokens_vocab is 0)")
+        out = self(char_ids, state)
+        top = out.top
+        if self.training and self.config.training.dropout > 0:
+            top = nn.functional.dropout(top, self.config.training.dropout, True)
+        P = self.config.lstm.projection_dim
+        stats = {}
+        for name, hidden, targets in (("forward", top[..., :P], next_ids), ("backward", top[..., P:], prev_ids)):
+            if n_samples is None:
+                nll, count = self.softmax.full_nll(hidden, targets)
+            else:
+                nll, count = self.softmax.sampled_loss(hidden, targets, n_samples, generator)
+            stats[f"{name}_nll"], stats[f"{name}_count"] = nll, count
+        loss = 0.5 * (stats["forward_nll"] / stats["forward_count"].clamp(min=1)
+                      + stats["backward_nll"] / stats["backward_count"].clamp(min=1))
+        return loss, stats, out.state
+
+    def num_parameters(self, include_softmax: bool = False) -> int:
+        return sum(p.numel() for name, p in self.named_parameters()
+                   if include_softmax or not name.startswith("softmax."))
+
+
+def sentence_targets(word_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets for sentences laid out as ``<S> w1 .. wn </S>``: word_ids (B, T) -> (next_ids, prev_ids).
+
+    Forward position t predicts t+1; backward position t predicts t-1; positions without a
+    neighbour inside the sentence get `IGNORE`.
+    """
+    B, T = word_ids.shape
+    t = torch.arange(T, device=word_ids.device)[None, :]
+    next_ids = torch.full_like(word_ids, IGNORE)
+    prev_ids = torch.full_like(word_ids, IGNORE)
+    next_ids[:, :-1] = word_ids[:, 1:]
+    prev_ids[:, 1:] = word_ids[:, :-1]
+    next_ids[t >= lengths[:, None] - 1] = IGNORE
+    prev_ids[(t == 0) | (t >= lengths[:, None])] = IGNORE
+    return next_ids, prev_ids

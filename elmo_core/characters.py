@@ -1,0 +1,100 @@
+"""Token -> character ids: the one implementation used everywhere (embedding, training, preprocessing).
+
+Ids follow bilm-tf/AllenNLP exactly: a token's UTF-8 bytes truncated to 48, wrapped in
+begin-of-word (258) and end-of-word (259), padded with 260 up to 50 positions; the sentence
+markers ``<S>``/``</S>`` are the single pseudo-byte 256/257. Every id is then shifted by +1
+(AllenNLP's convention) so that an all-zero row marks an absent (padded) token, giving a
+262-row character embedding table whose row 0 is zero.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import torch
+
+MAX_CHARS_PER_TOKEN = 50
+MAX_WORD_BYTES = MAX_CHARS_PER_TOKEN - 2  # room for begin/end-of-word markers
+
+# Raw bilm-tf ids (before the +1 offset).
+BOS_CHAR = 256  # <S>
+EOS_CHAR = 257  # </S>
+BOW_CHAR = 258  # begin of word
+EOW_CHAR = 259  # end of word
+PAD_CHAR = 260  # padding inside a token
+
+OFFSET = 1  # AllenNLP's shift: id 0 means "no token here"
+
+BOS_TOKEN = "<S>"
+EOS_TOKEN = "</S>"
+
+
+def _raw_ids(token: str) -> np.ndarray:
+    """Raw (un-shifted) bilm-tf ids of one token: (50,) int64."""
+    ids = np.full(MAX_CHARS_PER_TOKEN, PAD_CHAR, dtype=np.int64)
+    if token == BOS_TOKEN:
+        body = [BOS_CHAR]
+    elif token == EOS_TOKEN:
+        body = [EOS_CHAR]
+    else:
+        body = list(token.encode("utf-8", "ignore")[:MAX_WORD_BYTES])
+    ids[0] = BOW_CHAR
+    ids[1:len(body) + 1] = body
+    ids[len(body) + 1] = EOW_CHAR
+    return ids
+
+
+@lru_cache(maxsize=1 << 18)
+def _cached_ids(token: str) -> np.ndarray:
+    arr = _raw_ids(token) + OFFSET
+    arr.setflags(write=False)
+    return arr
+
+
+def token_to_ids(token: str) -> np.ndarray:
+    """Character ids of one token with the +1 offset: (50,) int64, read-only."""
+    if not isinstance(token, str):
+        raise TypeError(f"tokens must be str, got {type(token).__name__}")
+    return _cached_ids(token)
+
+
+def token_length(token: str) -> int:
+    """Number of non-padding character positions of a token (begin + bytes + end)."""
+    if token in (BOS_TOKEN, EOS_TOKEN):
+        return 3
+    return min(len(token.encode("utf-8", "ignore")), MAX_WORD_BYTES) + 2
+
+
+def ids_to_token(ids: Sequence[int] | np.ndarray) -> str:
+    """Inverse of `token_to_ids` (for a truncated token: its first 48 bytes, decoded leniently)."""
+    raw = [int(i) - OFFSET for i in ids]
+    if not raw or raw[0] != BOW_CHAR:
+        raise ValueError("not a character-id row: it does not start with begin-of-word")
+    end = raw.index(EOW_CHAR)
+    body = raw[1:end]
+    if body == [BOS_CHAR]:
+        return BOS_TOKEN
+    if body == [EOS_CHAR]:
+        return EOS_TOKEN
+    return bytes(body).decode("utf-8", "replace")
+
+
+def sentence_to_ids(tokens: Sequence[str], add_boundaries: bool = True) -> np.ndarray:
+    """One sentence -> (n + 2, 50) ids (with ``<S>``, ``</S>``) or (n, 50) without."""
+    words = [BOS_TOKEN, *tokens, EOS_TOKEN] if add_boundaries else list(tokens)
+    if not words:
+        return np.zeros((0, MAX_CHARS_PER_TOKEN), dtype=np.int64)
+    return np.stack([token_to_ids(w) for w in words])
+
+
+def batch_to_ids(sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> torch.Tensor:
+    """Sentences -> (B, T, 50) int64 ids, right-padded with all-zero rows (T = longest + 2)."""
+    extra = 2 if add_boundaries else 0
+    longest = max((len(s) for s in sentences), default=0) + extra
+    out = np.zeros((len(sentences), longest, MAX_CHARS_PER_TOKEN), dtype=np.int64)
+    for i, sentence in enumerate(sentences):
+        if len(sentence) + extra:
+            out[i, : len(sentence) + extra] = sentence_to_ids(sentence, add_boundaries)
+    return torch.from_numpy(out)

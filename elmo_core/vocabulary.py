@@ -1,0 +1,77 @@
+"""Word vocabulary in the bilm-tf file format: one token a line, ``<S>``, ``</S>``, ``<UNK>``
+first, the rest by descending frequency (the order the log-uniform sampled softmax assumes)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from .characters import BOS_TOKEN, EOS_TOKEN
+
+UNK_TOKEN = "<UNK>"
+SPECIALS = (BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)
+
+
+class Vocabulary:
+    """Token <-> id mapping; ids are line numbers of the vocab file."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        tokens = list(tokens)
+        missing = [s for s in SPECIALS if s not in tokens]
+        if missing:
+            raise ValueError(f"vocabulary lacks the special tokens {missing}")
+        if len(set(tokens)) != len(tokens):
+            seen, dup = set(), None
+            for t in tokens:
+                if t in seen:
+                    dup = t
+                    break
+                seen.add(t)
+            raise ValueError(f"vocabulary lists {dup!r} twice")
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+        self.bos, self.eos, self.unk = (self.index[s] for s in SPECIALS)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.tokens == other.tokens
+
+    def id(self, token: str) -> int:
+        return self.index.get(token, self.unk)
+
+    def sentence_ids(self, tokens: Iterable[str], add_boundaries: bool = True) -> list[int]:
+        ids = [self.id(t) for t in tokens]
+        return [self.bos, *ids, self.eos] if add_boundaries else ids
+
+    def batch_ids(self, sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> torch.Tensor:
+        """(B, T) word ids, right-padded with -1 (matching `characters.batch_to_ids`)."""
+        rows = [self.sentence_ids(s, add_boundaries) for s in sentences]
+        out = torch.full((len(rows), max((len(r) for r in rows), default=0)), -1, dtype=torch.int64)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
+        return out
+
+    def digest(self) -> str:
+        """sha256 of the file contents (identifies the vocabulary in manifests and registries)."""
+        return hashlib.sha256("".join(t + "\n" for t in self.tokens).encode("utf-8")).hexdigest()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocabulary":
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read vocabulary {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"vocabulary {path} is not UTF-8: {exc}") from exc
+        # bilm-tf files have one token a line; tolerate a trailing "count" column
+        tokens = [line.split()[0] if line.split() else line for line in text.splitlines() if line.strip()]
+        return cls(tokens)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
