@@ -45,6 +45,40 @@ class LstmState:
     def detach(self) -> "LstmState":
         return LstmState([c.detach() for c in self.c], [h.detach() for h in self.h])
 
+    def resized(self, batch_size: int) -> "LstmState":
+        """The first `batch_size` rows; rows this state never had start from zero."""
+        have = self.batch_size
+        if have >= batch_size:
+            return self.rows(slice(0, batch_size))
+        pad = batch_size - have
+        return LstmState([torch.cat([c, c.new_zeros(2, pad, c.shape[2])], 1) for c in self.c],
+                         [torch.cat([h, h.new_zeros(2, pad, h.shape[2])], 1) for h in self.h])
+
+    def updated_with(self, new: "LstmState") -> "LstmState":
+        """`new` for its rows; rows beyond its batch keep this state's values (AllenNLP semantics)."""
+        new = new.detach()
+        if new.batch_size >= self.batch_size:
+            return new
+        keep = self.rows(slice(new.batch_size, None))
+        return LstmState([torch.cat([a, b], 1) for a, b in zip(new.c, keep.c)],
+                         [torch.cat([a, b], 1) for a, b in zip(new.h, keep.h)])
+
+
+class CarriedState:
+    """Stateful mode: LSTM state kept per batch row across calls (row k continues row k)."""
+
+    def __init__(self) -> None:
+        self.state: LstmState | None = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    def get(self, batch_size: int) -> LstmState | None:
+        return None if self.state is None else self.state.resized(batch_size)
+
+    def put(self, new: LstmState) -> None:
+        self.state = new.detach() if self.state is None else self.state.updated_with(new)
+
 
 class BiLstm(nn.Module):
     """Forward and backward LSTM stacks with projection, clipping and skip connections.
@@ -138,9 +172,9 @@ class BiLstm(nn.Module):
         _, B, T, _ = x.shape
         w_h = self.recurrent_weights[layer]  # (2, P, 4D)
         w_p = self.projections[layer]  # (2, D, P)
-        bias = (self.biases[layer] + self.forget_bias)[:, None, None, :]  # (2, 1, 1, 4D)
+        bias = (self.biases[layer] + self.forget_bias)[:, None, :]  # (2, 1, 4D)
         # input half of the gates for all steps at once: (2, B, T, 4D)
-        xw = torch.matmul(x, self.input_weights[layer][:, None]) + bias
+        xw = torch.baddbmm(bias, x.reshape(2, B * T, -1), self.input_weights[layer]).view(2, B, T, -1)
         steps = []
         for t in range(T):
             n = active[t]

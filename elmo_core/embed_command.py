@@ -1,0 +1,131 @@
+"""``elmo embed``: one whitespace-tokenized sentence per line -> HDF5 in AllenNLP's layout.
+
+Output: one float32 dataset per input line, named by its 0-based line index, shape
+(3, n, 2P) for ``--all``, (n, 2P) for ``--top`` (last layer) and ``--average`` (mean of the
+layers); plus ``sentence_to_index``, one JSON string mapping each sentence's text to its key.
+The file appears only when complete (written to a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad input the user can fix; reported as one line on stderr, exit status 2."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input_file", help="text file, one whitespace-tokenized sentence per line (UTF-8)")
+    p.add_argument("output_file", help="HDF5 file to write")
+    layers = p.add_mutually_exclusive_group()
+    layers.add_argument("--all", dest="layers", action="store_const", const="all",
+                        help="all layers: (3, n, 2P) per sentence (default)")
+    layers.add_argument("--top", dest="layers", action="store_const", const="top", help="top layer: (n, 2P)")
+    layers.add_argument("--average", dest="layers", action="store_const", const="average",
+                        help="mean of the layers: (n, 2P)")
+    p.set_defaults(layers="all")
+    p.add_argument("--options-file", help="bilm-tf/AllenNLP options.json (with --weight-file)")
+    p.add_argument("--weight-file", help="bilm-tf/AllenNLP weights .hdf5 (with --options-file)")
+    p.add_argument("--model", help="native model directory (config.json + model.safetensors)")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    p.add_argument("--stateful", action="store_true",
+                   help="carry LSTM state from row k of a batch to row k of the next, batches being "
+                        "consecutive groups of --batch-size lines (bilm-tf/AllenNLP behaviour)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def read_sentences(path: str) -> tuple[list[str], list[list[str]]]:
+    """Lines and their tokens; blank lines and undecodable bytes are input errors."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read input file {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not valid UTF-8 (byte offset {exc.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # final newline
+    sentences = []
+    for number, line in enumerate(lines, 1):
+        tokens = line.split()
+        if not tokens:
+            raise InputError(f"{path}:{number}: blank line (every line must hold one sentence)")
+        sentences.append(tokens)
+    if not sentences:
+        raise InputError(f"{path}: no sentences")
+    return [line.strip() for line in lines], sentences
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except InputError as exc:
+        print(f"elmo embed: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    if not args.model and not (args.options_file and args.weight_file):
+        raise InputError("give --model DIR, or both --options-file and --weight-file")
+    if args.model and (args.options_file or args.weight_file):
+        raise InputError("give either --model or --options-file/--weight-file, not both")
+    lines, sentences = read_sentences(args.input_file)
+    out_path = Path(args.output_file)
+    if not out_path.parent.is_dir():
+        raise InputError(f"output directory {out_path.parent} does not exist")
+
+    import h5py
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from .embedder import Embedder
+    from .weights import WeightFileError, load_model
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda, but no CUDA device is available")
+    try:
+        model = load_model(args.model, args.options_file, args.weight_file, map_location=device)
+    except (WeightFileError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+
+    embedder = Embedder(model, batch_size=args.batch_size, stateful=args.stateful)
+    n_tokens = sum(len(s) for s in sentences)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
+    os.close(fd)
+    started = time.perf_counter()
+    try:
+        with h5py.File(tmp, "w") as fout, tqdm(total=n_tokens, unit="tok", disable=args.no_progress or None,
+                                               desc="embedding", file=sys.stderr) as bar:
+            for index, layers in embedder.embed(sentences):
+                if args.layers == "top":
+                    layers = layers[-1]
+                elif args.layers == "average":
+                    layers = layers.mean(axis=0)
+                fout.create_dataset(str(index), data=layers.astype(np.float32, copy=False))
+                bar.update(layers.shape[-2])
+            mapping = {line: str(i) for i, line in enumerate(lines)}
+            fout.create_dataset("sentence_to_index", data=np.array([json.dumps(mapping)], dtype=h5py.string_dtype()))
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    elapsed = time.perf_counter() - started
+    print(f"elmo embed: {len(sentences)} sentences, {n_tokens} tokens in {elapsed:.1f}s "
+          f"({n_tokens / max(elapsed, 1e-9):.0f} tokens/s) -> {out_path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from elmo_core.bilm import BiLM
+from elmo_core.config import BiLMConfig
+
+
+@pytest.mark.parametrize("preset, expected", [
+    ("small", 13_593_296), ("medium", 28_027_728), ("original", 93_600_848)])
+def test_released_parameter_counts(preset, expected):
+    assert BiLM(BiLMConfig.preset(preset)).num_parameters() == expected
+
+
+def test_softmax_is_counted_separately():
+    model = BiLM(BiLMConfig.preset("tiny", n_tokens_vocab=100))
+    P = model.config.lstm.projection_dim
+    assert model.num_parameters(include_softmax=True) - model.num_parameters() == 100 * P + 100
+
+
+def test_options_json_round_trip(tmp_path):
+    config = BiLMConfig.preset("original", n_tokens_vocab=793471)
+    config.save(tmp_path / "options.json")
+    again = BiLMConfig.load(tmp_path / "options.json")
+    assert again == config
+    options = json.loads((tmp_path / "options.json").read_text())
+    assert options["lstm"]["dim"] == 4096 and options["char_cnn"]["n_highway"] == 2
+    assert options["char_cnn"]["filters"][-1] == [7, 1024]
+
+
+def test_reads_bilm_tf_options_and_keeps_unknown_keys(bilm_tf, tmp_path):
+    config = BiLMConfig.load(bilm_tf.options)
+    assert config.lstm.dim == 64 and config.lstm.projection_dim == 16
+    assert config.char_cnn.n_filters == 124 and config.char_cnn.n_highway == 2
+    assert config.lstm.use_skip_connections is False
+    options = json.loads(bilm_tf.options.read_text())
+    options["some_future_key"] = {"x": 1}
+    config = BiLMConfig.from_options(options)
+    assert config.to_options()["some_future_key"] == {"x": 1}
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"lstm": {}}, "not a valid bilm-tf options.json"),
+    ({"char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 4]], "n_highway": 0, "activation": "gelu"},
+      "lstm": {"dim": 4, "projection_dim": 2}}, "activation"),
+])
+def test_bad_options_are_explained(options, message):
+    with pytest.raises(ValueError, match=message):
+        BiLMConfig.from_options(options)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset"):
+        BiLMConfig.preset("huge")
