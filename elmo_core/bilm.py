@@ -7,6 +7,7 @@ caller, e.g. `characters.batch_to_ids`); its outputs are the biLM layers at ever
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -117,6 +118,25 @@ class BiLM(nn.Module):
     def num_parameters(self, include_softmax: bool = False) -> int:
         return sum(p.numel() for name, p in self.named_parameters()
                    if include_softmax or not name.startswith("softmax."))
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    """Full-softmax perplexities: ``forward = exp(NLL_f / N_f)``, ``backward`` likewise, and
+    ``average = exp((NLL_f / N_f + NLL_b / N_b) / 2)`` (the geometric mean; what bilm-tf reports)."""
+
+    forward: float
+    backward: float
+    average: float
+    tokens: int
+
+    @classmethod
+    def from_sums(cls, forward_nll: float, forward_count: int, backward_nll: float,
+                  backward_count: int) -> "Perplexity":
+        if forward_count == 0 or backward_count == 0:
+            raise ValueError("no targets to compute a perplexity on")
+        f, b = forward_nll / forward_count, backward_nll / backward_count
+        return cls(math.exp(f), math.exp(b), math.exp(0.5 * (f + b)), int(forward_count))
 
 
 def sentence_targets(word_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,11 +6,15 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 stamp=.venv/.bootstrap-$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
-if [ -f "$stamp" ]; then exit 0; fi
+[ -f "$stamp" ] && exit 0
+echo "bootstrap: installing into ./.venv (first time: ~3 min; log: .venv/bootstrap.log)" >&2
 [ -d .venv ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -r requirements.txt
-.venv/bin/python -m pip install --quiet --no-deps -e .
+log=.venv/bootstrap.log
+{
+  .venv/bin/python -m pip install --upgrade pip
+  .venv/bin/python -m pip install torch==2.13.0
+  .venv/bin/python -m pip install -r requirements.txt
+  .venv/bin/python -m pip install --no-deps -e .
+} >"$log" 2>&1 || { tail -n 30 "$log" >&2; echo "bootstrap: failed, see $log" >&2; exit 1; }
 rm -f .venv/.bootstrap-*
 touch "$stamp"
