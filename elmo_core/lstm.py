@@ -4,7 +4,7 @@ Low-level module; most users want `elmo_core.bilm.BiLM`.
 
 Each layer of each direction is a TensorFlow ``LSTMCell(D, num_proj=P, cell_clip, proj_clip)``:
 
-    z = x W_x + h_prev W_h + B                       gates i, j, f, o  (TF order)
+    z = x W_x + h_prev W_h + B                       gates i, j, f, o  (TF order; stored as i, f, o, j)
     c = sigmoid(f + 1) * c_prev + sigmoid(i) * tanh(j),  clipped to +-cell_clip
     h = clip((sigmoid(o) * tanh(c)) W_P, +-proj_clip)
 
@@ -83,7 +83,8 @@ class CarriedState:
 class BiLstm(nn.Module):
     """Forward and backward LSTM stacks with projection, clipping and skip connections.
 
-    Parameters (per layer ``l``, leading dim 2 = forward/backward; gate columns in TF order i,j,f,o):
+    Parameters (per layer ``l``, leading dim 2 = forward/backward; gate columns in the order
+    i, f, o, j: the three sigmoid gates first, a fixed permutation of TF's i, j, f, o):
     ``input_weight`` (2, in, 4D), ``recurrent_weight`` (2, P, 4D), ``bias`` (2, 4D),
     ``projection`` (2, D, P).
     """
@@ -105,7 +106,7 @@ class BiLstm(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(2, 4 * D)))
             self.projections.append(nn.Parameter(torch.empty(2, D, P).uniform_(-1 / math.sqrt(D), 1 / math.sqrt(D))))
         forget = torch.zeros(4 * D)
-        forget[2 * D:3 * D] = 1.0  # TF LSTMCell forget_bias, added at run time
+        forget[D:2 * D] = 1.0  # TF LSTMCell forget_bias, added at run time
         self.register_buffer("forget_bias", forget, persistent=False)
 
     def zero_state(self, batch_size: int, like: torch.Tensor) -> LstmState:
@@ -175,19 +176,24 @@ class BiLstm(nn.Module):
         bias = (self.biases[layer] + self.forget_bias)[:, None, :]  # (2, 1, 4D)
         # input half of the gates for all steps at once: (2, B, T, 4D)
         xw = torch.baddbmm(bias, x.reshape(2, B * T, -1), self.input_weights[layer]).view(2, B, T, -1)
+        inplace = not torch.is_grad_enabled()
         steps = []
         for t in range(T):
             n = active[t]
             if n == 0:
                 break
-            z = torch.baddbmm(xw[:, :n, t], h[:, :n], w_h)  # (2, n, 4D)
-            i, j, f, o = z.split(D, dim=2)
-            c_t = torch.sigmoid(f) * c[:, :n] + torch.sigmoid(i) * torch.tanh(j)
+            z = torch.baddbmm(xw[:, :n, t], h[:, :n], w_h)  # (2, n, 4D), gates i, f, o | j
+            if inplace:  # inference: reuse z's memory, fewer allocations
+                gates, g = z[..., :3 * D].sigmoid_(), z[..., 3 * D:].tanh_()
+            else:
+                gates, g = torch.sigmoid(z[..., :3 * D]), torch.tanh(z[..., 3 * D:])
+            i, f, o = gates.split(D, dim=2)
+            c_t = torch.addcmul(f * c[:, :n], i, g)
             if cfg.cell_clip:
-                c_t = c_t.clamp(-cfg.cell_clip, cfg.cell_clip)
-            h_t = torch.bmm(torch.sigmoid(o) * torch.tanh(c_t), w_p)  # (2, n, P)
+                c_t = c_t.clamp_(-cfg.cell_clip, cfg.cell_clip) if inplace else c_t.clamp(-cfg.cell_clip, cfg.cell_clip)
+            h_t = torch.bmm(o * torch.tanh(c_t), w_p)  # (2, n, P)
             if cfg.proj_clip:
-                h_t = h_t.clamp(-cfg.proj_clip, cfg.proj_clip)
+                h_t = h_t.clamp_(-cfg.proj_clip, cfg.proj_clip) if inplace else h_t.clamp(-cfg.proj_clip, cfg.proj_clip)
             if n == B:
                 c, h = c_t, h_t
             else:  # finished rows keep their state

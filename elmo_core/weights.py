@@ -54,10 +54,21 @@ def _tf_pairs(model: BiLM) -> list[tuple[str, torch.Tensor, callable, callable]]
     for d in range(2):
         for layer in range(cfg.lstm.n_layers):
             prefix = f"RNN_{d}/RNN/MultiRNNCell/Cell{layer}/LSTMCell/"
-            pairs.append((prefix + "W_0", _LstmW0(lstm, layer, d), *ident))
-            pairs.append((prefix + "B", lstm.biases[layer][d], *ident))
+            pairs.append((prefix + "W_0", _LstmW0(lstm, layer, d), tf_to_gate_order, gate_order_to_tf))
+            pairs.append((prefix + "B", lstm.biases[layer][d], tf_to_gate_order, gate_order_to_tf))
             pairs.append((prefix + "W_P_0", lstm.projections[layer][d], *ident))
     return pairs
+
+
+def tf_to_gate_order(a: np.ndarray) -> np.ndarray:
+    """Gate column blocks from TF's (i, j, f, o) to ours (i, f, o, j): an exact permutation."""
+    i, j, f, o = np.split(a, 4, axis=-1)
+    return np.concatenate([i, f, o, j], axis=-1)
+
+
+def gate_order_to_tf(a: np.ndarray) -> np.ndarray:
+    i, f, o, j = np.split(a, 4, axis=-1)
+    return np.concatenate([i, j, f, o], axis=-1)
 
 
 class _LstmW0:
