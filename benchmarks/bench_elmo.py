@@ -311,7 +311,16 @@ def main() -> int:
                                 "python": platform.python_version(), "torch": torch.__version__},
                     "config": {"preset": args.preset, "sentences": args.sentences, "batch_size": args.batch_size,
                                "text": "pydoc_data.topics (CPython %s)" % platform.python_version()}}
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--out")]
+    passthrough = []
+    skip = False
+    for a in sys.argv[1:]:  # everything but --out reaches the phase processes
+        if skip or a.startswith("--out="):
+            skip = False
+            continue
+        if a == "--out":
+            skip = True
+            continue
+        passthrough.append(a)
     for phase in args.phases.split(","):
         proc = subprocess.run([sys.executable, __file__, *passthrough, "--phase", phase], capture_output=True, text=True)
         if proc.returncode:

@@ -1,0 +1,1 @@
+"""Corpus -> vocabulary + character-encoded Parquet on Ray Data (not built yet)."""

@@ -151,7 +151,7 @@ def test_tiny_model_overfits_with_sampled_softmax():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[0] > 2.0
     assert np.mean(losses[-10:]) < 0.05
     model.eval()

@@ -1,0 +1,1 @@
+"""`ray job submit` entrypoints (pretraining, adaptation, batch embedding) and the demo main job."""
