@@ -104,13 +104,13 @@ class BiLM(nn.Module):
         if self.training and self.config.training.dropout > 0:
             top = nn.functional.dropout(top, self.config.training.dropout, True)
         P = self.config.lstm.projection_dim
-        stats = {}
-        for name, hidden, targets in (("forward", top[..., :P], next_ids), ("backward", top[..., P:], prev_ids)):
-            if n_samples is None:
-                nll, count = self.softmax.full_nll(hidden, targets)
-            else:
-                nll, count = self.softmax.sampled_loss(hidden, targets, n_samples, generator)
-            stats[f"{name}_nll"], stats[f"{name}_count"] = nll, count
+        # one softmax call for both directions: (2 * B * T, P) hidden states
+        hidden = torch.cat([top[..., :P].reshape(-1, P), top[..., P:].reshape(-1, P)])
+        targets = torch.cat([next_ids.reshape(-1), prev_ids.reshape(-1)])
+        per_target = self.softmax.nll(hidden, targets, n_samples, generator)
+        n = next_ids.numel()
+        stats = {"forward_nll": per_target[:n].sum(), "forward_count": (next_ids != IGNORE).sum(),
+                 "backward_nll": per_target[n:].sum(), "backward_count": (prev_ids != IGNORE).sum()}
         loss = 0.5 * (stats["forward_nll"] / stats["forward_count"].clamp(min=1)
                       + stats["backward_nll"] / stats["backward_count"].clamp(min=1))
         return loss, stats, out.state

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .config import LSTMConfig
+from .lstm_recurrence import recurrence
 
 
 @dataclass
@@ -184,53 +185,8 @@ class BiLstm(nn.Module):
         # input half of the gates for all steps at once, time-major so each step is contiguous
         x_tm = x.transpose(1, 2).reshape(2, T * B, -1)
         xw = torch.baddbmm(bias, x_tm, self.input_weights[layer] * scale).view(2, T, B, 4 * D)
-        # per-step views made by ONE unbind: its backward stacks the step gradients once, where
-        # slicing xw[:, t] per step would zero-fill and accumulate an xw-sized gradient per step
-        xw_steps = xw.unbind(1)
-        steps = []
-        if not torch.is_grad_enabled():  # inference: in-place, few allocations
-            for t in range(T):
-                n = active[t]
-                if n == 0:
-                    break
-                z = torch.baddbmm(xw_steps[t][:, :n], h[:, :n], w_h).sigmoid_()  # (2, n, 4D): i, f, o, (j+1)/2
-                i, f, o, g = z.view(2, n, 4, D).unbind(2)
-                g.mul_(2.0).sub_(1.0)  # tanh(j)
-                c_t = torch.addcmul(f * c[:, :n], i, g)
-                if cfg.cell_clip:
-                    c_t.clamp_(-cfg.cell_clip, cfg.cell_clip)
-                hidden = (2.0 * c_t).sigmoid_().mul_(2.0).sub_(1.0).mul_(o)  # o * tanh(c)
-                h_t = torch.bmm(hidden, w_p)  # (2, n, P)
-                if cfg.proj_clip:
-                    h_t.clamp_(-cfg.proj_clip, cfg.proj_clip)
-                c, h = _keep_finished(c, c_t, n), _keep_finished(h, h_t, n)
-                steps.append(h_t)
-        else:
-            for t in range(T):
-                n = active[t]
-                if n == 0:
-                    break
-                z = torch.sigmoid(torch.baddbmm(xw_steps[t][:, :n], h[:, :n], w_h))
-                i, f, o, g = z.view(2, n, 4, D).unbind(2)
-                c_t = torch.addcmul(f * c[:, :n], i, 2.0 * g - 1.0)
-                if cfg.cell_clip:
-                    c_t = c_t.clamp(-cfg.cell_clip, cfg.cell_clip)
-                h_t = torch.bmm(o * (2.0 * torch.sigmoid(2.0 * c_t) - 1.0), w_p)
-                if cfg.proj_clip:
-                    h_t = h_t.clamp(-cfg.proj_clip, cfg.proj_clip)
-                c, h = _keep_finished(c, c_t, n), _keep_finished(h, h_t, n)
-                steps.append(h_t)
-        if len(steps) == T and steps[-1].shape[1] == B:
-            return torch.stack(steps, dim=2), c, h
-        out = x.new_zeros(2, B, T, cfg.projection_dim)
-        for t, h_t in enumerate(steps):
-            out[:, : h_t.shape[1], t] = h_t
-        return out, c, h
-
-
-def _keep_finished(old: torch.Tensor, new: torch.Tensor, n: int) -> torch.Tensor:
-    """State after a step that updated the first n rows; rows past n (finished) keep theirs."""
-    return new if n == old.shape[1] else torch.cat([new, old[:, n:]], dim=1)
+        out, c, h = recurrence(xw, w_h, w_p, c, h, active, cfg.cell_clip, cfg.proj_clip)
+        return out.transpose(1, 2), c, h
 
 
 def _reverse_index(lengths: torch.Tensor, T: int) -> torch.Tensor:

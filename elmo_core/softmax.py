@@ -1,10 +1,11 @@
 """The language-model softmax, shared by both directions.
 
-* `Softmax.sampled_loss`: sampled softmax for training (bilm-tf: ``tf.nn.sampled_softmax_loss``
-  with a log-uniform candidate sampler, unique candidates, accidental hits removed). The
-  sampler assumes word ids are ranks by descending frequency (the bilm-tf vocab order).
-* `Softmax.full_nll`: exact negative log-likelihood over the whole vocabulary, for
-  evaluation and perplexity.
+`Softmax.nll` gives per-target negative log-likelihoods, either
+* sampled, for training (bilm-tf: ``tf.nn.sampled_softmax_loss`` with a log-uniform candidate
+  sampler, unique candidates, accidental hits removed; one candidate set per call, shared by
+  both directions). The sampler assumes word ids are ranks by descending frequency (the bilm-tf
+  vocab order); or
+* exact over the whole vocabulary, for evaluation and perplexity.
 """
 
 from __future__ import annotations
@@ -68,23 +69,24 @@ class Softmax(nn.Module):
     def vocab_size(self) -> int:
         return self.weight.shape[0]
 
-    def full_nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact NLL. hidden (..., P), targets (...) ids or IGNORE -> (sum of NLL, number of targets)."""
-        keep = targets.reshape(-1) != IGNORE
-        h = hidden.reshape(-1, hidden.shape[-1])[keep]
-        logits = torch.addmm(self.bias, h, self.weight.t())
-        nll = nn.functional.cross_entropy(logits, targets.reshape(-1)[keep], reduction="sum")
-        return nll, keep.sum()
+    def nll(self, hidden: torch.Tensor, targets: torch.Tensor, n_samples: int | None = None,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-target negative log-likelihood: hidden (N, P), targets (N,) ids or `IGNORE` -> (N,).
 
-    def sampled_loss(self, hidden: torch.Tensor, targets: torch.Tensor, n_samples: int,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampled-softmax NLL (sum) and target count; one candidate set for the whole batch."""
-        keep = targets.reshape(-1) != IGNORE
-        h = hidden.reshape(-1, hidden.shape[-1])[keep]  # (N, P)
-        y = targets.reshape(-1)[keep]  # (N,)
-        if n_samples >= self.vocab_size:
-            return nn.functional.cross_entropy(torch.addmm(self.bias, h, self.weight.t()), y,
-                                               reduction="sum"), keep.sum()
+        n_samples None (or >= vocabulary): exact full softmax. Otherwise sampled softmax with one
+        candidate set of `n_samples` distinct ids for the whole call. IGNORE rows give 0.
+        """
+        keep = targets != IGNORE
+        h, y = hidden[keep], targets[keep]
+        if n_samples is None or n_samples >= self.vocab_size:
+            per_target = nn.functional.cross_entropy(torch.addmm(self.bias, h, self.weight.t()), y, reduction="none")
+        else:
+            per_target = self._sampled_nll(h, y, n_samples, generator)
+        return hidden.new_zeros(targets.shape[0]).index_put((keep.nonzero().squeeze(1),), per_target)
+
+    def _sampled_nll(self, h: torch.Tensor, y: torch.Tensor, n_samples: int,
+                     generator: torch.Generator | None) -> torch.Tensor:
+        """TF ``sampled_softmax_loss``: logits corrected by -log(expected count), hits removed."""
         sampled, tries = self.sampler.sample(n_samples, generator)
         sampled = sampled.to(h.device)
         log_q_true = torch.log(self.sampler.expected_count(y.cpu(), tries)).to(h)  # (N,)
@@ -94,5 +96,4 @@ class Softmax(nn.Module):
         # remove accidental hits: a sampled id equal to the row's own target is not a negative
         sampled_logits = sampled_logits.masked_fill(y[:, None] == sampled[None, :], float("-inf"))
         logits = torch.cat([true_logits[:, None], sampled_logits], dim=1)
-        nll = -torch.log_softmax(logits, dim=1)[:, 0]
-        return nll.sum(), keep.sum()
+        return torch.logsumexp(logits, dim=1) - true_logits

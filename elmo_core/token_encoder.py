@@ -125,7 +125,9 @@ class CharCNNTokenEncoder(nn.Module):
         invalid = starts[:, None] > self.last_start[None, :]  # (S, F)
         if bool(invalid.any()):
             conv = conv.masked_fill(invalid, float("-inf"))
-        return conv.amax(dim=1) + bias
+        # max with indices when training: its backward scatters, amax's compares the whole tensor
+        pooled = conv.max(dim=1).values if torch.is_grad_enabled() else conv.amax(dim=1)
+        return pooled + bias
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
         """char_ids: (N, 50) ids of real tokens (no all-zero rows) -> (N, P) token vectors."""

@@ -56,7 +56,9 @@ def test_full_softmax_nll_matches_explicit_float64_loop():
     softmax = seeded(Softmax(11, 5), seed=3)
     hidden = torch.randn(3, 4, 5)
     targets = torch.tensor([[1, 2, IGNORE, 10], [0, 0, 3, IGNORE], [IGNORE, IGNORE, 7, 4]])
-    nll, count = softmax.full_nll(hidden, targets)
+    per_target = softmax.nll(hidden.reshape(-1, 5), targets.reshape(-1))
+    nll, count = per_target.sum(), (targets != IGNORE).sum()
+    assert (per_target[targets.reshape(-1) == IGNORE] == 0).all()
     W, b = softmax.weight.double().detach(), softmax.bias.double().detach()
     expected = 0.0
     for i in range(3):
@@ -87,12 +89,20 @@ def test_sampled_softmax_removes_accidental_hits_and_equals_full_when_sampling_e
     softmax = seeded(Softmax(6, 4), seed=1)
     hidden = torch.randn(5, 4)
     targets = torch.tensor([0, 1, 2, 3, 5])
-    full, n = softmax.full_nll(hidden, targets)
-    everything, m = softmax.sampled_loss(hidden, targets, n_samples=6)
-    assert torch.allclose(full, everything) and int(n) == int(m) == 5
-    # with every id but the target sampled once each, sampled NLL ~ full NLL up to the log Q correction
-    loss, _ = softmax.sampled_loss(hidden, targets, n_samples=4, generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(loss) and float(loss.detach()) > 0
+    full = softmax.nll(hidden, targets)
+    assert torch.allclose(full, softmax.nll(hidden, targets, n_samples=6))
+    # sampled: one candidate set; a candidate equal to a row's own target is not counted as a negative
+    gen = torch.Generator().manual_seed(0)
+    sampled, tries = softmax.sampler.sample(4, torch.Generator().manual_seed(0))
+    loss = softmax.nll(hidden, targets, n_samples=4, generator=gen).detach()
+    W, b = softmax.weight.detach(), softmax.bias.detach()
+    log_q = lambda ids: torch.log(softmax.sampler.expected_count(ids, tries)).float()
+    for r in range(5):
+        y = int(targets[r])
+        true = hidden[r] @ W[y] + b[y] - log_q(torch.tensor([y]))[0]
+        negatives = [hidden[r] @ W[k] + b[k] - log_q(torch.tensor([k]))[0] for k in sampled.tolist() if k != y]
+        expected = torch.logsumexp(torch.stack([true, *negatives]), 0) - true
+        assert float(loss[r]) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_gradients_match_finite_differences():
