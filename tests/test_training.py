@@ -170,3 +170,33 @@ def test_tiny_model_overfits_with_sampled_softmax():
     ppl = Perplexity.from_sums(float(stats["forward_nll"]), int(stats["forward_count"]),
                                float(stats["backward_nll"]), int(stats["backward_count"]))
     assert ppl.average < 1.1 and ppl.tokens == 36
+
+
+def test_bilm_tf_training_smoke_text_reaches_low_perplexity(bilm_tf):
+    """bilm-tf's own training smoke test: a short run on its 4 sentences should reach a training
+    perplexity well under 20 (full softmax, average of the two directions)."""
+    torch.manual_seed(0)
+    vocab = Vocabulary.load(bilm_tf.root / "train" / "vocab.txt")
+    lines = (bilm_tf.root / "train" / "data.txt").read_text(encoding="utf-8").splitlines()
+    sentences = [line.split() for line in lines if line.strip()]
+    config = BiLMConfig.preset("tiny", n_tokens_vocab=len(vocab), dropout=0.0, n_negative_samples_batch=8)
+    model = BiLM(config).train()
+    word_ids = vocab.batch_ids(sentences)
+    next_ids, prev_ids = sentence_targets(word_ids, (word_ids != -1).sum(1))
+    ids = batch_to_ids(sentences)
+    # the bilm-tf recipe: Adagrad 0.2, initial accumulator 1.0, global norm clip 10
+    optimizer = torch.optim.Adagrad(model.parameters(), lr=0.2, initial_accumulator_value=1.0)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss, _, _ = model.lm_loss(ids, next_ids, prev_ids, n_samples=8, generator=gen)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model.lm_loss(ids, next_ids, prev_ids)
+    ppl = Perplexity.from_sums(float(stats["forward_nll"]), int(stats["forward_count"]),
+                               float(stats["backward_nll"]), int(stats["backward_count"]))
+    print(f"bilm-tf smoke text: perplexity {ppl}")
+    assert ppl.average < 20 and ppl.forward < 20 and ppl.backward < 20
