@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# The LSTM runs many small parallel regions per time step; letting OpenMP threads spin between
+# them (instead of sleeping) measured 10-20% faster embedding on 2 cores. Must be set before
+# torch loads; a value from the environment wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 
 # subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
