@@ -44,7 +44,7 @@ def test_full_softmax_perplexity_matches_hand_computation():
     assert int(stats["forward_count"]) == 8 and int(stats["backward_count"]) == 8
     assert float(stats["forward_nll"]) == pytest.approx(nll_f, rel=1e-5)
     assert float(stats["backward_nll"]) == pytest.approx(nll_b, rel=1e-5)
-    ppl = Perplexity.from_sums(float(stats["forward_nll"]), 8, float(stats["backward_nll"]), 8)
+    ppl = Perplexity.from_stats(stats)
     assert ppl.forward == pytest.approx(math.exp(nll_f / 8), rel=1e-5)
     assert ppl.backward == pytest.approx(math.exp(nll_b / 8), rel=1e-5)
     assert ppl.average == pytest.approx(math.sqrt(ppl.forward * ppl.backward), rel=1e-6)
@@ -137,6 +137,28 @@ def test_gradients_match_finite_differences():
             assert float(flat_grad[k]) == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-8), name
 
 
+def _train(model, optimizer, steps, ids, next_ids, prev_ids, n_samples):
+    """Sampled-softmax training steps with global-norm clip 10; returns the losses."""
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss, _, _ = model.lm_loss(ids, next_ids, prev_ids, n_samples=n_samples, generator=gen)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _full_softmax_perplexity(model, ids, next_ids, prev_ids):
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model.lm_loss(ids, next_ids, prev_ids)
+    return Perplexity.from_stats(stats)
+
+
 def test_tiny_model_overfits_with_sampled_softmax():
     """Four windows of distinct words (bilm-tf style: every target lies inside the window), so every
     prediction is determined by the context: sampled-softmax training must drive the loss to ~0 and
@@ -151,24 +173,10 @@ def test_tiny_model_overfits_with_sampled_softmax():
     next_ids[:, :-1] = word_ids[:, 1:]
     prev_ids[:, 1:] = word_ids[:, :-1]
     ids = batch_to_ids(windows, add_boundaries=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    model.train()
-    gen = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(300):
-        optimizer.zero_grad()
-        loss, _, _ = model.lm_loss(ids, next_ids, prev_ids, n_samples=16, generator=gen)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses = _train(model, torch.optim.Adam(model.parameters(), lr=0.01), 300, ids, next_ids, prev_ids, 16)
     assert losses[0] > 2.0
     assert np.mean(losses[-10:]) < 0.05
-    model.eval()
-    with torch.no_grad():
-        _, stats, _ = model.lm_loss(ids, next_ids, prev_ids)
-    ppl = Perplexity.from_sums(float(stats["forward_nll"]), int(stats["forward_count"]),
-                               float(stats["backward_nll"]), int(stats["backward_count"]))
+    ppl = _full_softmax_perplexity(model, ids, next_ids, prev_ids)
     assert ppl.average < 1.1 and ppl.tokens == 36
 
 
@@ -186,17 +194,7 @@ def test_bilm_tf_training_smoke_text_reaches_low_perplexity(bilm_tf):
     ids = batch_to_ids(sentences)
     # the bilm-tf recipe: Adagrad 0.2, initial accumulator 1.0, global norm clip 10
     optimizer = torch.optim.Adagrad(model.parameters(), lr=0.2, initial_accumulator_value=1.0)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(60):
-        optimizer.zero_grad()
-        loss, _, _ = model.lm_loss(ids, next_ids, prev_ids, n_samples=8, generator=gen)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        _, stats, _ = model.lm_loss(ids, next_ids, prev_ids)
-    ppl = Perplexity.from_sums(float(stats["forward_nll"]), int(stats["forward_count"]),
-                               float(stats["backward_nll"]), int(stats["backward_count"]))
+    _train(model, optimizer, 60, ids, next_ids, prev_ids, 8)
+    ppl = _full_softmax_perplexity(model, ids, next_ids, prev_ids)
     print(f"bilm-tf smoke text: perplexity {ppl}")
     assert ppl.average < 20 and ppl.forward < 20 and ppl.backward < 20
