@@ -13,14 +13,13 @@ import torch
 from torch import nn
 
 from .bilm import BiLM
-from .characters import BOS_CHAR, EOS_CHAR, MAX_CHARS_PER_TOKEN, OFFSET, batch_to_ids, token_to_ids
+from .characters import BOS_TOKEN, EOS_TOKEN, MAX_CHARS_PER_TOKEN, batch_to_ids, token_to_ids
 from .lstm import CarriedState
 from .scalar_mix import ScalarMix
 from .weights import load_model
 
-_BOS_IDS = torch.from_numpy(token_to_ids("<S>").copy())
-_EOS_IDS = torch.from_numpy(token_to_ids("</S>").copy())
-assert int(_BOS_IDS[1]) == BOS_CHAR + OFFSET and int(_EOS_IDS[1]) == EOS_CHAR + OFFSET
+_BOS_IDS = torch.from_numpy(token_to_ids(BOS_TOKEN).copy())
+_EOS_IDS = torch.from_numpy(token_to_ids(EOS_TOKEN).copy())
 
 
 def add_sentence_boundaries(char_ids: torch.Tensor) -> torch.Tensor:
