@@ -10,10 +10,12 @@ markers ``<S>``/``</S>`` are the single pseudo-byte 256/257. Every id is then sh
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # torch is imported only where tensors are made (preprocessing never needs it)
+    import torch
 
 import numpy as np
-import torch
 
 MAX_CHARS_PER_TOKEN = 50
 MAX_WORD_BYTES = MAX_CHARS_PER_TOKEN - 2  # room for begin/end-of-word markers
@@ -89,7 +91,7 @@ def sentence_to_ids(tokens: Sequence[str], add_boundaries: bool = True) -> np.nd
     return np.stack([token_to_ids(w) for w in words])
 
 
-def batch_to_ids(sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> torch.Tensor:
+def batch_to_ids(sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> "torch.Tensor":
     """Sentences -> (B, T, 50) int64 ids, right-padded with all-zero rows (T = longest + 2)."""
     extra = 2 if add_boundaries else 0
     longest = max((len(s) for s in sentences), default=0) + extra
@@ -97,4 +99,6 @@ def batch_to_ids(sentences: Sequence[Sequence[str]], add_boundaries: bool = True
     for i, sentence in enumerate(sentences):
         if len(sentence) + extra:
             out[i, : len(sentence) + extra] = sentence_to_ids(sentence, add_boundaries)
+    import torch
+
     return torch.from_numpy(out)

@@ -14,6 +14,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 # subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("elmo_core.embed_command", "embed a file of tokenized sentences into HDF5 (AllenNLP layout)"),
+    "preprocess": ("preprocessing.cli", "corpus shards -> vocabulary + character-encoded Parquet (Ray Data)"),
 }
 
 

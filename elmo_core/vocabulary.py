@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported only where tensors are made (preprocessing never needs it)
+    import torch
 
 from .characters import BOS_TOKEN, EOS_TOKEN
 
@@ -49,17 +50,41 @@ class Vocabulary:
         ids = [self.id(t) for t in tokens]
         return [self.bos, *ids, self.eos] if add_boundaries else ids
 
-    def batch_ids(self, sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> torch.Tensor:
+    def batch_ids(self, sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> "torch.Tensor":
         """(B, T) word ids, right-padded with -1 (matching `characters.batch_to_ids`)."""
+        import torch
+
         rows = [self.sentence_ids(s, add_boundaries) for s in sentences]
         out = torch.full((len(rows), max((len(r) for r in rows), default=0)), -1, dtype=torch.int64)
         for i, r in enumerate(rows):
             out[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
         return out
 
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], max_size: int | None = None, min_count: int = 1) -> "Vocabulary":
+        """Specials first, then words by descending count, ties by code point order (deterministic).
+
+        Words with fewer than ``min_count`` occurrences are dropped; ``max_size`` counts the
+        three specials. Tokens equal to a special are not counted as words.
+        """
+        words = sorted(((t, c) for t, c in counts.items() if c >= min_count and t not in SPECIALS),
+                       key=lambda tc: (-tc[1], tc[0]))
+        if max_size is not None:
+            words = words[: max(0, max_size - len(SPECIALS))]
+        return cls([*SPECIALS, *(t for t, _ in words)])
+
+    @classmethod
+    def from_text(cls, text: str) -> "Vocabulary":
+        """Parse a vocabulary file's text (one token a line; a trailing count column is ignored)."""
+        tokens = [line.split()[0] if line.split() else line for line in text.splitlines() if line.strip()]
+        return cls(tokens)
+
+    def to_text(self) -> str:
+        return "".join(t + "\n" for t in self.tokens)
+
     def digest(self) -> str:
         """sha256 of the file contents (identifies the vocabulary in manifests and registries)."""
-        return hashlib.sha256("".join(t + "\n" for t in self.tokens).encode("utf-8")).hexdigest()
+        return hashlib.sha256(self.to_text().encode("utf-8")).hexdigest()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":
@@ -69,9 +94,7 @@ class Vocabulary:
             raise ValueError(f"cannot read vocabulary {path}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
             raise ValueError(f"vocabulary {path} is not UTF-8: {exc}") from exc
-        # bilm-tf files have one token a line; tolerate a trailing "count" column
-        tokens = [line.split()[0] if line.split() else line for line in text.splitlines() if line.strip()]
-        return cls(tokens)
+        return cls.from_text(text)
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
+        Path(path).write_text(self.to_text(), encoding="utf-8")

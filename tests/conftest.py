@@ -15,6 +15,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 # The one setting that names the fixture's path (CI has ../shared beside the checkout).
 FIXTURE_ENV = "ELMO_BILM_TF_FIXTURES"
+# Ray 2.60 turns token authentication on by default; the local clusters the tests start (and the
+# CLI subprocesses that join them) run without it.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
 FIXTURE_DIR = Path(os.environ.get(FIXTURE_ENV, REPO.parent / "shared" / "fixtures" / "bilm-tf"))
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,82 @@
+"""Preprocessing settings: the one place their numbers live.
+
+`PreprocessConfig` holds everything that changes the output; its `config_hash` names a dataset
+version. Settings that only change how fast the job runs (workers, block sizes) live in
+`RunOptions` and are not hashed, so re-running with more workers is still a no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+SPLITS = ("train", "validation", "test")
+TOKENIZERS = ("moses", "whitespace")
+INPUT_FORMATS = ("sentence", "document")
+COMPRESSIONS = (".gz", ".bz2", ".zst")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """What the output depends on (hashed into `config_hash`)."""
+
+    tokenizer: str = "moses"  # Moses-compatible (sacremoses) or pre-tokenized text
+    language: str = "en"  # Moses language rules
+    input_format: str = "sentence"  # one sentence a line, or one document a line (split into sentences)
+    # Longer sentences are cut into consecutive pieces of at most this many tokens (never dropped).
+    # bilm-tf trains on 20-token windows; 256 keeps LSTM memory bounded while splitting almost no
+    # real sentence (1B Word Benchmark sentences are under 100 tokens).
+    max_sentence_tokens: int = 256
+    # Vocabulary (ignored when an existing vocabulary file is given). bilm-tf's 1B-Word
+    # vocabulary keeps words seen at least 3 times in the training split.
+    max_vocab: int | None = None
+    min_count: int = 3
+    # Deterministic split by hash of each line's id (pieces of a line stay together).
+    validation_fraction: float = 0.01
+    test_fraction: float = 0.01
+    split_salt: str = "elmo-split-v1"
+    # Roughly this much in-memory Arrow data per Parquet file (Ray's min_bytes_per_file).
+    shard_size_mb: int = 128
+    quarantine_bad_files: bool = False  # False: a bad shard fails the job
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+        if self.max_sentence_tokens < 1:
+            raise ValueError("max_sentence_tokens must be >= 1")
+        if self.max_vocab is not None and self.max_vocab < 4:
+            raise ValueError("max_vocab must be >= 4 (three special tokens plus one word)")
+        if self.min_count < 1:
+            raise ValueError("min_count must be >= 1")
+        held_out = self.validation_fraction + self.test_fraction
+        if min(self.validation_fraction, self.test_fraction) < 0 or held_out >= 1:
+            raise ValueError("validation and test fractions must be >= 0 and sum to less than 1")
+        if self.shard_size_mb < 1:
+            raise ValueError("shard_size_mb must be >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PreprocessConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of every output-affecting field."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the job runs; never changes the output."""
+
+    num_workers: int | None = None  # tokenizer processes (None: one per CPU Ray offers)
+    cpus_per_worker: float = 1.0  # fractional values leave room for reading on small machines
+    lines_per_block: int = 4096  # lines read per block; the unit of parallel tokenization
+    address: str | None = None  # Ray cluster address; None: the job's cluster or a local Ray

@@ -1,0 +1,246 @@
+"""The preprocessing job end to end on a real local Ray: counts, decoding, vocabulary, splits,
+versions, bad shards, crashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from corpus_helpers import long_line, oracle, raw_lines, write_corpus
+from elmo_core.characters import MAX_WORD_BYTES, ids_to_token
+from elmo_core.vocabulary import Vocabulary
+from preprocessing.config import SPLITS, PreprocessConfig, RunOptions
+from preprocessing.dataset import DatasetError, load_manifest, load_vocabulary, split_files
+
+ray = pytest.importorskip("ray")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = PreprocessConfig(max_sentence_tokens=50, min_count=2, validation_fraction=0.1, test_fraction=0.1)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("corpus"))
+    return root, write_corpus(root)
+
+
+@pytest.fixture(scope="module")
+def moses_run(ray_cluster, corpus, tmp_path_factory):
+    from preprocessing.pipeline import run_preprocess
+
+    root, paths = corpus
+    out = str(tmp_path_factory.mktemp("out") / "ds")
+    manifest = run_preprocess([root], out, CONFIG, RunOptions(num_workers=2, lines_per_block=64), log=lambda m: None)
+    return out, manifest, oracle(root, paths, CONFIG)
+
+
+def read_split(out: str, split: str) -> list[dict]:
+    rows = []
+    for uri in split_files(out, split):
+        rows.extend(pq.read_table(uri).to_pylist())
+    return rows
+
+
+def test_counts_add_up_and_match_a_single_process_pass(moses_run, corpus):
+    out, m, expected = moses_run
+    root, paths = corpus
+    written_lines = sum(len(raw_lines(p)) for p in paths)
+    assert m["lines_in"] == written_lines == expected.lines_in
+    assert m["lines_in"] == m["lines_out"] + m["empty_lines"] + m["quarantined_lines"]
+    assert m["quarantined_lines"] == 0
+    assert m["empty_lines"] == expected.empty_lines >= 5  # blanks, whitespace, a no-newline shard
+    assert m["invalid_utf8_lines"] == expected.invalid_utf8_lines == 2
+    assert m["split_sentences"] == expected.split_sentences >= 2  # the 130- and 300-token lines
+    assert m["sentences_out"] == len(expected.sentences)
+    assert m["tokens_out"] == sum(len(t) for t in expected.sentences.values())
+    rows = {s: read_split(out, s) for s in SPLITS}
+    assert sum(len(r) for r in rows.values()) == m["sentences_out"]
+    for split in SPLITS:
+        assert m["splits"][split]["sentences"] == len(rows[split]) > 0
+    # every input file is listed with its size and the sha256 of its stored bytes
+    by_key = {entry["key"]: entry for entry in m["inputs"]}
+    assert sorted(by_key) == ["a.txt", "b.txt.gz", "sub/c.txt.bz2", "sub/d.txt.zst"]
+    for path in paths:
+        entry = by_key[os.path.relpath(path, root)]
+        data = open(path, "rb").read()
+        assert entry["status"] == "ok" and entry["size"] == len(data)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry["lines"] == len(raw_lines(path))
+
+
+def test_rows_decode_back_to_their_tokens(moses_run):
+    out, m, expected = moses_run
+    vocab = load_vocabulary(out)
+    seen_ids = set()
+    by_line: dict[str, list[str]] = {}
+    for split in SPLITS:
+        for row in read_split(out, split):
+            tokens = row["tokens"]
+            assert row["sentence_id"] not in seen_ids
+            seen_ids.add(row["sentence_id"])
+            assert tokens == expected.sentences[row["sentence_id"]]
+            assert expected.split[row["sentence_id"].rsplit(":", 1)[0]] == split
+            assert row["num_tokens"] == len(tokens) <= CONFIG.max_sentence_tokens
+            assert row["word_ids"] == [vocab.id(t) for t in tokens]
+            chars = np.asarray(row["char_ids"], dtype=np.int64).reshape(-1, 50)
+            assert chars.shape == (len(tokens), 50)
+            for token, char_row in zip(tokens, chars):
+                truncated = token.encode("utf-8")[:MAX_WORD_BYTES].decode("utf-8", "replace")
+                assert ids_to_token(char_row) == truncated
+            by_line.setdefault(f"{row['source']}#{row['line']}", []).append((row["sentence_index"], tokens))
+    # a cut sentence's pieces are consecutive and lose nothing
+    assert any(len(p) > 1 for p in by_line.values())
+    for key, pieces in by_line.items():
+        pieces.sort()
+        assert [i for i, _ in pieces] == list(range(len(pieces)))
+    huge = [t for s in expected.sentences.values() for t in s if len(t.encode()) > MAX_WORD_BYTES]
+    assert any(len(t) == 3000 for t in huge)  # the huge token is kept whole in `tokens`
+
+
+def test_vocabulary_equals_single_process_count(moses_run):
+    out, m, expected = moses_run
+    vocab = load_vocabulary(out)
+    assert vocab == Vocabulary.from_counts(expected.counts["train"], CONFIG.max_vocab, CONFIG.min_count)
+    assert vocab.tokens[:3] == ["<S>", "</S>", "<UNK>"]
+    counts = [line.split("\t") for line in open(os.path.join(out, "vocab_counts.tsv"), encoding="utf-8").read().splitlines()]
+    assert [t for t, _ in counts] == vocab.tokens
+    assert all(int(c) == expected.counts["train"][t] for t, c in counts[3:])
+    freqs = [int(c) for _, c in counts[3:]]
+    assert freqs == sorted(freqs, reverse=True) and min(freqs) >= CONFIG.min_count
+    assert m["vocab"]["digest"] == vocab.digest()
+    total = sum(sum(c.values()) for c in expected.counts.values())
+    oov = sum(n for c in expected.counts.values() for t, n in c.items() if t not in set(vocab.tokens))
+    assert m["oov_tokens"] == oov and m["oov_rate"] == pytest.approx(oov / total)
+
+
+def test_split_and_rows_stable_across_workers_and_blocks(ray_cluster, corpus, tmp_path):
+    from preprocessing.pipeline import run_preprocess
+
+    root, _ = corpus
+    config = PreprocessConfig(tokenizer="whitespace", max_sentence_tokens=50, min_count=1,
+                              validation_fraction=0.2, test_fraction=0.2, max_vocab=300)
+    results = []
+    for name, options in (("a", RunOptions(num_workers=1, lines_per_block=7)),
+                          ("b", RunOptions(num_workers=2, lines_per_block=1000))):
+        out = str(tmp_path / name)
+        run_preprocess([root], out, config, options, log=lambda m: None)
+        rows = {s: sorted((r["sentence_id"], r["word_ids"], r["char_ids"]) for r in read_split(out, s)) for s in SPLITS}
+        results.append((rows, load_vocabulary(out)))
+    assert results[0] == results[1]
+    assert len(results[0][1]) == 300
+    assert all(len(results[0][0][s]) > 10 for s in SPLITS)
+
+
+def test_rerun_is_a_no_op_and_a_changed_config_a_new_version(ray_cluster, corpus, tmp_path):
+    from preprocessing.pipeline import run_preprocess
+
+    root, _ = corpus
+    out = str(tmp_path / "ds")
+    config = PreprocessConfig(tokenizer="whitespace", min_count=1)
+    first = run_preprocess([root], out, config, log=lambda m: None)
+    stamp = os.stat(os.path.join(out, "manifest.json")).st_mtime_ns
+    again = run_preprocess([root], out, config, log=lambda m: None)
+    assert again == first and os.stat(os.path.join(out, "manifest.json")).st_mtime_ns == stamp
+    changed = run_preprocess([root], out, PreprocessConfig(tokenizer="whitespace", min_count=2), log=lambda m: None)
+    assert changed["version"] != first["version"] and changed["config_hash"] != first["config_hash"]
+    assert load_manifest(out)["version"] == changed["version"]
+    archived = os.path.join(out, "versions", first["version"][:16])
+    assert json.load(open(os.path.join(archived, "manifest.json")))["version"] == first["version"]
+    for split in SPLITS:  # the archived version is complete and readable
+        for entry in first["splits"][split]["files"]:
+            assert pq.read_metadata(os.path.join(archived, entry["path"])).num_rows == entry["rows"]
+    assert not os.path.exists(os.path.join(out, "_staging"))
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-m", "workflows.preprocess", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=timeout)
+
+
+def test_corrupt_shard_fails_naming_it_or_is_quarantined(ray_cluster, tmp_path):
+    root = tmp_path / "corpus"
+    paths = write_corpus(str(root), n_sentences=120)
+    good = str(tmp_path / "good")
+    args = ["--tokenizer", "whitespace", "--min-count", "1", "--address", ray_cluster]
+    assert _cli(str(root), "--output", good, *args).returncode == 0
+    before = open(os.path.join(good, "manifest.json")).read()
+    # truncate the gzip shard in the middle of its compressed stream
+    data = open(paths[1], "rb").read()
+    open(paths[1], "wb").write(data[: len(data) // 2])
+    failed = _cli(str(root), "--output", good, *args)
+    assert failed.returncode == 2
+    assert paths[1] in failed.stderr.splitlines()[-1] and "quarantine" in failed.stderr
+    assert open(os.path.join(good, "manifest.json")).read() == before  # the old dataset is untouched
+    assert not os.path.exists(os.path.join(good, "_staging"))
+
+    quarantined = str(tmp_path / "quarantined")
+    ok = _cli(str(root), "--output", quarantined, "--quarantine-bad-files", *args)
+    assert ok.returncode == 0, ok.stderr
+    m = load_manifest(quarantined)
+    entry = next(e for e in m["inputs"] if e["path"] == paths[1])
+    assert entry["status"] == "quarantined" and "unreadable" in entry["error"]
+    assert m["quarantined_lines"] == entry["lines"] > 0
+    assert m["lines_in"] == m["lines_out"] + m["empty_lines"] + m["quarantined_lines"]
+    sources = {r["source"] for s in SPLITS for r in read_split(quarantined, s)}
+    assert paths[1] not in sources and len(sources) == 3
+
+
+def test_bad_arguments_and_missing_input_exit_2(tmp_path):
+    missing = _cli(str(tmp_path / "nope"), "--output", str(tmp_path / "o"))
+    assert missing.returncode == 2 and "nope: no such file or directory" in missing.stderr
+    both = _cli(str(tmp_path), "--output", str(tmp_path / "o"), "--vocab", "v.txt", "--max-vocab", "10")
+    assert both.returncode == 2 and "--vocab cannot be combined" in both.stderr
+    with pytest.raises(ValueError, match="fractions"):
+        PreprocessConfig(validation_fraction=0.6, test_fraction=0.5)
+
+
+def test_killed_run_leaves_no_readable_half_dataset(ray_cluster, tmp_path):
+    root = tmp_path / "corpus"
+    write_corpus(str(root), n_sentences=400)
+    out = tmp_path / "ds"
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "workflows.preprocess", str(root), "--output", str(out),
+                             "--address", ray_cluster, "--min-count", "1"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((out / "_staging").glob("*/lines/*.parquet")):
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    with pytest.raises(DatasetError, match="no committed dataset"):
+        split_files(str(out), "train")
+    # a rerun clears the debris and commits
+    done = _cli(str(root), "--output", str(out), "--address", ray_cluster, "--min-count", "1")
+    assert done.returncode == 0, done.stderr
+    assert load_manifest(str(out))["sentences_out"] > 0
+    assert not (out / "_staging").exists()
+
+
+def test_overlong_sentences_are_cut_not_dropped():
+    from preprocessing.text import LineProcessor, split_document
+
+    process = LineProcessor(PreprocessConfig(tokenizer="whitespace", max_sentence_tokens=50))
+    sentences, cut = process(long_line(130).decode())
+    assert cut == 1 and [len(s) for s in sentences] == [50, 50, 30]
+    assert [t for s in sentences for t in s] == long_line(130).decode().split()
+    assert split_document("Dr. Smith went home. He slept! Then e.g. tea? Yes.") == [
+        "Dr. Smith went home.", "He slept!", "Then e.g. tea?", "Yes."]
+    assert split_document("\u4eca\u65e5\u306f\u3002\u660e\u65e5\u3082\u3002") == ["\u4eca\u65e5\u306f\u3002", "\u660e\u65e5\u3082\u3002"]

@@ -1,0 +1,12 @@
+"""``ray job submit`` entrypoint for preprocessing; same arguments as ``elmo preprocess``.
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python -m workflows.preprocess s3://corpus/shards/ --output s3://data/elmo-v1
+"""
+
+import sys
+
+from preprocessing.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
