@@ -244,3 +244,32 @@ def test_overlong_sentences_are_cut_not_dropped():
     assert split_document("Dr. Smith went home. He slept! Then e.g. tea? Yes.") == [
         "Dr. Smith went home.", "He slept!", "Then e.g. tea?", "Yes."]
     assert split_document("\u4eca\u65e5\u306f\u3002\u660e\u65e5\u3082\u3002") == ["\u4eca\u65e5\u306f\u3002", "\u660e\u65e5\u3082\u3002"]
+
+
+def test_http_urls_from_a_list_file(ray_cluster, corpus, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from preprocessing.pipeline import run_preprocess
+
+    root, paths = corpus
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        listing = tmp_path / "inputs.txt"
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        listing.write_text("# shards\n" + "".join(base + os.path.relpath(p, root) + "\n" for p in paths))
+        config = PreprocessConfig(tokenizer="whitespace", min_count=1)
+        m = run_preprocess([f"@{listing}"], str(tmp_path / "ds"), config, log=lambda m: None)
+    finally:
+        server.shutdown()
+    expected = oracle(root, paths, config)
+    assert m["lines_in"] == expected.lines_in and m["sentences_out"] == len(expected.sentences)
+    assert [e["key"] for e in m["inputs"]] == ["a.txt", "b.txt.gz", "c.txt.bz2", "d.txt.zst"]
+    assert all(e["fingerprint"].startswith("http:") for e in m["inputs"])
+    by_size = {os.path.basename(p): os.path.getsize(p) for p in paths}
+    assert all(e["size"] == by_size[e["key"]] for e in m["inputs"])
