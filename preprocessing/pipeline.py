@@ -146,19 +146,9 @@ def summarize_block(batch: pa.Table) -> pa.Table:
 
 def count_tokens(batch: pa.Table, quarantined: frozenset[str]) -> pa.Table:
     """Per-block token counts by split (pre-aggregation before Ray's groupby)."""
-    lines = _kept_lines(batch, quarantined)
-    counters = {split: Counter() for split in SPLITS}
-    for split, sentences in zip(lines.column("split").to_pylist(), lines.column("sentences").to_pylist()):
-        counter = counters[split]
-        for sentence in sentences:
-            counter.update(sentence)
-    splits, tokens, counts = [], [], []
-    for split, counter in counters.items():
-        splits.extend([split] * len(counter))
-        tokens.extend(counter.keys())
-        counts.extend(counter.values())
-    return pa.table({"split": pa.array(splits, pa.string()), "token": pa.array(tokens, pa.string()),
-                     "count": pa.array(counts, pa.int64())})
+    from .encode import token_counts
+
+    return token_counts(_kept_lines(batch, quarantined))
 
 
 _ENCODERS: dict[str, "SentenceEncoder"] = {}
@@ -270,7 +260,8 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
 
     staged = ray.data.read_parquet(lines_uri)
     say("pass 2/3: statistics and token counts")
-    summary = staged.map_batches(summarize_block, batch_format="pyarrow", num_cpus=0.5).take_all()
+    summary = staged.map_batches(summarize_block, batch_format="pyarrow", batch_size=options.lines_per_block,
+                                 num_cpus=0.5).take_all()
     markers = {r["source"]: r for r in summary if r["kind"] != schema.KIND_LINE}
     missing = [f.uri for f in files if f.uri not in markers]
     if missing:
@@ -290,7 +281,7 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
                 invalid_utf8_lines=r["invalid_utf8"], sentences_out=r["num_sentences"],
                 tokens_out=r["num_tokens"], split_sentences=r["split_sentences"])
     grouped = (staged.map_batches(count_tokens, batch_format="pyarrow", fn_kwargs={"quarantined": quarantined},
-                                  num_cpus=0.5)
+                                  batch_size=options.lines_per_block, num_cpus=0.5)
                .groupby(["split", "token"], num_partitions=max(1, workers)).sum("count").take_all())
     counts = {s: {} for s in SPLITS}
     for row in grouped:
@@ -302,7 +293,7 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
     (staged.map_batches(encode_sentences, batch_format="pyarrow",
                         fn_kwargs={"vocab_tokens": vocab.tokens, "vocab_digest": vocab.digest(),
                                    "quarantined": quarantined},
-                        concurrency=workers, num_cpus=options.cpus_per_worker)
+                        batch_size=options.lines_per_block, concurrency=workers, num_cpus=options.cpus_per_worker)
      .write_parquet(data_uri, partition_cols=["split"], min_bytes_per_file=config.shard_size_mb << 20,
                     ray_remote_args={"num_cpus": 0}))
 

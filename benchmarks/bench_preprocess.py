@@ -1,0 +1,203 @@
+"""Preprocessing throughput: the tokenizer alone vs the whole Ray Data pipeline at 1 and 2 workers.
+
+    .venv/bin/python benchmarks/bench_preprocess.py --mb 300 --out benchmarks/results/preprocess_cpu.json
+
+Text: the prose of ``pydoc_data.topics`` (shipped with CPython), shuffled differently for each
+copy and written as ``--shards`` plain-text shards of ``--mb`` MB in total (generated at run
+time; nothing is committed). Phases, each in its own process:
+
+* ``tokenizer_alone``: one process reads the shards and runs the same line processor (Moses
+  tokenizer, cutting) on every line: the cost preprocessing cannot avoid;
+* ``pipeline_1w`` / ``pipeline_2w``: ``run_preprocess`` end to end (read, tokenize, count,
+  vocabulary, encode, write Parquet, commit) on a local Ray with 1 / 2 tokenizer workers, timed
+  after Ray has started; peak RSS summed over the driver and every Ray worker process
+  (PSS, so the shared object store counts once; sampled every 0.2 s);
+* ``pipeline_2w_half``: the same on half the corpus, to show whether memory grows with size.
+
+Reported: tokens/s, ``overhead_vs_tokenizer`` = pipeline_1w time / tokenizer time - 1 (target
+< 0.20), ``scaling_2w`` = pipeline_2w tokens/s / pipeline_1w tokens/s (2 cores here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_corpus(directory: Path, megabytes: float, shards: int, seed: int = 0) -> int:
+    import pydoc_data.topics
+
+    lines = [" ".join(line.split()) for text in pydoc_data.topics.topics.values() for line in text.splitlines()]
+    lines = [line for line in lines if len(line.split()) >= 3]
+    rng = random.Random(seed)
+    target = int(megabytes * 1e6)
+    files = [open(directory / f"shard-{i:03d}.txt", "w", encoding="utf-8") for i in range(shards)]
+    written, copy = 0, 0
+    while written < target:
+        order = lines[:]
+        rng.shuffle(order)
+        text = "\n".join(order) + "\n"
+        files[copy % shards].write(text)
+        written += len(text.encode("utf-8"))
+        copy += 1
+    for f in files:
+        f.close()
+    return written
+
+
+def _pss_of(pid: int) -> int:
+    """Proportional set size: shared pages (Ray's object store) split among the processes that
+    map them, so the sum over processes is the memory actually used."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _is_ray_worker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return False
+    return cmd.startswith(b"ray::") or b"default_worker.py" in cmd
+
+
+class PeakRss:
+    """Peak of (this process + all Ray worker processes) PSS, sampled in a thread."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = _pss_of(os.getpid()) + sum(_pss_of(int(p)) for p in os.listdir("/proc")
+                                               if p.isdigit() and _is_ray_worker(int(p)))
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def phase_tokenizer(corpus: Path) -> dict:
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.text import LineProcessor, decode_line
+
+    process = LineProcessor(PreprocessConfig())
+    tokens = lines = 0
+    start = time.perf_counter()
+    for shard in sorted(corpus.iterdir()):
+        with open(shard, "rb") as f:
+            for raw in f:
+                sentences, _ = process(decode_line(raw.rstrip(b"\n"))[0])
+                tokens += sum(len(s) for s in sentences)
+                lines += 1
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": tokens, "lines": lines, "tokens_per_s": tokens / seconds}
+
+
+def phase_pipeline(corpus: Path, workers: int, output: Path, shard_limit: int | None) -> dict:
+    import ray
+
+    from preprocessing.config import PreprocessConfig, RunOptions
+    from preprocessing.pipeline import run_preprocess
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    start = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), logging_level="WARNING", include_dashboard=True, dashboard_host="127.0.0.1")
+    ray_start = time.perf_counter() - start
+    shards = sorted(str(p) for p in corpus.iterdir())[:shard_limit]
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        m = run_preprocess(shards, str(output), PreprocessConfig(), RunOptions(num_workers=workers),
+                           log=lambda msg: print(msg, file=sys.stderr))
+        seconds = time.perf_counter() - start
+    ray.shutdown()
+    return {"seconds": seconds, "ray_start_s": ray_start, "tokens": m["tokens_out"], "lines": m["lines_in"],
+            "tokens_per_s": m["tokens_out"] / seconds, "peak_rss_mb": rss.peak / 2**20,
+            "input_mb": sum(os.path.getsize(s) for s in shards) / 1e6,
+            "output_mb": sum(f["bytes"] for s in m["splits"].values() for f in s["files"]) / 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=300.0, help="corpus size in MB (default: 300)")
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout only)")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--shard-limit", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase == "tokenizer":
+        print(json.dumps(phase_tokenizer(args.corpus)))
+        return
+    if args.phase == "pipeline":
+        with tempfile.TemporaryDirectory() as out:
+            print(json.dumps(phase_pipeline(args.corpus, args.workers, Path(out) / "ds", args.shard_limit)))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus"
+        corpus.mkdir()
+        size = make_corpus(corpus, args.mb, args.shards)
+        print(f"corpus: {size / 1e6:.1f} MB in {args.shards} shards", file=sys.stderr)
+
+        def run(phase: str, *extra: str) -> dict:
+            cmd = [sys.executable, __file__, "--phase", phase, "--corpus", str(corpus), *extra]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+            if proc.returncode:
+                raise SystemExit(f"phase {phase} failed")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"{phase} {extra}: {result}", file=sys.stderr)
+            return result
+
+        results = {
+            "tokenizer_alone": run("tokenizer"),
+            "pipeline_1w": run("pipeline", "--workers", "1"),
+            "pipeline_2w": run("pipeline", "--workers", "2"),
+            "pipeline_2w_half": run("pipeline", "--workers", "2", "--shard-limit", str(max(1, args.shards // 2))),
+        }
+    tok, p1, p2 = results["tokenizer_alone"], results["pipeline_1w"], results["pipeline_2w"]
+    report = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "corpus_mb": size / 1e6,
+        "tokenizer": "moses (sacremoses)",
+        "phases": results,
+        "overhead_vs_tokenizer": p1["seconds"] / tok["seconds"] - 1,
+        "scaling_2w": p2["tokens_per_s"] / p1["tokens_per_s"],
+        "pipeline_2w_vs_tokenizer_alone": p2["tokens_per_s"] / tok["tokens_per_s"],
+        "peak_rss_ratio_full_vs_half": p2["peak_rss_mb"] / results["pipeline_2w_half"]["peak_rss_mb"],
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
