@@ -1,0 +1,266 @@
+"""Pretraining and adaptation on a real local Ray (Ray Train, DDP on gloo), tracked by a real
+`mlflow server` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import glob
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from elmo_core.sample_text import pydoc_sentences
+from preprocessing.config import PreprocessConfig
+from preprocessing.dataset import load_vocabulary
+from workflows.config import TrainJobConfig
+
+ray = pytest.importorskip("ray")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LICENSES = "/usr/share/common-licenses"
+
+
+def target_domain_lines() -> list[str]:
+    """Real text of another domain present on the machine: licence texts (legal English), or
+    the standard library's module docstrings where those are absent."""
+    paragraphs = []
+    files = sorted(glob.glob(os.path.join(LICENSES, "*")))
+    if files:
+        for path in files:
+            if os.path.isfile(path):
+                text = open(path, encoding="utf-8", errors="replace").read()
+                paragraphs.extend(" ".join(p.split()) for p in text.split("\n\n"))
+    else:
+        import email, http, json as json_module, logging  # noqa: E401
+
+        for module in (email, http, json_module, logging):
+            paragraphs.extend(" ".join(p.split()) for p in (inspect.getdoc(module) or "").split("\n\n"))
+    lines = []
+    for p in paragraphs:
+        words = p.split()
+        lines.extend(" ".join(words[i:i + 30]) for i in range(0, len(words), 30) if len(words[i:i + 30]) >= 5)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    # 2 training workers x 1 CPU plus room for Ray Data's readers
+    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
+    yield tmp_path_factory.mktemp("ray_storage")
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(cluster, tmp_path_factory):
+    """Source domain: CPython's pydoc prose; target: licence texts, with the source vocabulary."""
+    from preprocessing.pipeline import run_preprocess
+
+    root = tmp_path_factory.mktemp("wf")
+    (root / "source").mkdir()
+    (root / "target").mkdir()
+    (root / "source" / "pydoc.txt").write_text("".join(" ".join(s) + "\n" for s in pydoc_sentences(limit=1200)))
+    (root / "target" / "licences.txt").write_text("".join(line + "\n" for line in target_domain_lines()))
+    config = PreprocessConfig(tokenizer="whitespace", min_count=2, validation_fraction=0.1, test_fraction=0.05)
+    run_preprocess([str(root / "source")], str(root / "source_data"), config, log=lambda m: None)
+    run_preprocess([str(root / "target")], str(root / "target_data"), config, log=lambda m: None,
+                   vocab_path=str(root / "source_data" / "vocab.txt"))
+    return {"source": str(root / "source_data"), "target": str(root / "target_data")}
+
+
+def tiny_options(vocab_size: int) -> dict:
+    from workflows.pretrain import model_options
+
+    return model_options("tiny", vocab_size, dropout=0.0)
+
+
+def job(data_dir: str, **changes) -> TrainJobConfig:
+    base = TrainJobConfig(data=data_dir, max_steps=4, batch_tokens=600, shuffle_buffer=400, eval_every=4,
+                          checkpoint_every=2, report_every=2, eval_max_sentences=60, max_failures=1)
+    return base.replace(**changes)
+
+
+def final_state(result) -> dict[str, torch.Tensor]:
+    from workflows.train_loop import load_training_checkpoint
+
+    model, _, _, state = load_training_checkpoint(Path(result.checkpoint_dir))
+    assert state["step"] == result.final["step"]
+    return model.state_dict()
+
+
+def assert_same_parameters(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst <= atol, f"max parameter difference {worst}"
+
+
+@pytest.fixture(scope="module")
+def one_worker_run(cluster, data):
+    from workflows.training import run_stage, unique_name
+
+    vocab = load_vocabulary(data["source"])
+    return run_stage(job(data["source"]), vocab, str(cluster), unique_name("w1"),
+                     model_config=tiny_options(len(vocab)))
+
+
+def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
+    from workflows.training import run_stage, unique_name
+
+    vocab = load_vocabulary(data["source"])
+    two = run_stage(job(data["source"], num_workers=2), vocab, str(cluster), unique_name("w2"),
+                    model_config=tiny_options(len(vocab)))
+    assert two.final["step"] == one_worker_run.final["step"] == 4
+    # training moved the parameters, identically on 1 and 2 workers
+    assert_same_parameters(final_state(one_worker_run), final_state(two), atol=2e-5)
+    assert two.final["train_loss"] == pytest.approx(one_worker_run.final["train_loss"], rel=1e-4)
+    assert two.final["val_ppl"] == pytest.approx(one_worker_run.final["val_ppl"], rel=1e-4)
+
+
+def test_worker_failure_resumes_and_ends_equal(cluster, data, one_worker_run):
+    from workflows.training import run_stage, unique_name
+
+    vocab = load_vocabulary(data["source"])
+    name = unique_name("fault")
+    faulty = run_stage(job(data["source"], num_workers=2, fail_at_step=3), vocab, str(cluster), name,
+                       model_config=tiny_options(len(vocab)))
+    assert os.path.exists(os.path.join(str(cluster), f"{name}.fault-injected"))  # it did fail once
+    assert faulty.final["step"] == 4
+    assert_same_parameters(final_state(one_worker_run), final_state(faulty), atol=2e-5)
+
+
+def test_global_batches_cover_every_sentence_once_per_epoch(data):
+    import pyarrow.parquet as pq
+
+    from preprocessing.dataset import split_files
+    from workflows.batches import COLUMNS, global_batches
+
+    tables = [pq.read_table(u, columns=COLUMNS) for u in split_files(data["source"], "train")]
+    n = sum(t.num_rows for t in tables)
+    for world in (1, 2, 3):
+        seen, padded, real = 0, 0, 0
+        stream = global_batches(lambda epoch: iter(tables), 600, 97, world, seed=5)
+        while True:
+            batch = next(stream)
+            if batch.epoch > 0:
+                break
+            assert len(batch.sentences) >= world
+            shares = [batch.share(r, world) for r in range(world)]
+            assert sum(len(s) for s in shares) == len(batch.sentences)
+            seen += len(batch.sentences)
+            longest = max(len(s) for s in batch.sentences) + 2
+            padded += longest * len(batch.sentences)
+            real += sum(len(s) + 2 for s in batch.sentences)
+        assert n - world < seen <= n  # at most world-1 carried into the next epoch, none dropped
+        assert real / padded > 0.85  # length bucketing keeps padding small
+    a = [b.num_tokens() for _, b in zip(range(5), global_batches(lambda e: iter(tables), 600, 97, 2, 5))]
+    b = [b.num_tokens() for _, b in zip(range(5), global_batches(lambda e: iter(tables), 600, 97, 2, 5))]
+    assert a == b
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "artifacts")],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start; see {root / 'server.log'}")
+            time.sleep(0.5)
+    yield uri
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_pretrain_registers_and_the_gate_refuses_a_worse_model(cluster, data, mlflow_server, monkeypatch):
+    import mlflow
+    import numpy as np
+
+    from elmo_core.embedder import Embedder
+    from elmo_core.weights import load_checkpoint
+    from workflows.pretrain import pretrain
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    vocab = load_vocabulary(data["source"])
+    options = model_options_with_dropout(len(vocab))
+    good = pretrain(job(data["source"], max_steps=8, eval_every=4, checkpoint_every=4), "tiny", "elmo-test",
+                    str(cluster), model_config=options)
+    assert good["version"] == 1 and good["promoted"]
+    client = mlflow.MlflowClient(mlflow_server)
+    history = {m: [x.value for x in client.get_metric_history(good["run_id"], m)]
+               for m in ("train_loss", "tokens_per_second", "val_ppl", "val_ppl_forward", "val_ppl_backward")}
+    assert all(history.values()) and len(history["val_ppl"]) == 2
+    f, b = history["val_ppl_forward"][-1], history["val_ppl_backward"][-1]
+    assert history["val_ppl"][-1] == pytest.approx((f * b) ** 0.5, rel=1e-9)  # geometric mean
+    version = client.get_model_version_by_alias("elmo-test", "champion")
+    assert version.version == "1" and float(version.tags["val_ppl"]) == pytest.approx(good["val_ppl"])
+    assert version.tags["data_manifest"] and "curves.png" in [a.path for a in client.list_artifacts(good["run_id"])]
+
+    # the registered model loads back by alias and embeds like the checkpoint it came from
+    pyfunc = mlflow.pyfunc.load_model("models:/elmo-test@champion")
+    sentences = ["The quick brown fox jumps .", "Python is a language"]
+    out = pyfunc.predict(__import__("pandas").DataFrame({"sentence": sentences}))
+    model, _ = load_checkpoint(os.path.join(good["checkpoint_dir"], "model"))
+    expected = Embedder(model.eval()).embed_all([s.split() for s in sentences])
+    for row, exp in zip(out.to_dict("records"), expected):
+        np.testing.assert_allclose(np.array(row["embedding"]), exp.mean(axis=0), atol=1e-5)
+
+    # a worse model (one step of training) is registered as candidate but not promoted
+    worse = pretrain(job(data["source"], max_steps=1, eval_every=1, checkpoint_every=1), "tiny", "elmo-test",
+                     str(cluster), model_config=options)
+    assert worse["version"] == 2 and not worse["promoted"] and worse["val_ppl"] > good["val_ppl"]
+    assert client.get_model_version_by_alias("elmo-test", "champion").version == "1"
+    assert client.get_model_version_by_alias("elmo-test", "candidate").version == "2"
+
+
+def model_options_with_dropout(vocab_size: int) -> dict:
+    from workflows.pretrain import model_options
+
+    return model_options("tiny", vocab_size)
+
+
+def test_adaptation_lowers_target_perplexity(cluster, data, mlflow_server, monkeypatch):
+    import mlflow
+
+    from workflows.adapt import adapt
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    if not mlflow.MlflowClient(mlflow_server).search_registered_models("name='elmo-test'"):
+        pytest.skip("needs the registered model of test_pretrain_registers_and_the_gate_refuses_a_worse_model")
+    out = adapt(job(data["target"], max_steps=12, eval_every=6, checkpoint_every=6), "models:/elmo-test@champion",
+                "elmo-test-legal", str(cluster), source_data=data["source"])
+    assert out["target_ppl_after"] < 0.8 * out["target_ppl_before"]
+    assert out["source_ppl_after"] > 0 and out["source_ppl_before"] > 0
+    version = mlflow.MlflowClient(mlflow_server).get_model_version("elmo-test-legal", str(out["version"]))
+    assert version.tags["parent_model"] == "elmo-test/1"
+    history = mlflow.MlflowClient(mlflow_server).get_metric_history(out["run_id"], "target_ppl_after")
+    assert history and history[-1].value == pytest.approx(out["target_ppl_after"])

@@ -1,0 +1,159 @@
+"""Adapt a biLM to a new domain: continue LM training on unlabeled target-domain text.
+
+    elmo adapt --from MODEL --data DIR --registered-model NAME [--source-data DIR] [...]
+    ray job submit ... -- python -m workflows.adapt ...   (same arguments)
+
+MODEL: ``models:/NAME@ALIAS`` or ``runs:/RUN_ID/model`` (an MLflow model logged by
+`elmo pretrain`), a training checkpoint or native model directory, or ``OPTIONS.json,WEIGHTS.hdf5``
+(imported bilm-tf/AllenNLP weights). The model's vocabulary and character scheme are kept: DIR
+must be preprocessed with that vocabulary (``elmo preprocess ... --vocab``); a different one is
+refused. The optimizer state is restored when the source is a training checkpoint.
+
+Reported: ``target_ppl_before`` / ``target_ppl_after`` (held-out target data) and, with
+``--source-data``, ``source_ppl_before`` / ``source_ppl_after`` (forgetting); all are the
+geometric mean of the forward and backward full-softmax perplexities (``val_ppl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import TrainJobConfig
+from .pretrain import add_common_arguments, job_config
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="source", required=True, metavar="MODEL", help="model to start from (see above)")
+    p.add_argument("--source-data", metavar="DIR", help="the source domain's preprocessed data (forgetting)")
+    add_common_arguments(p)
+
+
+def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]:
+    """MODEL -> (local directory to start from, lineage string). Imported bilm-tf weights carry
+    no softmax: one is added for the data's vocabulary (``vocab_size`` words), freshly initialized."""
+    from . import tracking
+
+    if source.startswith(("models:/", "runs:/")):
+        return tracking.download_model(source, workdir), tracking.model_version_of(source)
+    if "," in source:  # bilm-tf options + weights
+        from elmo_core.weights import load_bilm_tf, save_checkpoint
+
+        import dataclasses
+
+        from elmo_core.bilm import BiLM
+
+        options, weights = source.split(",", 1)
+        imported = load_bilm_tf(options, weights)
+        training = dataclasses.replace(imported.config.training, n_tokens_vocab=vocab_size,
+                                       n_negative_samples_batch=min(8192, vocab_size))
+        model = BiLM(imported.config.replace(training=training))
+        missing, unexpected = model.load_state_dict(imported.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("softmax.") for k in missing):
+            raise ValueError(f"{source}: imported weights do not fit the model ({unexpected or missing})")
+        target = os.path.join(workdir, "imported")
+        save_checkpoint(model, target)
+        return target, f"bilm-tf:{os.path.basename(weights)}"
+    if not os.path.isdir(source):
+        raise ValueError(f"{source}: not a model URI, directory or OPTIONS,WEIGHTS pair")
+    return source, os.path.abspath(source)
+
+
+def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
+    """Full-softmax perplexity (geometric mean of both directions) of a model on a validation split."""
+    import pyarrow.parquet as pq
+
+    from preprocessing.dataset import split_files
+
+    from .batches import COLUMNS
+    from .train_loop import MODEL_DIR, evaluate, load_training_checkpoint
+    from elmo_core.weights import load_checkpoint
+
+    path = Path(model_dir)
+    model, vocab = (load_training_checkpoint(path)[:2] if (path / MODEL_DIR).exists() else load_checkpoint(path))
+    if vocab is None:
+        from preprocessing.dataset import load_vocabulary
+
+        vocab = load_vocabulary(data_dir)
+    def tables():
+        for uri in split_files(data_dir, "validation"):  # local paths or s3:// (pyarrow reads both)
+            yield pq.read_table(uri, columns=COLUMNS)
+
+    return evaluate(model, vocab, tables(), 0, 1, job.batch_tokens, job.eval_max_sentences, "cpu").average
+
+
+def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str, address: str | None = None,
+          source_data: str | None = None, experiment: str = "elmo", parent_run_id: str | None = None) -> dict:
+    from elmo_core.weights import load_checkpoint
+    from preprocessing.dataset import load_manifest, load_vocabulary
+
+    from . import tracking
+    from .train_loop import MODEL_DIR
+    from .training import ensure_ray, run_stage, unique_name
+
+    workdir = tempfile.mkdtemp(prefix="elmo-adapt-")
+    data_vocab = load_vocabulary(job.data)
+    start_dir, lineage = resolve_start(source, workdir, len(data_vocab))
+    start = Path(start_dir)
+    _, model_vocab = load_checkpoint(start / MODEL_DIR if (start / MODEL_DIR).exists() else start)
+    if model_vocab is not None and model_vocab != data_vocab:
+        raise ValueError(f"{job.data} was preprocessed with a different vocabulary than {source}: rerun "
+                         "`elmo preprocess ... --vocab <the model's vocab.txt>` so word ids match the softmax")
+    manifest = load_manifest(job.data)
+    before = {"target_ppl_before": held_out_ppl(start_dir, job.data, job)}
+    if source_data:
+        before["source_ppl_before"] = held_out_ppl(start_dir, source_data, job)
+    ensure_ray(address)
+    name = unique_name(f"adapt-{registered_model}")
+    run = tracking.StageRun(experiment, name, {**{f"job.{k}": v for k, v in job.to_dict().items()}, "from": source},
+                            {"stage": "adapt", "parent_model": lineage, "vocab_digest": data_vocab.digest()},
+                            parent_run_id)
+    try:
+        run.log_dataset_manifest(manifest, "target")
+        run.log_metrics(before, 0)
+        result = run_stage(job, data_vocab, storage, name, init_checkpoint=start_dir, tracking=run.coordinates())
+        after = {"target_ppl_after": result.final["val_ppl"]}
+        if source_data:
+            after["source_ppl_after"] = held_out_ppl(result.checkpoint_dir, source_data, job)
+        run.log_metrics(after, job.max_steps)
+        run.log_curves(result.history)
+        model_uri = run.log_model(os.path.join(result.checkpoint_dir, MODEL_DIR))
+        outcome = tracking.register(model_uri, registered_model, {
+            "val_ppl": result.final["val_ppl"], "parent_model": lineage, "data_manifest": manifest.get("version"),
+            "vocab_digest": data_vocab.digest(), "run_id": run.run_id})
+        run.finish()
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    return {**outcome, **before, **after, "run_id": run.run_id, "metrics": result.final,
+            "checkpoint_dir": result.checkpoint_dir}
+
+
+def run(args: argparse.Namespace) -> int:
+    from preprocessing.dataset import DatasetError
+
+    try:
+        outcome = adapt(job_config(args), args.source, args.registered_model, args.storage, args.address,
+                        args.source_data, args.experiment, args.parent_run_id)
+    except (ValueError, DatasetError) as exc:
+        print(f"elmo adapt: error: {exc}", file=sys.stderr)
+        return 2
+    line = (f"target perplexity {outcome['target_ppl_before']:.2f} -> {outcome['target_ppl_after']:.2f}")
+    if "source_ppl_after" in outcome:
+        line += f"; source {outcome['source_ppl_before']:.2f} -> {outcome['source_ppl_after']:.2f}"
+    print(f"{line}; registered {outcome['name']} version {outcome['version']}"
+          f" ({'champion' if outcome['promoted'] else 'candidate only'})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="elmo adapt", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Deterministic, length-bucketed global batches of full sentences, and each worker's share.
+
+Why full sentences and length buckets (not bilm-tf's packed 20-token windows with carried
+state): every sentence starts from a zero LSTM state, exactly as `elmo embed` uses the model
+(stateless), and no batch depends on the previous one, so a resumed run or a run on a different
+number of workers sees exactly the same batches. Bucketing sentences of similar length keeps
+padding small (measured in tests: a few percent).
+
+Global batch ``s`` is a function of (dataset order, seed, s) only: rows are read in dataset
+order into buffers of ``shuffle_buffer`` sentences; each buffer is permuted by
+``rng(seed, epoch, buffer)``, sorted by length (ties in permuted order), cut into batches whose
+padded size stays within ``batch_tokens`` (at least one sentence per worker), and the batches are
+shuffled. Worker ``r`` of ``W`` takes sentences ``r, r + W, ...`` of each batch (sorted by
+length, so the shares are balanced). Fewer than ``W`` sentences left at a buffer's end move to the
+next buffer, and at an epoch's end to the next epoch: nothing is skipped or repeated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from elmo_core.bilm import sentence_targets
+from elmo_core.characters import BOS_TOKEN, EOS_TOKEN, MAX_CHARS_PER_TOKEN, token_to_ids
+from elmo_core.vocabulary import Vocabulary
+
+COLUMNS = ["num_tokens", "word_ids", "char_ids"]
+
+
+@dataclass(frozen=True)
+class Sentence:
+    word_ids: np.ndarray  # (n,) int32
+    char_ids: np.ndarray  # (n, 50) uint16
+
+    def __len__(self) -> int:
+        return len(self.word_ids)
+
+
+@dataclass(frozen=True)
+class GlobalBatch:
+    step: int  # 0-based optimizer step this batch is for
+    epoch: int
+    sentences: list[Sentence]  # sorted by length
+
+    def share(self, rank: int, world_size: int) -> list[Sentence]:
+        return self.sentences[rank::world_size]
+
+    def num_tokens(self) -> int:
+        return sum(len(s) for s in self.sentences)
+
+
+def sentences_from_table(table: pa.Table) -> Iterator[Sentence]:
+    """Rows of the preprocessing schema -> sentences (numpy views; no per-token Python)."""
+    words = table.column("word_ids").combine_chunks()
+    chars = table.column("char_ids").combine_chunks()
+    w_values = words.values.to_numpy(zero_copy_only=False)
+    c_values = chars.values.to_numpy(zero_copy_only=False)
+    w_off = words.offsets.to_numpy()
+    c_off = chars.offsets.to_numpy()
+    for i in range(len(words)):
+        yield Sentence(w_values[w_off[i]:w_off[i + 1]],
+                       c_values[c_off[i]:c_off[i + 1]].reshape(-1, MAX_CHARS_PER_TOKEN))
+
+
+def global_batches(open_epoch: Callable[[int], Iterable[pa.Table]], batch_tokens: int, shuffle_buffer: int,
+                   world_size: int, seed: int) -> Iterator[GlobalBatch]:
+    """Endless stream of global batches (epochs repeat); see the module docstring."""
+    step, epoch, carry = 0, 0, []
+    while True:
+        buffer, index, seen = carry, 0, 0
+        for table in open_epoch(epoch):
+            for sentence in sentences_from_table(table):
+                seen += 1
+                buffer.append(sentence)
+                if len(buffer) >= shuffle_buffer:
+                    batches, buffer = _bucket(buffer, batch_tokens, world_size, (seed, epoch, index))
+                    index += 1
+                    for sentences in batches:
+                        yield GlobalBatch(step, epoch, sentences)
+                        step += 1
+        if seen == 0 and epoch == 0:
+            raise ValueError("the training data has no sentences")
+        batches, carry = _bucket(buffer, batch_tokens, world_size, (seed, epoch, index))
+        for sentences in batches:
+            yield GlobalBatch(step, epoch, sentences)
+            step += 1
+        epoch += 1
+
+
+def _bucket(buffer: list[Sentence], batch_tokens: int, world_size: int,
+            key: tuple[int, int, int]) -> tuple[list[list[Sentence]], list[Sentence]]:
+    """One buffer -> (shuffled batches, leftover of fewer than world_size sentences)."""
+    if not buffer:
+        return [], []
+    rng = np.random.default_rng(list(key))
+    perm = rng.permutation(len(buffer))
+    lengths = np.array([len(buffer[i]) for i in perm])
+    order = perm[np.argsort(lengths, kind="stable")]
+    batches, current, longest = [], [], 0
+    for i in order:
+        size = len(buffer[i]) + 2  # <S> ... </S>
+        if len(current) >= world_size and (len(current) + 1) * max(longest, size) > batch_tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(buffer[i])
+        longest = max(longest, size)
+    leftover = []
+    if len(current) >= world_size:
+        batches.append(current)
+    else:
+        leftover = current
+    return [batches[j] for j in rng.permutation(len(batches))], leftover
+
+
+_BOS = token_to_ids(BOS_TOKEN).astype(np.int64)
+_EOS = token_to_ids(EOS_TOKEN).astype(np.int64)
+
+
+def to_tensors(sentences: list[Sentence], vocab: Vocabulary) -> dict[str, torch.Tensor]:
+    """Sentences -> ``<S> w1 .. wn </S>`` tensors: char_ids (B, T, 50), next_ids / prev_ids (B, T)
+    (targets, -1 where none), tokens (number of real words)."""
+    B = len(sentences)
+    T = max(len(s) for s in sentences) + 2
+    char_ids = np.zeros((B, T, MAX_CHARS_PER_TOKEN), dtype=np.int64)
+    word_ids = np.zeros((B, T), dtype=np.int64)
+    lengths = np.zeros(B, dtype=np.int64)
+    for b, s in enumerate(sentences):
+        n = len(s)
+        char_ids[b, 0], char_ids[b, n + 1] = _BOS, _EOS
+        char_ids[b, 1:n + 1] = s.char_ids
+        word_ids[b, 0], word_ids[b, n + 1] = vocab.bos, vocab.eos
+        word_ids[b, 1:n + 1] = s.word_ids
+        lengths[b] = n + 2
+    word = torch.from_numpy(word_ids)
+    next_ids, prev_ids = sentence_targets(word, torch.from_numpy(lengths))
+    return {"char_ids": torch.from_numpy(char_ids), "next_ids": next_ids, "prev_ids": prev_ids}
+
+
+def split_micro(sentences: list[Sentence], parts: int) -> list[list[Sentence]]:
+    """A worker's share -> up to ``parts`` non-empty micro-batches (gradient accumulation)."""
+    parts = max(1, min(parts, len(sentences)))
+    return [sentences[i::parts] for i in range(parts)]

@@ -1,0 +1,176 @@
+"""MLflow: runs, metrics, the logged model, registration and the champion gate.
+
+The only module that imports mlflow. Runs are created and closed by the driver; rank 0 adds
+metrics to the driver's run while training (`WorkerTracker`). The tracking URI comes from
+``MLFLOW_TRACKING_URI`` (default: a local sqlite store, ``sqlite:///mlflow.db``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+PIP_REQUIREMENTS = ["torch>=2.13", "numpy>=2.0", "safetensors>=0.4", "h5py>=3.10", "pandas", "mlflow==3.17.2"]
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])  # workers may run elsewhere
+    return uri
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class StageRun:
+    """One MLflow run for one stage (pretrain / adapt), optionally nested under a pipeline run."""
+
+    def __init__(self, experiment: str, run_name: str, params: dict, tags: dict,
+                 parent_run_id: str | None = None) -> None:
+        import mlflow
+
+        self.uri = tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        self.client = mlflow.MlflowClient(self.uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        all_tags = {"mlflow.runName": run_name, **{k: str(v) for k, v in tags.items() if v is not None}}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        commit = git_commit()
+        if commit:
+            all_tags["mlflow.source.git.commit"] = commit
+        self.run_id = self.client.create_run(experiment_id, tags=all_tags).info.run_id
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def coordinates(self) -> dict:
+        """What rank 0 needs to add metrics to this run."""
+        return {"tracking_uri": self.uri, "run_id": self.run_id}
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        WorkerTracker(self.coordinates()).log(metrics, step or 0)
+
+    def log_dataset_manifest(self, manifest: dict, context: str) -> None:
+        """The preprocessing manifest as an artifact and its identity as tags."""
+        self.client.log_dict(self.run_id, manifest, f"data/{context}_manifest.json")
+        self.client.set_tag(self.run_id, f"data.{context}.version", manifest.get("version", ""))
+        self.client.set_tag(self.run_id, f"data.{context}.vocab_digest", manifest["vocab"]["digest"])
+
+    def log_curves(self, history: list[dict]) -> None:
+        """A PNG of training loss and held-out perplexity against step."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+        rows = [h for h in history if "train_loss" in h]
+        a.plot([h["step"] for h in rows], [h["train_loss"] for h in rows])
+        a.set(xlabel="step", ylabel="train loss (sampled softmax)")
+        rows = [h for h in history if "val_ppl" in h]
+        for key in ("val_ppl_forward", "val_ppl_backward", "val_ppl"):
+            b.plot([h["step"] for h in rows], [h[key] for h in rows], marker="o", label=key)
+        b.set(xlabel="step", ylabel="held-out perplexity (full softmax)")
+        b.legend()
+        fig.tight_layout()
+        self.client.log_figure(self.run_id, fig, "curves.png")
+        plt.close(fig)
+
+    def log_model(self, native_model_dir: str) -> str:
+        """The biLM as a pyfunc that embeds sentences; our weights, config and vocab as artifacts."""
+        import mlflow
+
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(PYFUNC_FILE), artifacts={"model": native_model_dir},
+                pip_requirements=PIP_REQUIREMENTS)
+        return info.model_uri
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+class WorkerTracker:
+    """Metric logging from rank 0 into the driver's run (no-op without coordinates)."""
+
+    def __init__(self, coordinates: dict | None) -> None:
+        self.coordinates = coordinates
+        self.client = None
+        if coordinates:
+            import mlflow
+
+            self.client = mlflow.MlflowClient(coordinates["tracking_uri"])
+
+    def log(self, metrics: dict, step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
+        self.client.log_batch(self.coordinates["run_id"], metrics=batch)
+
+
+def register(model_uri: str, name: str, tags: dict) -> dict:
+    """Register a version, tag it, give it ``candidate``, and ``champion`` if its held-out
+    perplexity (tag ``val_ppl``) beats the current champion's (the evaluation gate)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    mlflow.set_tracking_uri(tracking_uri())
+    version = mlflow.register_model(model_uri, name).version
+    for key, value in tags.items():
+        if value is not None:
+            client.set_model_version_tag(name, version, key, str(value))
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    new_ppl = float(tags["val_ppl"])
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+        old_ppl = float(champion.tags.get("val_ppl", "inf"))
+    except mlflow.exceptions.MlflowException:
+        champion, old_ppl = None, float("inf")
+    promoted = new_ppl < old_ppl
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return {"name": name, "version": int(version), "promoted": promoted, "val_ppl": new_ppl,
+            "previous_champion": int(champion.version) if champion else None,
+            "previous_champion_val_ppl": old_ppl if champion else None}
+
+
+def download_model(model_uri: str, destination: str) -> str:
+    """A logged/registered model (``models:/NAME@ALIAS``, ``runs:/ID/model``) -> our native
+    checkpoint directory (the pyfunc's ``model`` artifact)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=destination)
+    native = Path(local) / "artifacts" / "model"
+    if not (native / "config.json").exists():
+        raise ValueError(f"{model_uri} does not hold an elmo native model (no artifacts/model/config.json)")
+    return str(native)
+
+
+def model_version_of(model_uri: str) -> str:
+    """``models:/NAME@ALIAS`` -> ``NAME/VERSION`` (for lineage tags); other URIs unchanged."""
+    import mlflow
+
+    if model_uri.startswith("models:/") and "@" in model_uri:
+        name, alias = model_uri[len("models:/"):].split("@", 1)
+        version = mlflow.MlflowClient(tracking_uri()).get_model_version_by_alias(name, alias).version
+        return f"{name}/{version}"
+    return model_uri

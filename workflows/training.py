@@ -1,0 +1,80 @@
+"""The driver side of a training stage: datasets, the Ray Train `TorchTrainer`, the result.
+
+Used by `workflows.pretrain` and `workflows.adapt`; the per-worker loop is
+`workflows.train_loop`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from elmo_core.vocabulary import Vocabulary
+
+from .batches import COLUMNS
+from .config import TrainJobConfig
+
+
+@dataclass
+class StageResult:
+    checkpoint_dir: str  # training checkpoint (model/, optimizer.pt, train_state.json)
+    history: list[dict]  # every reported metrics dict, in order
+    final: dict  # the last reported metrics
+
+
+def ensure_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # prompt reports (stack notes)
+    ray.init(address=address) if address else ray.init()
+
+
+def split_dataset(data_dir: str, split: str):
+    """A Ray Dataset over a split's Parquet files (only the columns training reads)."""
+    import ray.data
+
+    from preprocessing.dataset import split_files
+
+    return ray.data.read_parquet(split_files(data_dir, split)).select_columns(COLUMNS)
+
+
+def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *, model_config: dict | None = None,
+              init_checkpoint: str | None = None, tracking: dict | None = None) -> StageResult:
+    """Train with Ray Train on ``job.num_workers`` workers; returns the final checkpoint."""
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+
+    from .train_loop import train_loop_per_worker
+
+    datasets = {"train": split_dataset(job.data, "train"), "validation": split_dataset(job.data, "validation")}
+    # every worker reads the whole (ordered) stream and keeps its share of each global batch
+    data_config = ray.train.DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True))
+    resources = {"CPU": job.cpus_per_worker, **({"GPU": 1} if job.use_gpu else {})}
+    loop_config = {"job": job.to_dict(), "vocab": vocab.tokens, "model_config": model_config,
+                   "init_checkpoint": init_checkpoint, "tracking": tracking,
+                   "fault_marker": os.path.join(storage, f"{name}.fault-injected")}
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=loop_config, datasets=datasets, dataset_config=data_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(name=name, storage_path=storage,
+                                       failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    target = Path(tempfile.mkdtemp(prefix=f"{name}-final-"))
+    result.checkpoint.to_directory(str(target))
+    return StageResult(str(target), history, dict(result.metrics))
+
+
+def unique_name(prefix: str) -> str:
+    """Ray Train resumes a run that reuses a name: every stage run gets a fresh one."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
