@@ -1,0 +1,71 @@
+"""`ray job submit` through the Jobs API against a real head started with `ray start --head`
+on 127.0.0.1: preprocessing, then a smoke pretraining that registers a model."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from elmo_core.sample_text import pydoc_sentences
+
+BIN = os.path.dirname(sys.executable)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("head")
+    gcs, dashboard, client = _free_ports(3)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    start = subprocess.run(
+        [os.path.join(BIN, "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+         "--num-cpus=4", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        yield f"http://127.0.0.1:{dashboard}", env, tmp
+    finally:
+        subprocess.run([os.path.join(BIN, "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def submit(address: str, env: dict, runtime_env: dict, *entrypoint: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [os.path.join(BIN, "ray"), "job", "submit", "--address", address, "--runtime-env-json",
+         json.dumps(runtime_env), "--", *entrypoint], env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+
+
+def test_preprocess_and_pretrain_as_ray_jobs(head):
+    address, env, tmp = head
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    (corpus / "pydoc.txt").write_text("".join(" ".join(s) + "\n" for s in pydoc_sentences(limit=300)))
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "RAY_AUTH_MODE": "disabled",
+                                "PYTHONPATH": REPO}}
+    pre = submit(address, env, runtime_env, sys.executable, "-m", "workflows.preprocess", str(corpus),
+                 "--output", str(tmp / "data"), "--tokenizer", "whitespace", "--min-count", "1")
+    assert pre.returncode == 0 and "succeeded" in pre.stdout.lower(), pre.stdout[-3000:] + pre.stderr[-2000:]
+    assert (tmp / "data" / "manifest.json").exists()
+    train = submit(address, env, runtime_env, sys.executable, "-m", "workflows.pretrain", "--data", str(tmp / "data"),
+                   "--registered-model", "smoke", "--preset", "tiny", "--max-steps", "2", "--batch-tokens", "800",
+                   "--storage", str(tmp / "ray_results"))
+    assert train.returncode == 0 and "succeeded" in train.stdout.lower(), train.stdout[-3000:] + train.stderr[-2000:]
+    assert "registered smoke version 1" in train.stdout
+    with sqlite3.connect(tmp / "mlflow.db") as db:
+        aliases = db.execute("select alias, version from registered_model_aliases where name='smoke'").fetchall()
+    assert sorted(aliases) == [("candidate", 1), ("champion", 1)]
