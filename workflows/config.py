@@ -32,6 +32,7 @@ class TrainJobConfig:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    placement_strategy: str = "PACK"  # Ray placement of workers; "SPREAD"/"STRICT_SPREAD": one per node
     bf16: bool = True  # autocast to bfloat16 on GPU (ignored on CPU)
     max_failures: int = 2  # worker failures survived by resuming from the last checkpoint
     # --- testing hook --------------------------------------------------------------------------

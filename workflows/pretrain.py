@@ -29,6 +29,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=d.num_workers)
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker)
+    p.add_argument("--placement-strategy", default=d.placement_strategy,
+                   choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"], help="Ray placement of the workers")
     p.add_argument("--address", metavar="RAY_ADDRESS", help="Ray cluster (default: the job's, else a local Ray)")
     p.add_argument("--storage", default=os.path.abspath("out/ray_results"),
                    help="checkpoints (local path or s3://; shared by all nodes on a cluster)")
@@ -43,7 +45,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 def job_config(args) -> TrainJobConfig:
     return TrainJobConfig(data=args.data, max_steps=args.max_steps, num_workers=args.num_workers,
-                          use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker, batch_tokens=args.batch_tokens,
+                          use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+                          placement_strategy=args.placement_strategy, batch_tokens=args.batch_tokens,
                           grad_accum=args.grad_accum, eval_every=min(args.eval_every, args.max_steps),
                           checkpoint_every=min(args.checkpoint_every, args.max_steps), seed=args.seed)
 

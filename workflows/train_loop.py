@@ -148,6 +148,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=job.bf16 and device.type == "cuda")
 
+    num_nodes = _count_nodes(world)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
     open_epoch = lambda epoch: train_shard.iter_batches(batch_size=1024, batch_format="pyarrow")
@@ -155,6 +156,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tracker = tracking.WorkerTracker(loop_config.get("tracking")) if rank == 0 else None
 
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+    val_tables = None
     for batch in batches:
         step = batch.step
         if step < start_step:
@@ -171,15 +173,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         window_tokens += batch.num_tokens()
         done = step + 1
         last = done == job.max_steps
-        metrics = {"step": done, "epoch": batch.epoch}
+        metrics = {"step": done, "epoch": batch.epoch, "num_workers": world, "num_nodes": num_nodes}
         if done % job.report_every == 0 or last or done % job.eval_every == 0 or done % job.checkpoint_every == 0:
             elapsed = time.perf_counter() - window_start
             metrics.update(train_loss=window_loss / max(1, _steps_since(done, job.report_every, start_step)),
                            tokens_per_second=window_tokens / elapsed, learning_rate=t.learning_rate)
             window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
             if done % job.eval_every == 0 or last:
-                ppl = evaluate(model, vocab, val_shard.iter_batches(batch_size=1024, batch_format="pyarrow"),
-                               rank, world, job.batch_tokens, job.eval_max_sentences, device)
+                if val_tables is None:  # read once (capped), then reused by every evaluation
+                    val_tables = _read_capped(val_shard, job.eval_max_sentences)
+                ppl = evaluate(model, vocab, val_tables, rank, world, job.batch_tokens, job.eval_max_sentences, device)
                 metrics.update(val_ppl_forward=ppl.forward, val_ppl_backward=ppl.backward, val_ppl=ppl.average)
             if tracker is not None:
                 tracker.log(metrics, done)
@@ -191,6 +194,30 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 ray.train.report(metrics)
         if last:
             break
+
+
+def _read_capped(shard, max_sentences: int | None) -> list:
+    """The held-out split's first ``max_sentences`` rows as Arrow tables (all if None)."""
+    tables, rows = [], 0
+    for table in shard.iter_batches(batch_size=1024, batch_format="pyarrow"):
+        tables.append(table)
+        rows += table.num_rows
+        if max_sentences is not None and rows >= max_sentences:
+            break
+    return tables
+
+
+def _count_nodes(world: int) -> int:
+    """How many Ray nodes the worker group spans (reported with the metrics)."""
+    import ray
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1 or not dist.is_initialized():
+        return 1
+    nodes = [None] * world
+    dist.all_gather_object(nodes, node)
+    return len(set(nodes))
 
 
 def _steps_since(done: int, every: int, start_step: int) -> int:

@@ -62,7 +62,8 @@ def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config, datasets=datasets, dataset_config=data_config,
         scaling_config=ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=resources,
+                                               placement_strategy=job.placement_strategy),
         run_config=ray.train.RunConfig(name=name, storage_path=storage,
                                        failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
