@@ -151,7 +151,7 @@ def count_tokens(batch: pa.Table, quarantined: frozenset[str]) -> pa.Table:
     return token_counts(_kept_lines(batch, quarantined))
 
 
-_ENCODERS: dict[str, "SentenceEncoder"] = {}
+_ENCODERS: dict = {}  # vocabulary digest -> SentenceEncoder (one per worker process)
 
 
 def encode_sentences(batch: pa.Table, vocab_tokens: list[str], vocab_digest: str,

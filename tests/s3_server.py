@@ -6,24 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from contextlib import contextmanager
 
+from processes import free_ports, stop_group
+
 ACCESS_KEY, SECRET_KEY, REGION = "elmo-test-key", "elmo-test-secret", "us-east-1"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _weed_command(data_dir: str) -> tuple[list[str], int]:
@@ -77,10 +66,5 @@ def s3_server(data_dir: str):
                 time.sleep(0.2)
         yield env, client
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import glob
 import inspect
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ import pytest
 import torch
 
 from elmo_core.sample_text import pydoc_sentences
+from processes import free_ports, stop_group
 from preprocessing.config import PreprocessConfig
 from preprocessing.dataset import load_vocabulary
 from workflows.config import TrainJobConfig
@@ -163,16 +162,10 @@ def test_global_batches_cover_every_sentence_once_per_epoch(data):
     assert a == b
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_ports(1)[0]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(
@@ -193,11 +186,7 @@ def mlflow_server(tmp_path_factory):
                 raise RuntimeError(f"mlflow server did not start; see {root / 'server.log'}")
             time.sleep(0.5)
     yield uri
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_group(proc)
     log.close()
 
 

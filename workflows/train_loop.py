@@ -11,7 +11,6 @@ holds the model, the optimizer state and the step (the data position follows fro
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
