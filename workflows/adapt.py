@@ -86,7 +86,8 @@ def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
 
 
 def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str, address: str | None = None,
-          source_data: str | None = None, experiment: str = "elmo", parent_run_id: str | None = None) -> dict:
+          source_data: str | None = None, experiment: str = "elmo", parent_run_id: str | None = None,
+          run_name: str | None = None) -> dict:
     from elmo_core.weights import load_checkpoint
     from preprocessing.dataset import load_manifest, load_vocabulary
 
@@ -107,7 +108,9 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     if source_data:
         before["source_ppl_before"] = held_out_ppl(start_dir, source_data, job)
     ensure_ray(address)
-    name = unique_name(f"adapt-{registered_model}")
+    name = run_name or unique_name(f"adapt-{registered_model}")
+    print(f"Ray Train run {name!r} (checkpoints under {storage}; rerun with --run-name {name} to resume)",
+          file=sys.stderr)
     run = tracking.StageRun(experiment, name, {**{f"job.{k}": v for k, v in job.to_dict().items()}, "from": source},
                             {"stage": "adapt", "parent_model": lineage, "vocab_digest": data_vocab.digest()},
                             parent_run_id)
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         outcome = adapt(job_config(args), args.source, args.registered_model, args.storage, args.address,
-                        args.source_data, args.experiment, args.parent_run_id)
+                        args.source_data, args.experiment, args.parent_run_id, run_name=args.run_name)
     except (ValueError, DatasetError) as exc:
         print(f"elmo adapt: error: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--experiment", default="elmo", help="MLflow experiment name")
     p.add_argument("--parent-run-id", help="nest this stage's MLflow run under a pipeline run")
+    p.add_argument("--run-name", help="Ray Train run name (default: a fresh one, printed at start); give the "
+                                      "name of a killed run to resume it from its last checkpoint")
 
 
 def job_config(args) -> TrainJobConfig:
@@ -71,7 +73,8 @@ def model_options(preset: str, vocab_size: int, dropout: float | None = None) ->
 
 
 def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: str, address: str | None = None,
-             experiment: str = "elmo", parent_run_id: str | None = None, model_config: dict | None = None) -> dict:
+             experiment: str = "elmo", parent_run_id: str | None = None, model_config: dict | None = None,
+             run_name: str | None = None) -> dict:
     """The whole stage; returns the registration outcome plus the final metrics."""
     from preprocessing.dataset import load_manifest, load_vocabulary
 
@@ -82,7 +85,9 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
     vocab = load_vocabulary(job.data)
     options = model_config or model_options(preset, len(vocab))
     ensure_ray(address)
-    name = unique_name(f"pretrain-{registered_model}")
+    name = run_name or unique_name(f"pretrain-{registered_model}")
+    print(f"Ray Train run {name!r} (checkpoints under {storage}; rerun with --run-name {name} to resume)",
+          file=sys.stderr)
     params = {**{f"job.{k}": v for k, v in job.to_dict().items()}, "preset": preset,
               **{f"model.{k}": v for k, v in _flatten(options).items()}}
     run = tracking.StageRun(experiment, name, params, {"stage": "pretrain", "vocab_digest": vocab.digest()},
@@ -119,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         job = job_config(args)
         outcome = pretrain(job, args.preset, args.registered_model, args.storage, args.address,
-                           args.experiment, args.parent_run_id)
+                           args.experiment, args.parent_run_id, run_name=args.run_name)
     except (ValueError, DatasetError) as exc:
         print(f"elmo pretrain: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,82 @@
+"""The training step without Ray: gradient accumulation and worker shares give the same update
+as one pass over the whole global batch; batch tensors follow the `<S> w .. </S>` layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from elmo_core.bilm import BiLM
+from elmo_core.characters import MAX_CHARS_PER_TOKEN, token_to_ids
+from elmo_core.config import BiLMConfig
+from elmo_core.vocabulary import Vocabulary
+from workflows.batches import GlobalBatch, Sentence, to_tensors
+from workflows.config import TrainJobConfig
+from workflows.train_loop import LMLoss, _null, _train_step, make_optimizer
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
+
+
+def make_batch(rng: np.random.Generator, vocab: Vocabulary, n: int) -> GlobalBatch:
+    sentences = []
+    for _ in range(n):
+        words = list(rng.choice(WORDS, size=int(rng.integers(1, 7))))
+        sentences.append(Sentence(np.array([vocab.id(w) for w in words], np.int32),
+                                  np.stack([token_to_ids(w) for w in words]).astype(np.uint16)))
+    return GlobalBatch(0, 0, sorted(sentences, key=len))
+
+
+def model_and_vocab(dropout: float) -> tuple[BiLM, Vocabulary]:
+    vocab = Vocabulary(["<S>", "</S>", "<UNK>", *WORDS])
+    config = BiLMConfig.preset("tiny", n_tokens_vocab=len(vocab), n_negative_samples_batch=6, dropout=dropout)
+    torch.manual_seed(0)
+    return BiLM(config).train(), vocab
+
+
+@pytest.mark.parametrize("accum", [2, 3])
+def test_gradient_accumulation_equals_one_pass(accum):
+    results = []
+    for grad_accum in (1, accum):
+        model, vocab = model_and_vocab(dropout=0.0)
+        optimizer = make_optimizer(model)
+        job = TrainJobConfig(grad_accum=grad_accum)
+        batch = make_batch(np.random.default_rng(1), vocab, 7)
+        loss = _train_step(LMLoss(model), model, optimizer, batch, vocab, 0, 1, job, model.config.training, "cpu",
+                           _null())
+        results.append((loss, {k: v.clone() for k, v in model.state_dict().items()}))
+    (loss_a, a), (loss_b, b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+
+
+def test_worker_shares_add_up_to_the_global_loss():
+    """Without DDP, the per-worker losses (scaled by the global target count) sum to the loss of
+    one worker on the whole batch: what makes DDP's averaged gradient exact."""
+    model, vocab = model_and_vocab(dropout=0.0)
+    batch = make_batch(np.random.default_rng(2), vocab, 9)
+    n_targets = sum(len(s) + 1 for s in batch.sentences)
+    generator = lambda: torch.Generator().manual_seed(7)
+    whole = to_tensors(batch.sentences, vocab)
+    _, stats, _ = model.lm_loss(whole["char_ids"], whole["next_ids"], whole["prev_ids"], n_samples=6, generator=generator())
+    total = 0.5 * float(stats["forward_nll"] + stats["backward_nll"]) / n_targets
+    parts = 0.0
+    for rank in range(3):
+        t = to_tensors(batch.share(rank, 3), vocab)
+        _, s, _ = model.eval().lm_loss(t["char_ids"], t["next_ids"], t["prev_ids"], n_samples=6, generator=generator())
+        parts += 0.5 * float(s["forward_nll"] + s["backward_nll"]) / n_targets
+    assert parts == pytest.approx(total, rel=1e-5)
+
+
+def test_tensors_layout():
+    vocab = Vocabulary(["<S>", "</S>", "<UNK>", *WORDS])
+    s = Sentence(np.array([vocab.id("the"), vocab.id("cat")], np.int32),
+                 np.stack([token_to_ids("the"), token_to_ids("cat")]).astype(np.uint16))
+    t = to_tensors([s, Sentence(s.word_ids[:1], s.char_ids[:1])], vocab)
+    assert t["char_ids"].shape == (2, 4, MAX_CHARS_PER_TOKEN)
+    assert torch.equal(t["char_ids"][0, 0], torch.from_numpy(token_to_ids("<S>").astype(np.int64)))
+    assert torch.equal(t["char_ids"][0, 3], torch.from_numpy(token_to_ids("</S>").astype(np.int64)))
+    assert int(t["char_ids"][1, 3].abs().sum()) == 0  # padding row
+    assert t["next_ids"][0].tolist() == [vocab.id("the"), vocab.id("cat"), vocab.eos, -1]
+    assert t["prev_ids"][0].tolist() == [-1, vocab.bos, vocab.id("the"), vocab.id("cat")]
+    assert t["next_ids"][1].tolist() == [vocab.id("the"), vocab.eos, -1, -1]
