@@ -1,5 +1,6 @@
-"""`ray job submit` through the Jobs API against a real head started with `ray start --head`
-on 127.0.0.1: preprocessing, then a smoke pretraining that registers a model."""
+"""`ray job submit` through the Jobs API against a real 2-node cluster on 127.0.0.1 (a head from
+`ray start --head` and a second node joined with `ray start --address`): preprocessing, then a
+smoke pretraining with one DDP worker per node that registers a model."""
 
 from __future__ import annotations
 
@@ -26,9 +27,13 @@ def head(tmp_path_factory):
     start = subprocess.run(
         [os.path.join(BIN, "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-         "--num-cpus=4", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+         "--num-cpus=2", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
     assert start.returncode == 0, start.stderr[-2000:]
+    node = subprocess.run(
+        [os.path.join(BIN, "ray"), "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1",
+         "--num-cpus=2", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
     try:
+        assert node.returncode == 0, node.stderr[-2000:]
         yield f"http://127.0.0.1:{dashboard}", env, tmp
     finally:
         subprocess.run([os.path.join(BIN, "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
@@ -53,9 +58,12 @@ def test_preprocess_and_pretrain_as_ray_jobs(head):
     assert (tmp / "data" / "manifest.json").exists()
     train = submit(address, env, runtime_env, sys.executable, "-m", "workflows.pretrain", "--data", str(tmp / "data"),
                    "--registered-model", "smoke", "--preset", "tiny", "--max-steps", "2", "--batch-tokens", "800",
-                   "--storage", str(tmp / "ray_results"))
+                   "--num-workers", "2", "--placement-strategy", "STRICT_SPREAD", "--storage", str(tmp / "ray_results"))
     assert train.returncode == 0 and "succeeded" in train.stdout.lower(), train.stdout[-3000:] + train.stderr[-2000:]
     assert "registered smoke version 1" in train.stdout
     with sqlite3.connect(tmp / "mlflow.db") as db:
         aliases = db.execute("select alias, version from registered_model_aliases where name='smoke'").fetchall()
+        nodes = db.execute("select value from metrics where key='num_nodes'").fetchall()
+        workers = db.execute("select value from metrics where key='num_workers'").fetchall()
     assert sorted(aliases) == [("candidate", 1), ("champion", 1)]
+    assert nodes and {v for (v,) in nodes} == {2.0} and {v for (v,) in workers} == {2.0}  # one worker per node

@@ -245,7 +245,7 @@ def _train_step(ddp, model: BiLM, optimizer, batch: GlobalBatch, vocab, rank, wo
                             t.n_negative_samples_batch, generator)
             loss = 0.5 * (stats["forward_nll"] + stats["backward_nll"]) / n_targets
             (loss * world).backward()  # DDP averages over workers: undo it for a global mean
-        local += float(loss)
+        local += float(loss.detach())
     torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
     optimizer.step()
     return _all_reduce([local], device)[0]
