@@ -69,7 +69,9 @@ def preprocess_demo(out: Path) -> None:
         paragraphs = [" ".join(text.split()) for i, (_, text) in enumerate(topics) if i % 4 == shard]
         with gzip.open(corpus / f"pydoc-{shard}.txt.gz", "wt", encoding="utf-8") as f:
             f.write("".join(p + "\n" for p in paragraphs))
-    config = PreprocessConfig(input_format="document", min_count=2, shard_size_mb=16)
+    # few, long documents: hold out 10% + 5% of them so that perplexity can be measured
+    config = PreprocessConfig(input_format="document", min_count=2, shard_size_mb=16,
+                              validation_fraction=0.1, test_fraction=0.05)
     m = run_preprocess([str(corpus)], str(out / "data"), config)
     print(f"preprocessed {out / 'data'}: {m['lines_in']:,} documents -> {m['sentences_out']:,} sentences, "
           f"{m['tokens_out']:,} tokens; vocabulary {m['vocab']['size']:,}; "

@@ -50,8 +50,15 @@ def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
+    from preprocessing.dataset import load_manifest
+
     from .train_loop import train_loop_per_worker
 
+    splits = load_manifest(job.data)["splits"]
+    for split in ("train", "validation"):
+        if splits[split]["sentences"] == 0:
+            raise ValueError(f"{job.data} has no {split} sentences: rerun `elmo preprocess` with more text "
+                             "or a larger --validation-fraction")
     datasets = {"train": split_dataset(job.data, "train"), "validation": split_dataset(job.data, "validation")}
     # every worker reads the whole (ordered) stream and keeps its share of each global batch
     data_config = ray.train.DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True))
