@@ -190,19 +190,34 @@ def mlflow_server(tmp_path_factory):
     log.close()
 
 
-def test_pretrain_registers_and_the_gate_refuses_a_worse_model(cluster, data, mlflow_server, monkeypatch):
+@pytest.fixture(scope="module")
+def registered(cluster, data, mlflow_server):
+    """A pretrained model registered as elmo-test version 1 on the server (used by the registry
+    and the adaptation tests, so each can also run alone)."""
+    from workflows.pretrain import pretrain
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        vocab = load_vocabulary(data["source"])
+        yield pretrain(job(data["source"], max_steps=8, eval_every=4, checkpoint_every=4), "tiny", "elmo-test",
+                       str(cluster), model_config=model_options_with_dropout(len(vocab)))
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def test_pretrain_registers_and_the_gate_refuses_a_worse_model(registered, mlflow_server, monkeypatch):
     import mlflow
     import numpy as np
 
     from elmo_core.embedder import Embedder
     from elmo_core.weights import load_checkpoint
-    from workflows.pretrain import pretrain
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    vocab = load_vocabulary(data["source"])
-    options = model_options_with_dropout(len(vocab))
-    good = pretrain(job(data["source"], max_steps=8, eval_every=4, checkpoint_every=4), "tiny", "elmo-test",
-                    str(cluster), model_config=options)
+    good = registered
     assert good["version"] == 1 and good["promoted"]
     client = mlflow.MlflowClient(mlflow_server)
     history = {m: [x.value for x in client.get_metric_history(good["run_id"], m)]
@@ -239,14 +254,13 @@ def model_options_with_dropout(vocab_size: int) -> dict:
     return model_options("tiny", vocab_size)
 
 
-def test_adaptation_lowers_target_perplexity(cluster, data, mlflow_server, monkeypatch):
+def test_adaptation_lowers_target_perplexity(cluster, data, mlflow_server, registered, monkeypatch):
     import mlflow
 
     from workflows.adapt import adapt
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    if not mlflow.MlflowClient(mlflow_server).search_registered_models("name='elmo-test'"):
-        pytest.skip("needs the registered model of test_pretrain_registers_and_the_gate_refuses_a_worse_model")
+    assert registered["version"] == 1  # the champion this adaptation starts from
     out = adapt(job(data["target"], max_steps=12, eval_every=6, checkpoint_every=6), "models:/elmo-test@champion",
                 "elmo-test-legal", str(cluster), source_data=data["source"])
     assert out["target_ppl_after"] < 0.8 * out["target_ppl_before"]
