@@ -82,9 +82,11 @@ def evaluate(model: BiLM, vocab: Vocabulary, tables, rank: int, world_size: int,
     was_training = model.training
     model.eval()
     sums = [0.0, 0.0, 0.0, 0.0]
-    pending, seen = [], 0
+    pending, seen, pending_tokens = [], 0, 0
 
     def flush():
+        nonlocal pending_tokens
+        pending_tokens = 0
         if not pending:
             return
         batch = {k: v.to(device) for k, v in to_tensors(pending, vocab).items()}
@@ -99,7 +101,8 @@ def evaluate(model: BiLM, vocab: Vocabulary, tables, rank: int, world_size: int,
                 break
             if seen % world_size == rank:
                 pending.append(sentence)
-                if sum(len(s) + 2 for s in pending) >= batch_tokens:
+                pending_tokens += len(sentence) + 2
+                if pending_tokens >= batch_tokens:
                     flush()
             seen += 1
     flush()

@@ -26,12 +26,11 @@ class StageResult:
 
 
 def ensure_ray(address: str | None) -> None:
-    import ray
+    """`preprocessing.pipeline.ensure_ray`, with prompt `ray.train.report` (stack notes)."""
+    from preprocessing.pipeline import ensure_ray as connect
 
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # prompt reports (stack notes)
-    ray.init(address=address) if address else ray.init()
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    connect(address)
 
 
 def split_dataset(data_dir: str, split: str):
