@@ -102,3 +102,46 @@ def batch_to_ids(sentences: Sequence[Sequence[str]], add_boundaries: bool = True
     import torch
 
     return torch.from_numpy(out)
+
+
+_BOS_BYTES = np.frombuffer(BOS_TOKEN.encode(), dtype=np.uint8)
+_EOS_BYTES = np.frombuffer(EOS_TOKEN.encode(), dtype=np.uint8)
+
+
+def _is_token(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, token: np.ndarray) -> np.ndarray:
+    """Mask of the tokens whose bytes equal ``token``."""
+    mask = lengths == len(token)
+    rows = np.flatnonzero(mask)
+    if len(rows):
+        found = data[starts[rows, None] + np.arange(len(token))]
+        mask[rows] = (found == token).all(axis=1)
+    return mask
+
+
+def utf8_to_ids(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Many tokens at once, as UTF-8 bytes (Arrow's string layout) -> (n, 50) uint16 ids.
+
+    ``data`` holds the tokens' bytes back to back and ``offsets`` (n + 1,) where each token
+    starts and ends. Row ``i`` equals ``token_to_ids(token_i)`` (tested), computed with array
+    operations only, so per-token cost does not involve Python.
+    """
+    data = np.asarray(data, dtype=np.uint8)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    n = len(offsets) - 1
+    starts = offsets[:-1]
+    raw_lengths = np.diff(offsets)
+    lengths = np.minimum(raw_lengths, MAX_WORD_BYTES)
+    out = np.full((n, MAX_CHARS_PER_TOKEN), PAD_CHAR + OFFSET, dtype=np.uint16)
+    out[:, 0] = BOW_CHAR + OFFSET
+    total = int(lengths.sum())
+    row = np.repeat(np.arange(n), lengths)
+    position = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[row, position + 1] = data[starts[row] + position].astype(np.uint16) + OFFSET
+    out[np.arange(n), lengths + 1] = EOW_CHAR + OFFSET
+    for token, marker in ((_BOS_BYTES, BOS_CHAR), (_EOS_BYTES, EOS_CHAR)):
+        special = _is_token(data, starts, raw_lengths, token)
+        if special.any():
+            out[special, 1:] = PAD_CHAR + OFFSET
+            out[special, 1] = marker + OFFSET
+            out[special, 2] = EOW_CHAR + OFFSET
+    return out

@@ -1,7 +1,8 @@
-"""Tokenized sentences -> the dataset's rows (word ids, character ids), vectorized with Arrow.
+"""Arrow-vectorized encodings of tokenized sentences: word ids, character ids, token counts.
 
-Everything per token runs in Arrow's C++ kernels (flattening, vocabulary lookup, distinct
-tokens); Python touches each *distinct* token of a block once, for its character ids.
+Everything per token runs in Arrow's C++ kernels or numpy array operations (flattening,
+vocabulary hash lookup, counting, the UTF-8 bytes -> character ids gather); Python loops at most
+over sentences.
 """
 
 from __future__ import annotations
@@ -10,78 +11,55 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from elmo_core.characters import MAX_CHARS_PER_TOKEN, token_to_ids
+from elmo_core.characters import utf8_to_ids
 from elmo_core.vocabulary import Vocabulary
 
 from . import schema
+from .config import SPLITS
 
 
-def _offsets(lengths: np.ndarray) -> pa.Array:
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return pa.array(offsets)
+def char_ids_of(tokens: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A flat string array of n tokens -> (n, 50) uint16 character ids (`token_to_ids` rows)."""
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks() if tokens.num_chunks else pa.array([], pa.string())
+    tokens = tokens.cast(pa.large_string())  # int64 offsets, whatever the size
+    if tokens.null_count:
+        raise ValueError("tokens must not be null")
+    _, offsets_buf, data_buf = tokens.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[tokens.offset:tokens.offset + len(tokens) + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return utf8_to_ids(data, offsets)
 
 
-def sentences_of(lines: pa.Table) -> tuple[pa.ListArray, np.ndarray, np.ndarray]:
-    """The lines' sentences as one list<string> array, each sentence's line (row index) and its
-    index within that line."""
-    nested = lines.column("sentences").combine_chunks()
-    if isinstance(nested, pa.ChunkedArray):  # an empty table
-        nested = pa.array([], schema.STAGED_LINES.field("sentences").type)
-    sentences = pc.list_flatten(nested)
-    parent = pc.list_parent_indices(nested).to_numpy(zero_copy_only=False).astype(np.int64)
-    per_line = pc.list_value_length(nested).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    first = np.zeros(len(per_line), dtype=np.int64)
-    np.cumsum(per_line[:-1], out=first[1:]) if len(per_line) else None
-    index = np.arange(len(parent), dtype=np.int64) - first[parent]
-    return sentences, parent, index
-
-
-class SentenceEncoder:
-    """Staged lines -> sentence rows (`schema.SENTENCES`), one Arrow table a batch."""
+class WordIds:
+    """Sentence rows -> the same rows with ``word_ids`` (hash lookup in C++, <UNK> where absent)."""
 
     def __init__(self, vocab_tokens: list[str]) -> None:
         self.vocab = Vocabulary(vocab_tokens)
         self.value_set = pa.array(self.vocab.tokens, pa.string())
 
-    def __call__(self, lines: pa.Table) -> pa.Table:
-        sentences, parent, index = sentences_of(lines)
-        take = pa.array(parent)
-        ids = pc.binary_join_element_wise(pc.take(lines.column("doc_id"), take),
-                                          pc.cast(pa.array(index), pa.string()), ":")
-        lengths = pc.list_value_length(sentences).to_numpy(zero_copy_only=False).astype(np.int32)
-        flat = pc.list_flatten(sentences)
-        offsets = _offsets(lengths)
-        # word ids: position in the vocabulary (hash lookup in C++), <UNK> where absent
-        word_ids = pc.fill_null(pc.index_in(flat, value_set=self.value_set), self.vocab.unk).cast(pa.int32())
-        # character ids: computed once per distinct token of the batch, then gathered
-        encoded = pc.dictionary_encode(flat)
-        distinct = encoded.dictionary.to_pylist()
-        table = (np.stack([token_to_ids(t) for t in distinct]).astype(np.uint16) if distinct
-                 else np.zeros((0, MAX_CHARS_PER_TOKEN), np.uint16))
-        chars = table[encoded.indices.to_numpy(zero_copy_only=False)].reshape(-1)
-        char_offsets = pa.array(offsets.to_numpy().astype(np.int64) * MAX_CHARS_PER_TOKEN, pa.int32())
-        return pa.Table.from_arrays(
-            [ids, pc.take(lines.column("source"), take).combine_chunks(),
-             pc.take(lines.column("line"), take).combine_chunks(), pa.array(index.astype(np.int32)),
-             pa.array(lengths), pa.ListArray.from_arrays(offsets, flat),
-             pa.ListArray.from_arrays(offsets, word_ids), pa.ListArray.from_arrays(char_offsets, pa.array(chars))],
-            schema=schema.SENTENCES,
-        )
+    def __call__(self, staged: pa.Table) -> pa.Table:
+        tokens = staged.column("tokens").combine_chunks() if staged.num_rows else pa.array([], pa.list_(pa.string()))
+        ids = pc.fill_null(pc.index_in(tokens.flatten(), value_set=self.value_set), self.vocab.unk).cast(pa.int32())
+        offsets = pc.subtract(tokens.offsets, tokens.offsets[0])
+        word_ids = pa.ListArray.from_arrays(offsets, ids)
+        columns = {name: staged.column(name) for name in staged.column_names}
+        columns["word_ids"] = word_ids
+        table = pa.table([columns[f.name] for f in schema.SENTENCES], schema=schema.SENTENCES)
+        return table.append_column("split", staged.column("split"))
 
 
-def token_counts(lines: pa.Table) -> pa.Table:
-    """(split, token, count) of the lines' tokens, counted in Arrow (C++ hash aggregation)."""
-    sentences, parent, _ = sentences_of(lines)
-    per_sentence = pc.list_value_length(sentences).to_numpy(zero_copy_only=False).astype(np.int64)
-    token_line = np.repeat(parent, per_sentence)
-    tokens = pa.table({"split": pc.take(lines.column("split"), pa.array(token_line)),
-                       "token": pc.list_flatten(sentences)})
-    counted = tokens.group_by(["split", "token"]).aggregate([("token", "count")])
-    return pa.table({"split": counted.column("split"), "token": counted.column("token"),
-                     "count": counted.column("token_count").cast(pa.int64())})
-
-
-def char_matrix(row_char_ids: np.ndarray) -> np.ndarray:
-    """A row's flat ``char_ids`` -> (num_tokens, 50)."""
-    return np.asarray(row_char_ids).reshape(-1, MAX_CHARS_PER_TOKEN)
+def token_counts(staged: pa.Table) -> pa.Table:
+    """(split, token, count) of staged sentence rows, counted in Arrow (C++ hash counting)."""
+    parts = []
+    for split in SPLITS:
+        rows = staged.filter(pc.equal(staged.column("split"), split))
+        if not rows.num_rows:
+            continue
+        counted = pc.value_counts(pc.list_flatten(rows.column("tokens")))
+        parts.append(pa.table({"split": pa.array([split] * len(counted), pa.string()),
+                               "token": counted.field("values"), "count": counted.field("counts")}))
+    if not parts:
+        return pa.table({"split": pa.array([], pa.string()), "token": pa.array([], pa.string()),
+                         "count": pa.array([], pa.int64())})
+    return pa.concat_tables(parts)

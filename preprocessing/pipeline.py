@@ -1,17 +1,20 @@
-"""The preprocessing job on Ray Data: shards -> staged lines -> vocabulary -> sentence Parquet.
+"""The preprocessing job on Ray Data: shards -> staged sentences + statistics -> vocabulary -> Parquet.
 
-Passes (all streamed block by block; memory does not grow with the corpus):
+Two Ray Data executions; nothing is held in memory beyond a block per worker and the counts:
 
-1. read + tokenize: one read task per shard yields blocks of raw lines (smart-open, decompression,
-   sha256 of the stored bytes); a pool of tokenizer workers turns each block into staged lines
-   (`schema.STAGED_LINES`), written as Parquet under ``DIR/_staging/<run>/lines``. A shard that
-   fails to read leaves a ``file_error`` marker instead of raising, so the driver can name it.
-2. statistics and token counts over the staged lines: per-block partial counts, then a Ray Data
-   ``groupby(["split", "token"]).sum()``; the vocabulary comes from the training split.
-3. encode: staged lines -> sentence rows (`schema.SENTENCES`) with word and character ids,
-   written per split.
-4. commit (`storage`): files moved into ``train/``, ``validation/``, ``test/``, then the
-   manifest is written last. The tokenizer runs once, in pass 1; later passes read Parquet.
+1. read + tokenize + count: one read task per shard yields blocks of raw lines (smart-open,
+   decompression, sha256 of the stored bytes); a pool of tokenizer tasks turns each block into
+   staged sentence rows (`stage.BlockStager`), written as Parquet under ``DIR/_staging/<run>/``
+   (one file per block and source, named after both, so a retried task rewrites the same file),
+   and returns the block's statistics (token counts by split, line counters, file markers),
+   which Ray Data sums with ``groupby(kind, source, split, key)``. A shard that fails to read
+   leaves a ``file_error`` marker instead of raising, so the driver can name it.
+2. word ids: the vocabulary (from the train split's counts, or given) is looked up for the staged
+   rows of every good shard, and the sentences are written per split as Parquet.
+
+Then the commit (`storage`): files moved into ``train/``, ``validation/``, ``test/``, the
+manifest written last. The tokenizer runs once; character ids are computed from the tokens
+when read (see `schema`).
 """
 
 from __future__ import annotations
@@ -28,40 +31,37 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from elmo_core.vocabulary import Vocabulary
 
 from . import schema
 from .config import SPLITS, PreprocessConfig, RunOptions
-from .ids import doc_id, split_of
 from .sources import InputError, InputFile, ShardReader, resolve_inputs
+from .stage import KIND_LINE, RAW_LINES, BlockStager
 from .storage import OutputLocation
-from .text import LineProcessor, decode_line
 
 COUNT_FIELDS = ("lines_in", "lines_out", "sentences_out", "tokens_out", "empty_lines",
                 "quarantined_lines", "invalid_utf8_lines", "split_sentences")
-_RAW_LINES = pa.schema([("kind", pa.string()), ("source", pa.string()), ("key", pa.string()),
-                        ("line", pa.int64()), ("raw", pa.binary()), ("detail", pa.string())])
 
 
 class PreprocessError(Exception):
     """The job cannot finish; the message names the input or output at fault."""
 
 
-# --- pass 1: read + tokenize (runs on Ray workers) --------------------------------------------
+# --- pass 1: read, tokenize, count (runs on Ray workers) -------------------------------------
 def _raw_block(source: str, key: str, first_line: int, lines: list[bytes]) -> pa.Table:
     n = len(lines)
     return pa.Table.from_arrays(
-        [pa.array([schema.KIND_LINE] * n), pa.array([source] * n), pa.array([key] * n),
+        [pa.array([KIND_LINE] * n), pa.array([source] * n), pa.array([key] * n),
          pa.array(np.arange(first_line, first_line + n, dtype=np.int64)), pa.array(lines, pa.binary()),
-         pa.array([None] * n, pa.string())], schema=_RAW_LINES)
+         pa.array([None] * n, pa.string())], schema=RAW_LINES)
 
 
 def _marker(kind: str, source: str, key: str, lines: int, detail: str) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array([kind]), pa.array([source]), pa.array([key]), pa.array([lines], pa.int64()),
-         pa.array([None], pa.binary()), pa.array([detail])], schema=_RAW_LINES)
+         pa.array([None], pa.binary()), pa.array([detail])], schema=RAW_LINES)
 
 
 def read_shards(files: pa.Table, lines_per_block: int) -> Iterator[pa.Table]:
@@ -87,87 +87,51 @@ def read_shards(files: pa.Table, lines_per_block: int) -> Iterator[pa.Table]:
         yield _marker(schema.KIND_FILE_END, uri, key, reader.lines_read, reader.sha256 or "")
 
 
-_LINE_PROCESSORS: dict[str, LineProcessor] = {}
+def source_tag(source: str) -> str:
+    """Prefix of a source's staged files (so the files of one shard can be found by name)."""
+    return hashlib.blake2b(source.encode("utf-8"), digest_size=8).hexdigest()
 
 
-def tokenize_lines(batch: pa.Table, config: dict) -> pa.Table:
-    """Ray Data UDF: raw line blocks -> staged lines. The tokenizer is built once per worker
-    process (tasks, not an actor pool: a pool holding every CPU starves Ray Data's other steps)."""
+_STAGERS: dict[str, BlockStager] = {}  # per worker process: the tokenizer is built once
+_LOCATIONS: dict[str, OutputLocation] = {}
+
+
+def stage_block(batch: pa.Table, config: dict, staging_uri: str) -> pa.Table:
+    """Ray Data UDF: raw lines -> staged sentence files (a side output) -> the block's statistics."""
     key = json.dumps(config, sort_keys=True)
-    if key not in _LINE_PROCESSORS:
-        _LINE_PROCESSORS[key] = LineProcessor(PreprocessConfig.from_dict(config))
-    process = _LINE_PROCESSORS[key]
-    cfg = process.config
-    cols = {name: batch.column(name).to_pylist() for name in _RAW_LINES.names}
-    out: dict[str, list] = {name: [] for name in schema.STAGED_LINES.names}
-    for kind, source, key_, line, raw, detail in zip(*(cols[n] for n in _RAW_LINES.names)):
-        doc = doc_id(key_, line)
-        sentences, cut_count, invalid = [], 0, False
-        if kind == schema.KIND_LINE:
-            text, invalid = decode_line(raw)
-            if line == 1 and text.startswith("\ufeff"):
-                text = text[1:]  # byte-order mark
-            sentences, cut_count = process(text)
-        values = dict(kind=kind, source=source, line=line, doc_id=doc, split=split_of(doc, cfg),
-                      is_empty=int(kind == schema.KIND_LINE and not sentences), invalid_utf8=int(invalid),
-                      sentences=sentences, num_sentences=len(sentences),
-                      num_tokens=sum(len(s) for s in sentences), split_sentences=cut_count, detail=detail)
-        for name, value in values.items():
-            out[name].append(value)
-    return pa.Table.from_pydict(out, schema=schema.STAGED_LINES)
+    if key not in _STAGERS:
+        _STAGERS[key] = BlockStager(PreprocessConfig.from_dict(config))
+    if staging_uri not in _LOCATIONS:
+        _LOCATIONS[staging_uri] = OutputLocation(staging_uri)
+    location = _LOCATIONS[staging_uri]
+    staged, stats = _STAGERS[key](batch)
+    for source, table in staged.items():
+        name = f"{source_tag(source)}-{table.column('line')[0].as_py():012d}.parquet"
+        location.fs.create_dir(location.root, recursive=True)
+        with location.fs.open_output_stream(location.path(name)) as f:
+            pq.write_table(table, f)
+    return stats
 
 
-# --- pass 2: statistics and counts ------------------------------------------------------------
-def _kept_lines(batch: pa.Table, quarantined: frozenset[str]) -> pa.Table:
-    """Text lines of shards that were read completely."""
-    mask = pc.equal(batch.column("kind"), schema.KIND_LINE)
-    if quarantined:
-        mask = pc.and_(mask, pc.invert(pc.is_in(batch.column("source"), pa.array(sorted(quarantined)))))
-    return batch.filter(mask)
+# --- pass 2: word ids -------------------------------------------------------------------------
+_WORD_IDS: dict = {}  # vocabulary digest -> WordIds (one per worker process)
 
 
-_SUMMED = ("is_empty", "invalid_utf8", "num_sentences", "num_tokens", "split_sentences")
+def encode_staged(files: pa.Table, vocab_tokens: list[str], vocab_digest: str, root_uri: str) -> Iterator[pa.Table]:
+    """Ray Data generator UDF: staged sentence files -> dataset rows plus their split (for
+    partitioning), one file at a time. (Reading the files here rather than with
+    ``ray.data.read_parquet`` avoids its file-listing step, which cost ~4.5 s per run here.)"""
+    from .encode import WordIds
 
-
-def summarize_block(batch: pa.Table) -> pa.Table:
-    """Per-block sums of the line counters by (source, split), plus the block's file markers as
-    rows of their own: one execution gives the driver both, and it can leave out quarantined
-    shards afterwards."""
-    lines = batch.filter(pc.equal(batch.column("kind"), schema.KIND_LINE))
-    sums = (lines.group_by(["source", "split"])
-            .aggregate([("line", "count"), *((c, "sum") for c in _SUMMED)]).to_pylist())
-    rows = [dict(kind=schema.KIND_LINE, source=r["source"], split=r["split"], lines=r["line_count"], detail="",
-                 **{c: r[f"{c}_sum"] for c in _SUMMED}) for r in sums]
-    markers = batch.filter(pc.not_equal(batch.column("kind"), schema.KIND_LINE))
-    for kind, source, n, detail in zip(*(markers.column(c).to_pylist() for c in ("kind", "source", "line", "detail"))):
-        rows.append(dict(kind=kind, source=source, split="", lines=n, detail=detail, **{c: 0 for c in _SUMMED}))
-    return pa.Table.from_pylist(rows)
-
-
-def count_tokens(batch: pa.Table, quarantined: frozenset[str]) -> pa.Table:
-    """Per-block token counts by split (pre-aggregation before Ray's groupby)."""
-    from .encode import token_counts
-
-    return token_counts(_kept_lines(batch, quarantined))
-
-
-_ENCODERS: dict = {}  # vocabulary digest -> SentenceEncoder (one per worker process)
-
-
-def encode_sentences(batch: pa.Table, vocab_tokens: list[str], vocab_digest: str,
-                     quarantined: frozenset[str]) -> pa.Table:
-    """Ray Data UDF: staged lines -> sentence rows plus their split (for partitioning)."""
-    from .encode import SentenceEncoder
-
-    if vocab_digest not in _ENCODERS:  # one vocabulary index per worker process
-        _ENCODERS.clear()
-        _ENCODERS[vocab_digest] = SentenceEncoder(vocab_tokens)
-    lines = _kept_lines(batch, quarantined)
-    lines = lines.filter(pc.equal(lines.column("is_empty"), 0))
-    table = _ENCODERS[vocab_digest](lines)
-    splits = np.repeat(np.array(lines.column("split").to_pylist(), dtype=object),
-                       lines.column("num_sentences").to_numpy())
-    return table.append_column("split", pa.array(splits.tolist(), pa.string()))
+    if vocab_digest not in _WORD_IDS:
+        _WORD_IDS.clear()
+        _WORD_IDS[vocab_digest] = WordIds(vocab_tokens)
+    if root_uri not in _LOCATIONS:
+        _LOCATIONS[root_uri] = OutputLocation(root_uri)
+    location = _LOCATIONS[root_uri]
+    for rel in files.column("path").to_pylist():
+        with location.fs.open_input_file(location.path(rel)) as f:
+            yield _WORD_IDS[vocab_digest](pq.read_table(f, schema=schema.STAGED))
 
 
 # --- driver ----------------------------------------------------------------------------------
@@ -191,7 +155,7 @@ def ensure_ray(address: str | None) -> None:
 
 
 def _dataset_version(config: PreprocessConfig, vocab: Vocabulary | None, files: list[InputFile]) -> str:
-    identity = {"config_hash": config.config_hash(), "vocab": vocab.digest() if vocab else None,
+    identity = {"format": schema.MANIFEST_FORMAT, "config_hash": config.config_hash(), "vocab": vocab.digest() if vocab else None,
                 "inputs": [f.to_dict() for f in files]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
 
@@ -248,54 +212,62 @@ def run_preprocess(inputs: list[str], output: str, config: PreprocessConfig, opt
 def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, workers, say) -> dict:
     import ray
 
-    lines_uri = out.uri_of(staging, "lines")
-    say(f"pass 1/3: read + tokenize ({config.tokenizer}) with {workers} worker(s)")
+    sentences_dir = posixpath.join(staging, "sentences")
+    say(f"pass 1/2: read + tokenize ({config.tokenizer}) + count with {workers} worker(s)")
     items = [f.to_dict() for f in files]
-    (ray.data.from_items(items, override_num_blocks=len(items))
-     .map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0, concurrency=workers,
-                  fn_kwargs={"lines_per_block": options.lines_per_block})
-     .map_batches(tokenize_lines, batch_format="pyarrow", batch_size=options.lines_per_block,
-                  fn_kwargs={"config": config.to_dict()}, concurrency=workers, num_cpus=options.cpus_per_worker)
-     .write_parquet(lines_uri, ray_remote_args={"num_cpus": 0}))
-
-    staged = ray.data.read_parquet(lines_uri)
-    say("pass 2/3: statistics and token counts")
-    summary = staged.map_batches(summarize_block, batch_format="pyarrow", batch_size=options.lines_per_block,
-                                 num_cpus=0.5).take_all()
-    markers = {r["source"]: r for r in summary if r["kind"] != schema.KIND_LINE}
+    stats = (ray.data.from_items(items, override_num_blocks=len(items))
+             .map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0, concurrency=workers,
+                          fn_kwargs={"lines_per_block": options.lines_per_block})
+             .map_batches(stage_block, batch_format="pyarrow", batch_size=options.lines_per_block,
+                          fn_kwargs={"config": config.to_dict(), "staging_uri": out.uri_of(sentences_dir)},
+                          concurrency=workers, num_cpus=options.cpus_per_worker)
+             .groupby(list(schema.STATS_KEYS), num_partitions=max(1, workers)).sum(list(schema.STATS_SUMS))
+             .take_all())
+    rows = [{**{k: r[k] for k in schema.STATS_KEYS}, **{k: r[f"sum({k})"] for k in schema.STATS_SUMS}}
+            for r in stats]
+    markers = {r["source"]: r for r in rows if r["kind"] in (schema.KIND_FILE_END, schema.KIND_FILE_ERROR)}
     missing = [f.uri for f in files if f.uri not in markers]
     if missing:
         raise PreprocessError(f"{missing[0]}: the reader left no end marker (internal error)")
     errors = [m for m in markers.values() if m["kind"] == schema.KIND_FILE_ERROR]
     if errors and not config.quarantine_bad_files:
         others = f" (and {len(errors) - 1} more bad shard(s))" if len(errors) > 1 else ""
-        raise InputError(f"{errors[0]['detail']}{others}; pass --quarantine-bad-files to skip and list them")
+        raise InputError(f"{errors[0]['key']}{others}; pass --quarantine-bad-files to skip and list them")
     quarantined = frozenset(m["source"] for m in errors)
     for m in errors:
-        say(f"quarantined {m['source']}: {m['detail']}")
+        say(f"quarantined {m['source']}: {m['key']}")
     per_split = {s: Counter() for s in SPLITS}
-    for r in summary:
-        if r["kind"] == schema.KIND_LINE and r["source"] not in quarantined:
+    counts = {s: Counter() for s in SPLITS}
+    for r in rows:
+        if r["kind"] == schema.KIND_LINES and r["source"] not in quarantined:
             per_split[r["split"]].update(
-                lines=r["lines"], empty_lines=r["is_empty"], lines_out=r["lines"] - r["is_empty"],
-                invalid_utf8_lines=r["invalid_utf8"], sentences_out=r["num_sentences"],
-                tokens_out=r["num_tokens"], split_sentences=r["split_sentences"])
-    grouped = (staged.map_batches(count_tokens, batch_format="pyarrow", fn_kwargs={"quarantined": quarantined},
-                                  batch_size=options.lines_per_block, num_cpus=0.5)
-               .groupby(["split", "token"], num_partitions=max(1, workers)).sum("count").take_all())
-    counts = {s: {} for s in SPLITS}
-    for row in grouped:
-        counts[row["split"]][row["token"]] = row["sum(count)"]
+                lines=r["lines"], empty_lines=r["empty_lines"], lines_out=r["lines"] - r["empty_lines"],
+                invalid_utf8_lines=r["invalid_utf8_lines"], sentences_out=r["sentences"],
+                tokens_out=r["tokens"], split_sentences=r["split_sentences"])
+        elif r["kind"] == schema.KIND_TOKEN:
+            counts[r["split"]][r["key"]] += r["count"]
+    staged_files = [rel for rel, _ in out.list_files(sentences_dir)]
+    bad_tags = {source_tag(s) for s in quarantined}
+    bad_files = [rel for rel in staged_files if posixpath.basename(rel).split("-", 1)[0] in bad_tags]
+    if bad_files:  # a quarantined shard's lines read before its error: their tokens do not count
+        from .encode import token_counts
+
+        for rel in bad_files:
+            with out.fs.open_input_file(out.path(rel)) as f:
+                for r in token_counts(pq.read_table(f)).to_pylist():
+                    counts[r["split"]][r["token"]] -= r["count"]
+        counts = {s: Counter({t: n for t, n in c.items() if n > 0}) for s, c in counts.items()}
     vocab = given_vocab or Vocabulary.from_counts(counts["train"], config.max_vocab, config.min_count)
 
-    say(f"pass 3/3: encode {sum(c['sentences_out'] for c in per_split.values()):,} sentences")
-    data_uri = out.uri_of(staging, "data")
-    (staged.map_batches(encode_sentences, batch_format="pyarrow",
-                        fn_kwargs={"vocab_tokens": vocab.tokens, "vocab_digest": vocab.digest(),
-                                   "quarantined": quarantined},
-                        batch_size=options.lines_per_block, concurrency=workers, num_cpus=options.cpus_per_worker)
-     .write_parquet(data_uri, partition_cols=["split"], min_bytes_per_file=config.shard_size_mb << 20,
-                    ray_remote_args={"num_cpus": 0}))
+    good_files = [rel for rel in staged_files if rel not in set(bad_files)]
+    say(f"pass 2/2: word ids for {sum(c['sentences_out'] for c in per_split.values()):,} sentences")
+    if good_files:
+        (ray.data.from_items([{"path": rel} for rel in good_files], override_num_blocks=min(len(good_files), 4 * workers))
+         .map_batches(encode_staged, batch_size=None, batch_format="pyarrow",
+                      fn_kwargs={"vocab_tokens": vocab.tokens, "vocab_digest": vocab.digest(), "root_uri": out.uri},
+                      concurrency=workers, num_cpus=options.cpus_per_worker)
+         .write_parquet(out.uri_of(staging, "data"), partition_cols=["split"],
+                        min_bytes_per_file=config.shard_size_mb << 20, ray_remote_args={"num_cpus": 0}))
 
     out.write_text(vocab.to_text(), staging, schema.VOCAB_NAME)
     train_counts = counts["train"]
@@ -304,8 +276,6 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
 
 
 def _manifest(files, markers, per_split, counts, vocab, vocab_path, config, out, staging) -> dict:
-    import pyarrow.parquet as pq
-
     errors = [m for m in markers.values() if m["kind"] == schema.KIND_FILE_ERROR]
     quarantined_lines = sum(int(m["lines"]) for m in errors)
     totals = Counter()
@@ -335,9 +305,9 @@ def _manifest(files, markers, per_split, counts, vocab, vocab_path, config, out,
         marker = markers[f.uri]
         entry = {"path": f.uri, "key": f.key, "size": f.size, "fingerprint": f.fingerprint, "lines": marker["lines"]}
         if marker["kind"] == schema.KIND_FILE_ERROR:
-            entry.update(status="quarantined", error=marker["detail"])
+            entry.update(status="quarantined", error=marker["key"])
         else:
-            entry.update(status="ok", sha256=marker["detail"])
+            entry.update(status="ok", sha256=marker["key"])
         inputs.append(entry)
     manifest = {
         "format": schema.MANIFEST_FORMAT,

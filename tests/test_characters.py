@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from elmo_core.characters import (MAX_CHARS_PER_TOKEN, batch_to_ids, ids_to_token, sentence_to_ids,
-                                  token_length, token_to_ids)
+                                  token_length, token_to_ids, utf8_to_ids)
 
 
 def test_the_matches_published_ids():
@@ -48,3 +48,15 @@ def test_ids_are_read_only_cache_entries():
         token_to_ids("cache")[0] = 1
     with pytest.raises(TypeError):
         token_to_ids(3)
+
+
+def test_vectorized_ids_equal_token_by_token():
+    tokens = ["", "a", "The", "<S>", "</S>", "<S", "<S>x", "naïve", "日本" * 10, "x" * 47, "x" * 48, "x" * 49,
+              "é" * 24 + "x", "x" + "é" * 24, "🙂" * 13, "\ufffd", "a" * 3000]
+    encoded = [t.encode("utf-8") for t in tokens]
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    offsets = np.cumsum([0] + [len(b) for b in encoded])
+    ids = utf8_to_ids(data, offsets)
+    assert ids.dtype == np.uint16 and ids.shape == (len(tokens), MAX_CHARS_PER_TOKEN)
+    assert np.array_equal(ids, np.stack([token_to_ids(t) for t in tokens]))
+    assert utf8_to_ids(np.zeros(0, np.uint8), np.zeros(1, np.int64)).shape == (0, MAX_CHARS_PER_TOKEN)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,6 +20,7 @@ from elmo_core.characters import MAX_WORD_BYTES, ids_to_token
 from elmo_core.vocabulary import Vocabulary
 from preprocessing.config import SPLITS, PreprocessConfig, RunOptions
 from preprocessing.dataset import DatasetError, load_manifest, load_vocabulary, split_files
+from preprocessing.encode import char_ids_of
 
 ray = pytest.importorskip("ray")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,7 +98,7 @@ def test_rows_decode_back_to_their_tokens(moses_run):
             assert expected.split[row["sentence_id"].rsplit(":", 1)[0]] == split
             assert row["num_tokens"] == len(tokens) <= CONFIG.max_sentence_tokens
             assert row["word_ids"] == [vocab.id(t) for t in tokens]
-            chars = np.asarray(row["char_ids"], dtype=np.int64).reshape(-1, 50)
+            chars = char_ids_of(pa.array(tokens, pa.string()))
             assert chars.shape == (len(tokens), 50)
             for token, char_row in zip(tokens, chars):
                 truncated = token.encode("utf-8")[:MAX_WORD_BYTES].decode("utf-8", "replace")
@@ -139,7 +140,7 @@ def test_split_and_rows_stable_across_workers_and_blocks(ray_cluster, corpus, tm
                           ("b", RunOptions(num_workers=2, lines_per_block=1000))):
         out = str(tmp_path / name)
         run_preprocess([root], out, config, options, log=lambda m: None)
-        rows = {s: sorted((r["sentence_id"], r["word_ids"], r["char_ids"]) for r in read_split(out, s)) for s in SPLITS}
+        rows = {s: sorted((r["sentence_id"], r["word_ids"], r["tokens"]) for r in read_split(out, s)) for s in SPLITS}
         results.append((rows, load_vocabulary(out)))
     assert results[0] == results[1]
     assert len(results[0][1]) == 300
@@ -199,6 +200,12 @@ def test_corrupt_shard_fails_naming_it_or_is_quarantined(ray_cluster, tmp_path):
     assert m["lines_in"] == m["lines_out"] + m["empty_lines"] + m["quarantined_lines"]
     sources = {r["source"] for s in SPLITS for r in read_split(quarantined, s)}
     assert paths[1] not in sources and len(sources) == 3
+    # the tokens read from the bad shard before its error count nowhere
+    truth = oracle(str(root), [p for p in paths if p != paths[1]], PreprocessConfig(tokenizer="whitespace", min_count=1))
+    assert m["tokens_out"] == sum(sum(c.values()) for c in truth.counts.values())
+    counted = [line.split("\t") for line in open(os.path.join(quarantined, "vocab_counts.tsv"), encoding="utf-8")
+               .read().splitlines()[3:]]
+    assert {t: int(c) for t, c in counted} == dict(truth.counts["train"])
 
 
 def test_bad_arguments_and_missing_input_exit_2(tmp_path):
@@ -219,7 +226,7 @@ def test_killed_run_leaves_no_readable_half_dataset(ray_cluster, tmp_path):
                              "--address", ray_cluster, "--min-count", "1"], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not any((out / "_staging").glob("*/lines/*.parquet")):
+    while time.time() < deadline and not any((out / "_staging").glob("*/sentences/*.parquet")):
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
@@ -273,3 +280,12 @@ def test_http_urls_from_a_list_file(ray_cluster, corpus, tmp_path):
     assert all(e["fingerprint"].startswith("http:") for e in m["inputs"])
     by_size = {os.path.basename(p): os.path.getsize(p) for p in paths}
     assert all(e["size"] == by_size[e["key"]] for e in m["inputs"])
+
+
+def test_char_ids_of_arrow_arrays_equal_token_by_token():
+    from elmo_core.characters import token_to_ids
+
+    tokens = pa.array(["x", "Москва", "<S>", "", "ab" * 40, "end"], pa.string())
+    for array in (tokens, tokens.slice(2, 3), pa.chunked_array([tokens.slice(0, 2), tokens.slice(4)])):
+        expected = [token_to_ids(t) for t in (array.to_pylist())]
+        assert (char_ids_of(array) == expected).all()

@@ -28,7 +28,7 @@ from elmo_core.bilm import sentence_targets
 from elmo_core.characters import BOS_TOKEN, EOS_TOKEN, MAX_CHARS_PER_TOKEN, token_to_ids
 from elmo_core.vocabulary import Vocabulary
 
-COLUMNS = ["num_tokens", "word_ids", "char_ids"]
+COLUMNS = ["num_tokens", "word_ids", "tokens"]
 
 
 @dataclass(frozen=True)
@@ -54,16 +54,20 @@ class GlobalBatch:
 
 
 def sentences_from_table(table: pa.Table) -> Iterator[Sentence]:
-    """Rows of the preprocessing schema -> sentences (numpy views; no per-token Python)."""
+    """Rows of the preprocessing schema -> sentences; character ids are computed for the whole
+    table at once from the tokens' bytes (`preprocessing.encode.char_ids_of`), no per-token Python."""
+    from preprocessing.encode import char_ids_of
+
     words = table.column("word_ids").combine_chunks()
-    chars = table.column("char_ids").combine_chunks()
+    tokens = table.column("tokens").combine_chunks()
     w_values = words.values.to_numpy(zero_copy_only=False)
-    c_values = chars.values.to_numpy(zero_copy_only=False)
     w_off = words.offsets.to_numpy()
-    c_off = chars.offsets.to_numpy()
+    chars = char_ids_of(tokens.flatten())
+    t_off = tokens.offsets.to_numpy() - tokens.offsets[0].as_py()
     for i in range(len(words)):
-        yield Sentence(w_values[w_off[i]:w_off[i + 1]],
-                       c_values[c_off[i]:c_off[i + 1]].reshape(-1, MAX_CHARS_PER_TOKEN))
+        if t_off[i + 1] - t_off[i] != w_off[i + 1] - w_off[i]:
+            raise ValueError("a row's tokens and word_ids differ in length")
+        yield Sentence(w_values[w_off[i]:w_off[i + 1]], chars[t_off[i]:t_off[i + 1]])
 
 
 def global_batches(open_epoch: Callable[[int], Iterable[pa.Table]], batch_tokens: int, shuffle_buffer: int,
