@@ -114,6 +114,8 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     run = tracking.StageRun(experiment, name, {**{f"job.{k}": v for k, v in job.to_dict().items()}, "from": source},
                             {"stage": "adapt", "parent_model": lineage, "vocab_digest": data_vocab.digest()},
                             parent_run_id)
+    if run.resumed:
+        print(f"continuing MLflow run {run.run_id} of the interrupted driver", file=sys.stderr)
     try:
         run.log_dataset_manifest(manifest, "target")
         run.log_metrics(before, 0)
@@ -149,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         line += f"; source {outcome['source_ppl_before']:.2f} -> {outcome['source_ppl_after']:.2f}"
     print(f"{line}; registered {outcome['name']} version {outcome['version']}"
           f" ({'champion' if outcome['promoted'] else 'candidate only'})")
+    print(f"final checkpoint: {outcome['checkpoint_dir']}")
     return 0
 
 

@@ -92,6 +92,8 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
               **{f"model.{k}": v for k, v in _flatten(options).items()}}
     run = tracking.StageRun(experiment, name, params, {"stage": "pretrain", "vocab_digest": vocab.digest()},
                             parent_run_id)
+    if run.resumed:
+        print(f"continuing MLflow run {run.run_id} of the interrupted driver", file=sys.stderr)
     try:
         run.log_dataset_manifest(manifest, "train")
         result = run_stage(job, vocab, storage, name, model_config=options, tracking=run.coordinates())
@@ -132,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"registered {outcome['name']} version {outcome['version']} (val_ppl {m['val_ppl']:.2f}: forward "
           f"{m['val_ppl_forward']:.2f}, backward {m['val_ppl_backward']:.2f}); "
           f"{'promoted to champion' if outcome['promoted'] else 'champion unchanged (gate)'}")
+    print(f"final checkpoint: {outcome['checkpoint_dir']}")
     return 0
 
 

@@ -33,11 +33,16 @@ def git_commit() -> str | None:
         return None
 
 
+TRAIN_RUN_TAG = "elmo.train_run"  # the Ray Train run name, the key to resume by
+
+
 class StageRun:
     """One MLflow run for one stage (pretrain / adapt), optionally nested under a pipeline run."""
 
     def __init__(self, experiment: str, run_name: str, params: dict, tags: dict,
                  parent_run_id: str | None = None) -> None:
+        """A new run named ``run_name``; or, where this experiment already has an unfinished run
+        of that name (a driver that was killed: ``--run-name`` given again), that run continues."""
         import mlflow
 
         self.uri = tracking_uri()
@@ -45,7 +50,17 @@ class StageRun:
         self.client = mlflow.MlflowClient(self.uri)
         exp = self.client.get_experiment_by_name(experiment)
         experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
-        all_tags = {"mlflow.runName": run_name, **{k: str(v) for k, v in tags.items() if v is not None}}
+        earlier = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{TRAIN_RUN_TAG}` = '{run_name}' and attributes.status != 'FINISHED'",
+            max_results=1)
+        if earlier:
+            self.run_id = earlier[0].info.run_id
+            self.resumed = True
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
+        self.resumed = False
+        all_tags = {"mlflow.runName": run_name, TRAIN_RUN_TAG: run_name,
+                    **{k: str(v) for k, v in tags.items() if v is not None}}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         commit = git_commit()

