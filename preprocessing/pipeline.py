@@ -42,9 +42,6 @@ from .sources import InputError, InputFile, ShardReader, resolve_inputs
 from .stage import KIND_LINE, RAW_LINES, BlockStager
 from .storage import OutputLocation
 
-COUNT_FIELDS = ("lines_in", "lines_out", "sentences_out", "tokens_out", "empty_lines",
-                "quarantined_lines", "invalid_utf8_lines", "split_sentences")
-
 
 class PreprocessError(Exception):
     """The job cannot finish; the message names the input or output at fault."""
@@ -104,11 +101,11 @@ def stage_block(batch: pa.Table, config: dict, staging_uri: str) -> pa.Table:
         _STAGERS[key] = BlockStager(PreprocessConfig.from_dict(config))
     if staging_uri not in _LOCATIONS:
         _LOCATIONS[staging_uri] = OutputLocation(staging_uri)
+        _LOCATIONS[staging_uri].fs.create_dir(_LOCATIONS[staging_uri].root, recursive=True)
     location = _LOCATIONS[staging_uri]
     staged, stats = _STAGERS[key](batch)
     for source, table in staged.items():
         name = f"{source_tag(source)}-{table.column('line')[0].as_py():012d}.parquet"
-        location.fs.create_dir(location.root, recursive=True)
         with location.fs.open_output_stream(location.path(name)) as f:
             pq.write_table(table, f)
     return stats
@@ -269,18 +266,18 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
             counts[r["split"]][r["key"]] += r["count"]
     staged_files = [rel for rel, _ in out.list_files(sentences_dir)]
     bad_tags = {source_tag(s) for s in quarantined}
-    bad_files = [rel for rel in staged_files if posixpath.basename(rel).split("-", 1)[0] in bad_tags]
+    bad_files = {rel for rel in staged_files if posixpath.basename(rel).split("-", 1)[0] in bad_tags}
     if bad_files:  # a quarantined shard's lines read before its error: their tokens do not count
         from .encode import token_counts
 
-        for rel in bad_files:
+        for rel in sorted(bad_files):
             with out.fs.open_input_file(out.path(rel)) as f:
                 for r in token_counts(pq.read_table(f)).to_pylist():
                     counts[r["split"]][r["token"]] -= r["count"]
         counts = {s: Counter({t: n for t, n in c.items() if n > 0}) for s, c in counts.items()}
     vocab = given_vocab or Vocabulary.from_counts(counts["train"], config.max_vocab, config.min_count)
 
-    good_files = [rel for rel in staged_files if rel not in set(bad_files)]
+    good_files = [rel for rel in staged_files if rel not in bad_files]
     say(f"pass 2/2: word ids for {sum(c['sentences_out'] for c in per_split.values()):,} sentences")
     if good_files:
         (ray.data.from_items([{"path": rel} for rel in good_files], override_num_blocks=min(len(good_files), 4 * workers))

@@ -26,15 +26,22 @@ RAW_LINES = pa.schema([("kind", pa.string()), ("source", pa.string()), ("key", p
 KIND_LINE = "line"  # a raw line; other kinds are the file markers of `schema`
 
 
+def _stats_table(n: int, kind: str, columns: dict) -> pa.Table:
+    """``n`` statistics rows of one kind: the given columns, "" / 0 for the others."""
+    filled = {"kind": pa.array([kind] * n, pa.string())}
+    for field in schema.STATS:
+        if field.name != "kind":
+            default = pa.array([""] * n, pa.string()) if field.type == pa.string() else pa.array(np.zeros(n, np.int64))
+            filled[field.name] = pa.array(columns[field.name], field.type) if field.name in columns else default
+    return pa.table(filled, schema=schema.STATS)
+
+
 def _markers(rows: list[tuple[str, str, int, str]]) -> pa.Table:
     """File markers (kind, source, lines read, checksum or error) as statistics rows."""
-    n = len(rows)
-    kinds, sources, lines, details = zip(*rows) if rows else ((), (), (), ())
-    zeros = pa.array(np.zeros(n, np.int64))
-    return pa.table({"kind": pa.array(kinds, pa.string()), "source": pa.array(sources, pa.string()),
-                     "split": pa.array([""] * n, pa.string()), "key": pa.array(details, pa.string()),
-                     "count": zeros, "lines": pa.array(lines, pa.int64()),
-                     **{name: zeros for name in schema.STATS_SUMS[2:]}}, schema=schema.STATS)
+    if not rows:
+        return _stats_table(0, schema.KIND_FILE_END, {})
+    return pa.concat_tables([_stats_table(1, kind, {"source": [source], "lines": [lines], "key": [detail]})
+                             for kind, source, lines, detail in rows])
 
 
 def _line_counters(lines: pa.Table, staged: pa.Table) -> pa.Table:
@@ -43,25 +50,20 @@ def _line_counters(lines: pa.Table, staged: pa.Table) -> pa.Table:
         [("empty", "count"), ("empty", "sum"), ("invalid", "sum"), ("sentences", "sum"), ("cut", "sum")])
     tokens = staged.group_by(["source", "split"]).aggregate([("num_tokens", "sum")])
     joined = per_line.join(tokens, ["source", "split"], join_type="left outer")
-    n = joined.num_rows
-    return pa.table({"kind": pa.array([schema.KIND_LINES] * n, pa.string()), "source": joined.column("source"),
-                     "split": joined.column("split"), "key": pa.array([""] * n, pa.string()),
-                     "count": pa.array(np.zeros(n, np.int64)),
-                     "lines": joined.column("empty_count").cast(pa.int64()),
-                     "empty_lines": joined.column("empty_sum").cast(pa.int64()),
-                     "invalid_utf8_lines": joined.column("invalid_sum").cast(pa.int64()),
-                     "sentences": joined.column("sentences_sum").cast(pa.int64()),
-                     "tokens": joined.column("num_tokens_sum").fill_null(0).cast(pa.int64()),
-                     "split_sentences": joined.column("cut_sum").cast(pa.int64())}, schema=schema.STATS)
+    return _stats_table(joined.num_rows, schema.KIND_LINES, {
+        "source": joined.column("source"), "split": joined.column("split"),
+        "lines": joined.column("empty_count").cast(pa.int64()),
+        "empty_lines": joined.column("empty_sum").cast(pa.int64()),
+        "invalid_utf8_lines": joined.column("invalid_sum").cast(pa.int64()),
+        "sentences": joined.column("sentences_sum").cast(pa.int64()),
+        "tokens": joined.column("num_tokens_sum").fill_null(0).cast(pa.int64()),
+        "split_sentences": joined.column("cut_sum").cast(pa.int64())})
 
 
 def _token_rows(staged: pa.Table) -> pa.Table:
     counts = token_counts(staged)
-    n = counts.num_rows
-    zeros = pa.array(np.zeros(n, np.int64))
-    return pa.table({"kind": pa.array([schema.KIND_TOKEN] * n, pa.string()), "source": pa.array([""] * n, pa.string()),
-                     "split": counts.column("split"), "key": counts.column("token"), "count": counts.column("count"),
-                     **{name: zeros for name in schema.STATS_SUMS[1:]}}, schema=schema.STATS)
+    return _stats_table(counts.num_rows, schema.KIND_TOKEN, {
+        "split": counts.column("split"), "key": counts.column("token"), "count": counts.column("count")})
 
 
 class BlockStager:

@@ -11,6 +11,7 @@ holds the model, the optimizer state and the step (the data position follows fro
 from __future__ import annotations
 
 import json
+import posixpath
 import tempfile
 import time
 from pathlib import Path
@@ -227,13 +228,12 @@ def _count_nodes(world: int) -> int:
 def _first_failure(marker: str) -> bool:
     """Fault injection happens once per run: a marker file (local or on the storage's
     filesystem) records that it did."""
-    import pyarrow.fs as pafs
+    from preprocessing.storage import OutputLocation
 
-    fs, path = pafs.FileSystem.from_uri(marker) if "://" in marker else (pafs.LocalFileSystem(), marker)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+    location, name = OutputLocation(posixpath.dirname(marker)), posixpath.basename(marker)
+    if location.exists(name):
         return False
-    with fs.open_output_stream(path) as f:
-        f.write(b"failed once\n")
+    location.write_text("failed once\n", name)
     return True
 
 
