@@ -28,6 +28,8 @@ from elmo_core.bilm import sentence_targets
 from elmo_core.characters import BOS_TOKEN, EOS_TOKEN, MAX_CHARS_PER_TOKEN, token_to_ids
 from elmo_core.vocabulary import Vocabulary
 
+from .read_ahead import ReadAhead
+
 COLUMNS = ["num_tokens", "word_ids", "tokens"]
 
 
@@ -71,28 +73,41 @@ def sentences_from_table(table: pa.Table) -> Iterator[Sentence]:
 
 
 def global_batches(open_epoch: Callable[[int], Iterable[pa.Table]], batch_tokens: int, shuffle_buffer: int,
-                   world_size: int, seed: int) -> Iterator[GlobalBatch]:
-    """Endless stream of global batches (epochs repeat); see the module docstring."""
+                   world_size: int, seed: int, read_ahead: bool = True) -> Iterator[GlobalBatch]:
+    """Endless stream of global batches (epochs repeat); see the module docstring.
+
+    With ``read_ahead``, epoch ``e + 1`` is opened in a background thread (`ReadAhead`) as soon
+    as epoch ``e``'s rows are all read, so its start-up overlaps with training on ``e``'s last
+    buffer; the batches are the same either way.
+    """
     step, epoch, carry = 0, 0, []
-    while True:
-        buffer, index, seen = carry, 0, 0
-        for table in open_epoch(epoch):
-            for sentence in sentences_from_table(table):
-                seen += 1
-                buffer.append(sentence)
-                if len(buffer) >= shuffle_buffer:
-                    batches, buffer = _bucket(buffer, batch_tokens, world_size, (seed, epoch, index))
-                    index += 1
-                    for sentences in batches:
-                        yield GlobalBatch(step, epoch, sentences)
-                        step += 1
-        if seen == 0 and epoch == 0:
-            raise ValueError("the training data has no sentences")
-        batches, carry = _bucket(buffer, batch_tokens, world_size, (seed, epoch, index))
-        for sentences in batches:
-            yield GlobalBatch(step, epoch, sentences)
-            step += 1
-        epoch += 1
+    tables: Iterable[pa.Table] = open_epoch(0)
+    try:
+        while True:
+            buffer, index, seen = carry, 0, 0
+            for table in tables:
+                for sentence in sentences_from_table(table):
+                    seen += 1
+                    buffer.append(sentence)
+                    if len(buffer) >= shuffle_buffer:
+                        batches, buffer = _bucket(buffer, batch_tokens, world_size, (seed, epoch, index))
+                        index += 1
+                        for sentences in batches:
+                            yield GlobalBatch(step, epoch, sentences)
+                            step += 1
+            if seen == 0 and epoch == 0:
+                raise ValueError("the training data has no sentences")
+            following = epoch + 1
+            tables = ReadAhead(lambda: open_epoch(following), name=f"epoch-{following}") if read_ahead \
+                else open_epoch(following)
+            batches, carry = _bucket(buffer, batch_tokens, world_size, (seed, epoch, index))
+            for sentences in batches:
+                yield GlobalBatch(step, epoch, sentences)
+                step += 1
+            epoch += 1
+    finally:
+        if isinstance(tables, ReadAhead):
+            tables.close()
 
 
 def _bucket(buffer: list[Sentence], batch_tokens: int, world_size: int,

@@ -38,6 +38,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--cache-train-mb", type=int, default=d.cache_train_mb,
+                   help="keep a train split of up to this many MB of Parquet in each worker's memory after "
+                        "the first epoch, instead of reading it again every epoch (0: never)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--experiment", default="elmo", help="MLflow experiment name")
     p.add_argument("--parent-run-id", help="nest this stage's MLflow run under a pipeline run")
@@ -50,7 +53,8 @@ def job_config(args) -> TrainJobConfig:
                           use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
                           placement_strategy=args.placement_strategy, batch_tokens=args.batch_tokens,
                           grad_accum=args.grad_accum, eval_every=min(args.eval_every, args.max_steps),
-                          checkpoint_every=min(args.checkpoint_every, args.max_steps), seed=args.seed)
+                          checkpoint_every=min(args.checkpoint_every, args.max_steps), seed=args.seed,
+                          cache_train_mb=args.cache_train_mb)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

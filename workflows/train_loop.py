@@ -15,6 +15,7 @@ import posixpath
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
@@ -25,6 +26,7 @@ from elmo_core.weights import load_checkpoint, save_checkpoint
 
 from .batches import GlobalBatch, global_batches, split_micro, to_tensors
 from .config import TrainJobConfig
+from .read_ahead import ReadAhead
 
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "train_state.json"
@@ -156,49 +158,79 @@ def train_loop_per_worker(loop_config: dict) -> None:
     num_nodes = _count_nodes(world)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-    open_epoch = lambda epoch: train_shard.iter_batches(batch_size=1024, batch_format="pyarrow")
+    open_epoch = epoch_reader(train_shard, cache=bool(loop_config.get("cache_train")))
     batches = global_batches(open_epoch, job.batch_tokens, job.shuffle_buffer, world, job.seed)
     tracker = tracking.WorkerTracker(loop_config.get("tracking")) if rank == 0 else None
     if tracker is not None and start_step:
         tracker.log({"resumed_from_step": start_step}, start_step)
 
-    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+    # the held-out rows (capped) are read once, in the background from the start, and reused by
+    # every evaluation
+    val_reader = ReadAhead(lambda: [_read_capped(val_shard, job.eval_max_sentences)], depth=1, name="validation")
     val_tables = None
-    for batch in batches:
-        step = batch.step
-        if step < start_step:
-            continue  # replayed to reach the checkpoint's data position; no compute
-        if step >= job.max_steps:
-            break
-        if job.fail_at_step is not None and step == job.fail_at_step and rank == world - 1:
-            if _first_failure(loop_config["fault_marker"]):
-                raise RuntimeError(f"injected failure at step {step} (fault test)")
-        loss_sum = _train_step(ddp, model, optimizer, batch, vocab, rank, world, job, t, device, autocast)
-        window_loss += loss_sum
-        window_tokens += batch.num_tokens()
-        done = step + 1
-        last = done == job.max_steps
-        metrics = {"step": done, "epoch": batch.epoch, "num_workers": world, "num_nodes": num_nodes}
-        if done % job.report_every == 0 or last or done % job.eval_every == 0 or done % job.checkpoint_every == 0:
-            elapsed = time.perf_counter() - window_start
-            metrics.update(train_loss=window_loss / max(1, _steps_since(done, job.report_every, start_step)),
-                           tokens_per_second=window_tokens / elapsed, learning_rate=t.learning_rate)
-            window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-            if done % job.eval_every == 0 or last:
-                if val_tables is None:  # read once (capped), then reused by every evaluation
-                    val_tables = _read_capped(val_shard, job.eval_max_sentences)
-                ppl = evaluate(model, vocab, val_tables, rank, world, job.batch_tokens, job.eval_max_sentences, device)
-                metrics.update(val_ppl_forward=ppl.forward, val_ppl_backward=ppl.backward, val_ppl=ppl.average)
-            if tracker is not None:
-                tracker.log(metrics, done)
-            if (done % job.checkpoint_every == 0 or last) and rank == 0:
-                with tempfile.TemporaryDirectory() as d:
-                    save_training_checkpoint(Path(d), model, vocab, optimizer, done, {"epoch": batch.epoch})
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-            else:
-                ray.train.report(metrics)
-        if last:
-            break
+    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+    try:
+        for batch in batches:
+            step = batch.step
+            if step < start_step:
+                continue  # replayed to reach the checkpoint's data position; no compute
+            if step >= job.max_steps:
+                break
+            if job.fail_at_step is not None and step == job.fail_at_step and rank == world - 1:
+                if _first_failure(loop_config["fault_marker"]):
+                    raise RuntimeError(f"injected failure at step {step} (fault test)")
+            loss_sum = _train_step(ddp, model, optimizer, batch, vocab, rank, world, job, t, device, autocast)
+            window_loss += loss_sum
+            window_tokens += batch.num_tokens()
+            done = step + 1
+            last = done == job.max_steps
+            metrics = {"step": done, "epoch": batch.epoch, "num_workers": world, "num_nodes": num_nodes}
+            if done % job.report_every == 0 or last or done % job.eval_every == 0 or done % job.checkpoint_every == 0:
+                elapsed = time.perf_counter() - window_start
+                metrics.update(train_loss=window_loss / max(1, _steps_since(done, job.report_every, start_step)),
+                               tokens_per_second=window_tokens / elapsed, learning_rate=t.learning_rate)
+                if done % job.eval_every == 0 or last:
+                    if val_tables is None:
+                        val_tables = next(iter(val_reader))
+                    ppl = evaluate(model, vocab, val_tables, rank, world, job.batch_tokens, job.eval_max_sentences, device)
+                    metrics.update(val_ppl_forward=ppl.forward, val_ppl_backward=ppl.backward, val_ppl=ppl.average)
+                if tracker is not None:
+                    tracker.log(metrics, done)
+                if (done % job.checkpoint_every == 0 or last) and rank == 0:
+                    with tempfile.TemporaryDirectory() as d:
+                        save_training_checkpoint(Path(d), model, vocab, optimizer, done, {"epoch": batch.epoch})
+                        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+                else:
+                    ray.train.report(metrics)
+                # tokens_per_second measures training alone: evaluation, checkpoints and reports are
+                # left out of the next window
+                window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+            if last:
+                break
+    finally:  # stop the background readers (next epoch, validation)
+        batches.close()
+        val_reader.close()
+
+
+def epoch_reader(shard, cache: bool) -> Callable[[int], Iterator]:
+    """``epoch -> the train split's Arrow tables``, in dataset order. With ``cache``, the first
+    complete pass is kept and later epochs replay it without starting Ray Data again."""
+    kept: list = []
+    complete = False
+
+    def read(epoch: int) -> Iterator:
+        nonlocal complete
+        if complete:
+            yield from kept
+            return
+        kept.clear()  # an interrupted pass starts over
+        for table in shard.iter_batches(batch_size=1024, batch_format="pyarrow"):
+            if cache:
+                kept.append(table)
+            yield table
+        complete = cache
+
+    return read
 
 
 def _read_capped(shard, max_sentences: int | None) -> list:

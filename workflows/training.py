@@ -64,7 +64,8 @@ def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *
     resources = {"CPU": job.cpus_per_worker, **({"GPU": 1} if job.use_gpu else {})}
     loop_config = {"job": job.to_dict(), "vocab": vocab.tokens, "model_config": model_config,
                    "init_checkpoint": init_checkpoint, "tracking": tracking,
-                   "fault_marker": os.path.join(storage, f"{name}.fault-injected")}
+                   "fault_marker": os.path.join(storage, f"{name}.fault-injected"),
+                   "cache_train": sum(f["bytes"] for f in splits["train"]["files"]) <= job.cache_train_mb << 20}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config, datasets=datasets, dataset_config=data_config,
         scaling_config=ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
@@ -72,7 +73,7 @@ def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *
                                                placement_strategy=job.placement_strategy),
         run_config=ray.train.RunConfig(name=name, storage_path=storage,
                                        failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=job.keep_checkpoints)))
     result = trainer.fit()
     if result.error:
         raise result.error
