@@ -87,14 +87,16 @@ class PeakRss:
 
     def __init__(self) -> None:
         self.peak = 0
+        self.processes_at_peak = 0  # Ray worker processes alive at the peak (each ~150-200 MB here)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            total = _pss_of(os.getpid()) + sum(_pss_of(int(p)) for p in os.listdir("/proc")
-                                               if p.isdigit() and _is_ray_worker(int(p)))
-            self.peak = max(self.peak, total)
+            workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_ray_worker(int(p))]
+            total = _pss_of(os.getpid()) + sum(_pss_of(p) for p in workers)
+            if total > self.peak:
+                self.peak, self.processes_at_peak = total, len(workers)
             self._stop.wait(0.2)
 
     def __enter__(self) -> "PeakRss":
@@ -123,7 +125,7 @@ def phase_tokenizer(corpus: Path) -> dict:
     return {"seconds": seconds, "tokens": tokens, "lines": lines, "tokens_per_s": tokens / seconds}
 
 
-def phase_pipeline(corpus: Path, workers: int, output: Path, shard_limit: int | None) -> dict:
+def phase_pipeline(corpus: Path, workers: int, output: Path, shard_limit: int | None, shard_size_mb: int) -> dict:
     import ray
 
     from preprocessing.config import PreprocessConfig, RunOptions
@@ -136,20 +138,25 @@ def phase_pipeline(corpus: Path, workers: int, output: Path, shard_limit: int | 
     shards = sorted(str(p) for p in corpus.iterdir())[:shard_limit]
     with PeakRss() as rss:
         start = time.perf_counter()
-        m = run_preprocess(shards, str(output), PreprocessConfig(), RunOptions(num_workers=workers),
-                           log=lambda msg: print(msg, file=sys.stderr))
+        m = run_preprocess(shards, str(output), PreprocessConfig(shard_size_mb=shard_size_mb),
+                           RunOptions(num_workers=workers), log=lambda msg: print(msg, file=sys.stderr))
         seconds = time.perf_counter() - start
     ray.shutdown()
     return {"seconds": seconds, "ray_start_s": ray_start, "tokens": m["tokens_out"], "lines": m["lines_in"],
             "tokens_per_s": m["tokens_out"] / seconds, "peak_rss_mb": rss.peak / 2**20,
+            "ray_worker_processes_at_peak": rss.processes_at_peak,
             "input_mb": sum(os.path.getsize(s) for s in shards) / 1e6,
             "output_mb": sum(f["bytes"] for s in m["splits"].values() for f in s["files"]) / 1e6}
 
 
 def main() -> None:
+    from preprocessing.config import PreprocessConfig
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=300.0, help="corpus size in MB (default: 300)")
     parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--shard-size-mb", type=int, default=PreprocessConfig.shard_size_mb,
+                        help="the pipeline's Parquet target (its writer buffers up to this much per split)")
     parser.add_argument("--rounds", type=int, default=2, help="(tokenizer, 1-worker pipeline) pairs")
     parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout only)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
@@ -162,7 +169,8 @@ def main() -> None:
         return
     if args.phase == "pipeline":
         with tempfile.TemporaryDirectory() as out:
-            print(json.dumps(phase_pipeline(args.corpus, args.workers, Path(out) / "ds", args.shard_limit)))
+            print(json.dumps(phase_pipeline(args.corpus, args.workers, Path(out) / "ds", args.shard_limit,
+                                            args.shard_size_mb)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +180,8 @@ def main() -> None:
         print(f"corpus: {size / 1e6:.1f} MB in {args.shards} shards", file=sys.stderr)
 
         def run(phase: str, *extra: str) -> dict:
-            cmd = [sys.executable, __file__, "--phase", phase, "--corpus", str(corpus), *extra]
+            cmd = [sys.executable, __file__, "--phase", phase, "--corpus", str(corpus), "--shard-size-mb",
+                   str(args.shard_size_mb), *extra]
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO,
                                   env={**os.environ, "PYTHONPATH": str(REPO)})
             if proc.returncode:

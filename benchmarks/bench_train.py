@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -126,6 +127,71 @@ def phase_ddp(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     return {**result, "workers": workers}
 
 
+class CpuByProcess:
+    """CPU seconds used by each kind of process (the driver, Ray's daemons, each Ray worker kind)
+    while a phase runs: /proc is sampled every 0.5 s and each process's last reading is kept."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[str, float, float]] = {}  # pid -> (kind, cpu at first sight, latest)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().split(b"\0")
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+            kind = _process_kind(pid, cmd)
+            if kind is not None:
+                first = self.seen[pid][1] if pid in self.seen else cpu
+                self.seen[pid] = (kind, first, cpu)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> "CpuByProcess":
+        self._sample()  # processes already running count from here
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def seconds_by_kind(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for kind, first, latest in self.seen.values():
+            totals[kind] = round(totals.get(kind, 0.0) + latest - first, 1)
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def _process_kind(pid: int, cmd: list[bytes]) -> str | None:
+    """'driver', a Ray worker's title (``ray::RayTrainWorker``...), or a Ray daemon's name."""
+    if pid == os.getpid():
+        return "driver (this process)"
+    head = cmd[0].decode(errors="replace") if cmd and cmd[0] else ""
+    if head.startswith("ray::"):
+        return head.split(".")[0].split(" ")[0]
+    text = b" ".join(cmd).decode(errors="replace")
+    for daemon in ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env"):
+        if daemon in text:
+            return daemon
+    if "default_worker.py" in text:
+        return "ray worker (idle)"
+    return None
+
+
 def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: int, workers: int) -> dict:
     import ray
 
@@ -144,7 +210,7 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     job = TrainJobConfig(data=str(data), max_steps=steps, batch_tokens=batch_tokens, num_workers=workers,
                          report_every=warmup, eval_every=steps, checkpoint_every=warmup, eval_max_sentences=64,
                          keep_checkpoints=steps)
-    with tempfile.TemporaryDirectory() as storage:
+    with tempfile.TemporaryDirectory() as storage, CpuByProcess() as cpu:
         start = time.perf_counter()
         result = run_stage(job, vocab, storage, unique_name("bench"), model_config=model_options(preset, len(vocab)))
         wall = time.perf_counter() - start
@@ -152,6 +218,7 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     timed = [h for h in result.history if h.get("step", 0) > warmup and "tokens_per_second" in h]
     rate = sum(h["tokens_per_second"] for h in timed) / len(timed)
     return {"tokens_per_s": rate, "wall_s_including_startup": wall, "workers": workers,
+            "cpu_seconds_by_process": cpu.seconds_by_kind(),
             "windows": [{"step": h["step"], "tokens_per_second": h["tokens_per_second"]} for h in result.history]}
 
 

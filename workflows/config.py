@@ -21,7 +21,7 @@ class TrainJobConfig:
     batch_tokens: int = 2560
     shuffle_buffer: int = 20000  # sentences shuffled and bucketed together (deterministic by seed)
     # A train split of up to this many MB of Parquet is read once per worker and kept in memory
-    # for later epochs: each Ray Data pass costs a restart (10-20 s of CPU on 2 vCPUs), paid every
+    # for later epochs: each Ray Data pass costs a restart (~10 s or more on 2 vCPUs), paid every
     # epoch of a small (e.g. domain-adaptation) corpus otherwise. 0 turns the cache off.
     cache_train_mb: int = 256
     seed: int = 0
@@ -48,6 +48,8 @@ class TrainJobConfig:
                      "checkpoint_every", "keep_checkpoints", "report_every", "num_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.cache_train_mb < 0:
+            raise ValueError("cache_train_mb must be >= 0")
 
     def replace(self, **changes) -> "TrainJobConfig":
         return dataclasses.replace(self, **changes)
