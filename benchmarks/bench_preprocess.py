@@ -36,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 
+from ray_processes import is_ray_worker, pids
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -73,15 +75,6 @@ def _pss_of(pid: int) -> int:
     return 0
 
 
-def _is_ray_worker(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read()
-    except OSError:
-        return False
-    return cmd.startswith(b"ray::") or b"default_worker.py" in cmd
-
-
 class PeakRss:
     """Peak of (this process + all Ray worker processes) PSS, sampled in a thread."""
 
@@ -93,7 +86,7 @@ class PeakRss:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_ray_worker(int(p))]
+            workers = [p for p in pids() if is_ray_worker(p)]
             total = _pss_of(os.getpid()) + sum(_pss_of(p) for p in workers)
             if total > self.peak:
                 self.peak, self.processes_at_peak = total, len(workers)
@@ -156,7 +149,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=300.0, help="corpus size in MB (default: 300)")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--shard-size-mb", type=int, default=PreprocessConfig.shard_size_mb,
-                        help="the pipeline's Parquet target (its writer buffers up to this much per split)")
+                        help="the pipeline's Parquet file size target")
     parser.add_argument("--rounds", type=int, default=2, help="(tokenizer, 1-worker pipeline) pairs")
     parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout only)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)

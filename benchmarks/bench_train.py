@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from ray_processes import command_line, pids, process_kind
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -138,20 +140,16 @@ class CpuByProcess:
         self._tick = os.sysconf("SC_CLK_TCK")
 
     def _sample(self) -> None:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            pid = int(entry)
+        for pid in pids():
+            cmd = command_line(pid)
+            kind = "driver (this process)" if pid == os.getpid() else process_kind(pid, cmd or [])
             try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().split(b"\0")
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
-            kind = _process_kind(pid, cmd)
-            if kind is not None:
+            if kind is not None and cmd is not None:
                 first = self.seen[pid][1] if pid in self.seen else cpu
                 self.seen[pid] = (kind, first, cpu)
 
@@ -174,22 +172,6 @@ class CpuByProcess:
         for kind, first, latest in self.seen.values():
             totals[kind] = round(totals.get(kind, 0.0) + latest - first, 1)
         return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
-
-
-def _process_kind(pid: int, cmd: list[bytes]) -> str | None:
-    """'driver', a Ray worker's title (``ray::RayTrainWorker``...), or a Ray daemon's name."""
-    if pid == os.getpid():
-        return "driver (this process)"
-    head = cmd[0].decode(errors="replace") if cmd and cmd[0] else ""
-    if head.startswith("ray::"):
-        return head.split(".")[0].split(" ")[0]
-    text = b" ".join(cmd).decode(errors="replace")
-    for daemon in ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env"):
-        if daemon in text:
-            return daemon
-    if "default_worker.py" in text:
-        return "ray worker (idle)"
-    return None
 
 
 def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: int, workers: int) -> dict:
