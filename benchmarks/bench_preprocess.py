@@ -10,9 +10,12 @@ time; nothing is committed). Phases, each in its own process:
   tokenizer, cutting) on every line: the cost preprocessing cannot avoid;
 * ``pipeline_1w`` / ``pipeline_2w``: ``run_preprocess`` end to end (read, tokenize, count,
   vocabulary, encode, write Parquet, commit) on a local Ray with 1 / 2 tokenizer workers, timed
-  after Ray has started; peak RSS summed over the driver and every Ray worker process
-  (PSS, so the shared object store counts once; sampled every 0.2 s);
-* ``pipeline_2w_half``: the same on half the corpus, to show whether memory grows with size.
+  after Ray has started, with the CPU seconds of each kind of process (driver, Ray daemons, Ray
+  Data's task kinds; /proc read once a second);
+* ``pipeline_2w_memory`` / ``pipeline_2w_half_memory``: 2 workers on the whole and on half the
+  corpus with peak memory sampled: PSS summed over the driver and every Ray worker process (the
+  shared object store counts once), once a second. Reading PSS costs CPU (reported as
+  ``memory_sampler_cpu_s``), so the timed phases above run without it.
 
 Reported: tokens/s, ``overhead_vs_tokenizer`` = pipeline_1w time / tokenizer time - 1 (target
 < 0.20; the tokenizer and the 1-worker pipeline run back to back ``--rounds`` times, and the
@@ -24,6 +27,7 @@ this 2-vCPU machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,7 +40,7 @@ import threading
 import time
 from pathlib import Path
 
-from ray_processes import is_ray_worker, pids
+from ray_processes import CpuByProcess, is_ray_worker, pids
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,11 +80,15 @@ def _pss_of(pid: int) -> int:
 
 
 class PeakRss:
-    """Peak of (this process + all Ray worker processes) PSS, sampled in a thread."""
+    """Peak of (this process + all Ray worker processes) PSS, sampled in a thread every
+    ``interval`` s. Reading PSS costs ~7 ms of CPU per Ray process here (~70 ms a sample with
+    10 processes), so the sampler runs only in the memory phases and reports its own CPU time."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
         self.peak = 0
         self.processes_at_peak = 0  # Ray worker processes alive at the peak (each ~150-200 MB here)
+        self.cpu_seconds = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -90,7 +98,8 @@ class PeakRss:
             total = _pss_of(os.getpid()) + sum(_pss_of(p) for p in workers)
             if total > self.peak:
                 self.peak, self.processes_at_peak = total, len(workers)
-            self._stop.wait(0.2)
+            self.cpu_seconds = time.thread_time()
+            self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakRss":
         self._thread.start()
@@ -118,7 +127,8 @@ def phase_tokenizer(corpus: Path) -> dict:
     return {"seconds": seconds, "tokens": tokens, "lines": lines, "tokens_per_s": tokens / seconds}
 
 
-def phase_pipeline(corpus: Path, workers: int, output: Path, shard_limit: int | None, shard_size_mb: int) -> dict:
+def phase_pipeline(corpus: Path, workers: int, output: Path, shard_limit: int | None, shard_size_mb: int,
+                   memory: bool) -> dict:
     import ray
 
     from preprocessing.config import PreprocessConfig, RunOptions
@@ -129,15 +139,17 @@ def phase_pipeline(corpus: Path, workers: int, output: Path, shard_limit: int | 
     ray.init(num_cpus=os.cpu_count(), logging_level="WARNING", include_dashboard=True, dashboard_host="127.0.0.1")
     ray_start = time.perf_counter() - start
     shards = sorted(str(p) for p in corpus.iterdir())[:shard_limit]
-    with PeakRss() as rss:
+    rss = PeakRss() if memory else contextlib.nullcontext()
+    with rss, CpuByProcess(interval=1.0) as cpu:
         start = time.perf_counter()
         m = run_preprocess(shards, str(output), PreprocessConfig(shard_size_mb=shard_size_mb),
                            RunOptions(num_workers=workers), log=lambda msg: print(msg, file=sys.stderr))
         seconds = time.perf_counter() - start
     ray.shutdown()
+    memory_fields = {"peak_rss_mb": rss.peak / 2**20, "ray_worker_processes_at_peak": rss.processes_at_peak,
+                     "memory_sampler_cpu_s": round(rss.cpu_seconds, 1)} if memory else {}
     return {"seconds": seconds, "ray_start_s": ray_start, "tokens": m["tokens_out"], "lines": m["lines_in"],
-            "tokens_per_s": m["tokens_out"] / seconds, "peak_rss_mb": rss.peak / 2**20,
-            "ray_worker_processes_at_peak": rss.processes_at_peak,
+            "tokens_per_s": m["tokens_out"] / seconds, **memory_fields, "cpu_seconds_by_process": cpu.seconds_by_kind(),
             "input_mb": sum(os.path.getsize(s) for s in shards) / 1e6,
             "output_mb": sum(f["bytes"] for s in m["splits"].values() for f in s["files"]) / 1e6}
 
@@ -156,6 +168,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--shard-limit", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase == "tokenizer":
         print(json.dumps(phase_tokenizer(args.corpus)))
@@ -163,7 +176,7 @@ def main() -> None:
     if args.phase == "pipeline":
         with tempfile.TemporaryDirectory() as out:
             print(json.dumps(phase_pipeline(args.corpus, args.workers, Path(out) / "ds", args.shard_limit,
-                                            args.shard_size_mb)))
+                                            args.shard_size_mb, args.memory)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,10 +207,12 @@ def main() -> None:
             rounds.append(pair)
         results = {
             "pipeline_2w": run("pipeline", "--workers", "2"),
-            "pipeline_2w_half": run("pipeline", "--workers", "2", "--shard-limit", str(max(1, args.shards // 2))),
+            "pipeline_2w_memory": run("pipeline", "--workers", "2", "--memory"),
+            "pipeline_2w_half_memory": run("pipeline", "--workers", "2", "--memory",
+                                           "--shard-limit", str(max(1, args.shards // 2))),
         }
     p1 = rounds[-1]["pipeline_1w"]
-    p2, half = results["pipeline_2w"], results["pipeline_2w_half"]
+    p2, full, half = results["pipeline_2w"], results["pipeline_2w_memory"], results["pipeline_2w_half_memory"]
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "corpus_mb": size / 1e6,
@@ -207,7 +222,8 @@ def main() -> None:
         "overhead_vs_tokenizer": statistics.median(r["overhead_vs_tokenizer"] for r in rounds),
         "scaling_2w": p2["tokens_per_s"] / p1["tokens_per_s"],
         "pipeline_2w_vs_tokenizer_alone": p2["tokens_per_s"] / rounds[-1]["tokenizer_alone"]["tokens_per_s"],
-        "peak_rss_ratio_full_vs_half": p2["peak_rss_mb"] / half["peak_rss_mb"],
+        "peak_rss_mb_full": full["peak_rss_mb"],
+        "peak_rss_ratio_full_vs_half": full["peak_rss_mb"] / half["peak_rss_mb"],
     }
     text = json.dumps(report, indent=2)
     print(text)

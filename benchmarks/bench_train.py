@@ -29,11 +29,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from ray_processes import command_line, pids, process_kind
+from ray_processes import CpuByProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,51 +126,6 @@ def phase_ddp(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     for p in processes:
         p.join()
     return {**result, "workers": workers}
-
-
-class CpuByProcess:
-    """CPU seconds used by each kind of process (the driver, Ray's daemons, each Ray worker kind)
-    while a phase runs: /proc is sampled every 0.5 s and each process's last reading is kept."""
-
-    def __init__(self) -> None:
-        self.seen: dict[int, tuple[str, float, float]] = {}  # pid -> (kind, cpu at first sight, latest)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._tick = os.sysconf("SC_CLK_TCK")
-
-    def _sample(self) -> None:
-        for pid in pids():
-            cmd = command_line(pid)
-            kind = "driver (this process)" if pid == os.getpid() else process_kind(pid, cmd or [])
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
-            if kind is not None and cmd is not None:
-                first = self.seen[pid][1] if pid in self.seen else cpu
-                self.seen[pid] = (kind, first, cpu)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(0.5)
-
-    def __enter__(self) -> "CpuByProcess":
-        self._sample()  # processes already running count from here
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def seconds_by_kind(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for kind, first, latest in self.seen.values():
-            totals[kind] = round(totals.get(kind, 0.0) + latest - first, 1)
-        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: int, workers: int) -> dict:

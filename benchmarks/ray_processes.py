@@ -4,8 +4,12 @@ the benchmarks' memory and CPU samplers."""
 from __future__ import annotations
 
 import os
+import threading
 
 SCRIPTS = ("dashboard", "log_monitor", "monitor.py", "runtime_env")  # Python daemons, by their script
+
+
+IDLE_KINDS = ("ray::IDLE", "ray worker (idle)")
 
 
 def command_line(pid: int) -> list[bytes] | None:
@@ -41,3 +45,56 @@ def is_ray_worker(pid: int) -> bool:
 
 def pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+class CpuByProcess:
+    """CPU seconds used by each kind of process while a phase runs: the driver, Ray's daemons, and
+    Ray workers by the first task title each showed (``ray::IDLE`` if it never ran a task; a
+    worker reused for other tasks stays under its first title). /proc is sampled every
+    ``interval`` seconds and each process's last reading is kept (a sample costs a few ms)."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.seen: dict[int, tuple[str, float, float]] = {}  # pid -> (kind, cpu at first sight, latest)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> None:
+        for pid in pids():
+            cmd = command_line(pid)
+            kind = "driver (this process)" if pid == os.getpid() else process_kind(pid, cmd or [])
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+            if kind is not None and cmd is not None:
+                if pid in self.seen:
+                    earlier, first, _ = self.seen[pid]
+                    if earlier not in IDLE_KINDS:  # a worker keeps the first task title it showed
+                        kind = earlier
+                else:
+                    first = cpu
+                self.seen[pid] = (kind, first, cpu)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "CpuByProcess":
+        self._sample()  # processes already running count from here
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def seconds_by_kind(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for kind, first, latest in self.seen.values():
+            totals[kind] = round(totals.get(kind, 0.0) + latest - first, 1)
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
