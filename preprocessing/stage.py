@@ -27,13 +27,20 @@ KIND_LINE = "line"  # a raw line; other kinds are the file markers of `schema`
 
 
 def _stats_table(n: int, kind: str, columns: dict) -> pa.Table:
-    """``n`` statistics rows of one kind: the given columns, "" / 0 for the others."""
-    filled = {"kind": pa.array([kind] * n, pa.string())}
+    """``n`` statistics rows of one kind: the given columns (lists or Arrow arrays), "" / 0 for
+    the others."""
+    arrays = []
     for field in schema.STATS:
-        if field.name != "kind":
-            default = pa.array([""] * n, pa.string()) if field.type == pa.string() else pa.array(np.zeros(n, np.int64))
-            filled[field.name] = pa.array(columns[field.name], field.type) if field.name in columns else default
-    return pa.table(filled, schema=schema.STATS)
+        value = columns.get(field.name)
+        if field.name == "kind":
+            arrays.append(pa.repeat(pa.scalar(kind, pa.string()), n))
+        elif value is None:
+            arrays.append(pa.repeat(pa.scalar("" if field.type == pa.string() else 0, field.type), n))
+        elif isinstance(value, (pa.Array, pa.ChunkedArray)):
+            arrays.append(value.cast(field.type))  # not through Python objects
+        else:
+            arrays.append(pa.array(value, field.type))
+    return pa.table(arrays, schema=schema.STATS)
 
 
 def _markers(rows: list[tuple[str, str, int, str]]) -> pa.Table:
@@ -76,10 +83,10 @@ class BlockStager:
     def __call__(self, batch: pa.Table) -> tuple[dict[str, pa.Table], pa.Table]:
         process, config = self.process, self.config
         markers = []
-        line_source, line_split, line_empty, line_invalid, line_sentences, line_cut = [], [], [], [], [], []
-        ids, sources, numbers, indexes, token_lists, splits = [], [], [], [], [], []
+        kept, line_split, line_invalid, line_sentences, line_cut = [], [], [], [], []  # per text line
+        sentence_lengths, flat_tokens = [], []  # per sentence; all tokens of the block in order
         columns = [batch.column(name).to_pylist() for name in RAW_LINES.names]
-        for kind, source, key, line, raw, detail in zip(*columns):
+        for row, (kind, source, key, line, raw, detail) in enumerate(zip(*columns)):
             if kind != KIND_LINE:  # end or error marker of a file: passed through
                 markers.append((kind, source, line, detail or ""))
                 continue
@@ -87,33 +94,38 @@ class BlockStager:
             if line == 1 and text.startswith("\ufeff"):
                 text = text[1:]  # byte-order mark
             sentences, cut_count = process(text)
-            line_id = doc_id(key, line)
-            split = split_of(line_id, config)
-            line_source.append(source)
-            line_split.append(split)
-            line_empty.append(not sentences)
+            kept.append(row)
+            line_split.append(split_of(doc_id(key, line), config))
             line_invalid.append(invalid)
             line_sentences.append(len(sentences))
             line_cut.append(cut_count)
-            for index, tokens in enumerate(sentences):
-                ids.append(f"{line_id}:{index}")
-                sources.append(source)
-                numbers.append(line)
-                indexes.append(index)
-                token_lists.append(tokens)
-                splits.append(split)
-        tokens = pa.array(token_lists, pa.list_(pa.string()))
-        rows = pa.table({"sentence_id": pa.array(ids, pa.string()), "source": pa.array(sources, pa.string()),
-                         "line": pa.array(numbers, pa.int64()), "sentence_index": pa.array(indexes, pa.int32()),
-                         "num_tokens": pc.list_value_length(tokens).cast(pa.int32()), "tokens": tokens,
-                         "split": pa.array(splits, pa.string())}, schema=schema.STAGED)
-        lines = pa.table({"source": pa.array(line_source, pa.string()), "split": pa.array(line_split, pa.string()),
-                          "empty": pa.array(line_empty, pa.bool_()).cast(pa.int64()),
-                          "invalid": pa.array(line_invalid, pa.bool_()).cast(pa.int64()),
-                          "sentences": pa.array(line_sentences, pa.int64()), "cut": pa.array(line_cut, pa.int64())})
+            for tokens in sentences:
+                sentence_lengths.append(len(tokens))
+                flat_tokens.extend(tokens)
+        # everything per sentence is derived from the per-line lists with array operations
+        lines = batch.take(pa.array(kept, pa.int64())).select(["source", "key", "line"])
+        splits = pa.array(line_split, pa.string())
+        per_line = np.asarray(line_sentences, np.int64)
+        of_sentence = pa.array(np.repeat(np.arange(len(kept)), per_line))  # its line's position in `kept`
+        first = np.cumsum(per_line) - per_line
+        index = np.arange(int(per_line.sum()), dtype=np.int32) - np.repeat(first, per_line).astype(np.int32)
+        key, number = lines.column("key").take(of_sentence), lines.column("line").take(of_sentence)
+        lengths = np.asarray(sentence_lengths, np.int32)
+        offsets = np.zeros(len(lengths) + 1, np.int32)
+        offsets[1:] = np.cumsum(lengths)
+        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat_tokens, pa.string()))
+        rows = pa.table({
+            "sentence_id": pc.binary_join_element_wise(key, number.cast(pa.string()), pa.array(index).cast(pa.string()), ":"),
+            "source": lines.column("source").take(of_sentence), "line": number, "sentence_index": pa.array(index),
+            "num_tokens": pa.array(lengths), "tokens": tokens,
+            "split": splits.take(of_sentence)}, schema=schema.STAGED)
+        line_table = pa.table({"source": lines.column("source"), "split": splits,
+                               "empty": pa.array(per_line == 0).cast(pa.int64()),
+                               "invalid": pa.array(line_invalid, pa.bool_()).cast(pa.int64()),
+                               "sentences": pa.array(per_line), "cut": pa.array(line_cut, pa.int64())})
         staged = {}
         if rows.num_rows:
             for source in pc.unique(rows.column("source")).to_pylist():
                 staged[source] = rows.filter(pc.equal(rows.column("source"), source))
-        stats = pa.concat_tables([_markers(markers), _line_counters(lines, rows), _token_rows(rows)])
+        stats = pa.concat_tables([_markers(markers), _line_counters(line_table, rows), _token_rows(rows)])
         return staged, stats
