@@ -114,8 +114,9 @@ class BlockStager:
         offsets = np.zeros(len(lengths) + 1, np.int32)
         offsets[1:] = np.cumsum(lengths)
         tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat_tokens, pa.string()))
+        sentence_id = pc.binary_join_element_wise(key, number.cast(pa.string()), pa.array(index).cast(pa.string()), ":")
         rows = pa.table({
-            "sentence_id": pc.binary_join_element_wise(key, number.cast(pa.string()), pa.array(index).cast(pa.string()), ":"),
+            "sentence_id": sentence_id,
             "source": lines.column("source").take(of_sentence), "line": number, "sentence_index": pa.array(index),
             "num_tokens": pa.array(lengths), "tokens": tokens,
             "split": splits.take(of_sentence)}, schema=schema.STAGED)

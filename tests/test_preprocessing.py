@@ -302,7 +302,8 @@ def test_moses_tokenizer_equals_unmodified_sacremoses():
     prose = [line for text in pydoc_data.topics.topics.values() for line in text.splitlines() if line.strip()]
     crafted = ["Mr. Smith met Dr. Who at No. 5 , e.g. at 10 a.m. today .", "The U.S. Army . Ph.D. thesis . A. b. c.",
                "Straße Nr. 3 ist schön . É. Zola et al. wrote it .", "Ends with etc. and then lower . Then Upper .",
-               "\u00e9t\u00e9. \u00c9t\u00e9. \u0394. \u03b4. x.y. 3.14 . ...and more ... \u2026", "tab\tand\u00a0nbsp\u2009thin"]
+               "\u00e9t\u00e9. \u00c9t\u00e9. \u0394. \u03b4. x.y. 3.14 . ...and more ... \u2026",
+               "tab\tand\u00a0nbsp\u2009thin"]
     lines = prose[:4000] + crafted + [raw.decode("utf-8", "replace") for raw in HOSTILE_LINES]
     plain = MosesTokenizer(lang="en")
     ours = make_tokenizer(PreprocessConfig(tokenizer="moses"))
