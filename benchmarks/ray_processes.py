@@ -7,9 +7,7 @@ import os
 import threading
 
 SCRIPTS = ("dashboard", "log_monitor", "monitor.py", "runtime_env")  # Python daemons, by their script
-
-
-IDLE_KINDS = ("ray::IDLE", "ray worker (idle)")
+IDLE_KINDS = ("ray::IDLE", "ray worker (idle)")  # kinds of a worker between tasks
 
 
 def command_line(pid: int) -> list[bytes] | None:

@@ -231,9 +231,9 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
     import ray
 
     sentences_dir = posixpath.join(staging, "sentences")
+    pool = ray.data.TaskPoolStrategy(size=workers)  # at most `workers` tasks of each operator at a time
     say(f"pass 1/2: read + tokenize ({config.tokenizer}) + count with {workers} worker(s)")
     items = [f.to_dict() for f in files]
-    pool = ray.data.TaskPoolStrategy(size=workers)  # at most `workers` tasks of each operator at a time
     stats = (ray.data.from_items(items, override_num_blocks=len(items))
              .map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0, compute=pool,
                           fn_kwargs={"lines_per_block": options.lines_per_block})
@@ -284,7 +284,7 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
         (ray.data.from_items([{"path": rel} for rel in good_files], override_num_blocks=min(len(good_files), 4 * workers))
          .map_batches(encode_staged, batch_size=None, batch_format="pyarrow",
                       fn_kwargs={"vocab_tokens": vocab.tokens, "vocab_digest": vocab.digest(), "root_uri": out.uri},
-                      compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=options.cpus_per_worker)
+                      compute=pool, num_cpus=options.cpus_per_worker)
          .write_parquet(out.uri_of(staging, "data"), partition_cols=["split"],
                         min_bytes_per_file=config.shard_size_mb << 20, ray_remote_args={"num_cpus": 0}))
 
