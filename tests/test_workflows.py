@@ -162,6 +162,35 @@ def test_global_batches_cover_every_sentence_once_per_epoch(data):
     assert a == b
 
 
+def footer_readers_started() -> int:
+    """FooterReader actors Ray Data has started so far (the state API lags by about a second)."""
+    from ray.util.state import list_actors
+
+    return len(list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000, raise_on_missing_output=False))
+
+
+def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, monkeypatch):
+    from preprocessing.dataset import split_files
+    from workflows.training import FOOTER_READER_ENV, split_dataset
+
+    def started_by_reading(split: str) -> int:
+        before = footer_readers_started()
+        rows = sum(t.num_rows for t in split_dataset(data["source"], split).iter_batches(batch_format="pyarrow"))
+        assert rows > 0
+        counts, deadline = [], time.time() + 5
+        while time.time() < deadline:  # the largest count seen once the state API has caught up
+            counts.append(footer_readers_started() - before)
+            time.sleep(0.5)
+        return max(counts)
+
+    monkeypatch.delenv(FOOTER_READER_ENV, raising=False)
+    assert len(split_files(data["source"], "train")) <= 10
+    assert started_by_reading("train") == 1  # Ray's default pool is 32 processes
+    assert FOOTER_READER_ENV not in os.environ  # set only while the dataset is made
+    monkeypatch.setenv(FOOTER_READER_ENV, "2")  # the user's setting wins
+    assert started_by_reading("train") == 2
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")

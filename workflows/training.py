@@ -6,6 +6,7 @@ Used by `workflows.pretrain` and `workflows.adapt`; the per-worker loop is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -33,13 +34,36 @@ def ensure_ray(address: str | None) -> None:
     connect(address)
 
 
+FOOTER_READER_ENV = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
+FILES_PER_FOOTER_READER = 10  # Ray Data's footer batch: one actor per 10 files is enough
+
+
+@contextlib.contextmanager
+def _footer_readers(num_files: int):
+    """Ray Data 2.60's Parquet reader lists files by reading their footers on a pool of 32 new
+    actor processes (``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS``), each time a dataset is executed:
+    ~50 process starts for a few files, 17 s more to the first batch on 2 vCPUs. The pool is
+    sized to the files while the dataset is made (the reader reads the variable then); a value
+    the user set is kept."""
+    if FOOTER_READER_ENV in os.environ:
+        yield
+        return
+    os.environ[FOOTER_READER_ENV] = str(max(1, -(-num_files // FILES_PER_FOOTER_READER)))
+    try:
+        yield
+    finally:
+        del os.environ[FOOTER_READER_ENV]
+
+
 def split_dataset(data_dir: str, split: str):
     """A Ray Dataset over a split's Parquet files (only the columns training reads)."""
     import ray.data
 
     from preprocessing.dataset import split_files
 
-    return ray.data.read_parquet(split_files(data_dir, split)).select_columns(COLUMNS)
+    files = split_files(data_dir, split)
+    with _footer_readers(len(files)):
+        return ray.data.read_parquet(files).select_columns(COLUMNS)
 
 
 def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *, model_config: dict | None = None,
