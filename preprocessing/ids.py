@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+
 from .config import PreprocessConfig
+
+SPLIT_NAMES = ("train", "validation", "test")  # the codes `line_split_codes` returns
+SPLIT_HASH = "blake2b(salt, shard) ^ line, splitmix64"  # part of a dataset's version: a new one re-splits
 
 
 def doc_id(shard_key: str, line: int) -> str:
@@ -17,13 +22,34 @@ def sentence_id(line_doc_id: str, index: int) -> str:
     return f"{line_doc_id}:{index}"
 
 
-def split_of(line_doc_id: str, config: PreprocessConfig) -> str:
-    """Split by a 64-bit hash of the line id: independent of workers, blocks and run order, and
-    all sentences of one line (document pieces, cut sentences) land in the same split."""
-    digest = hashlib.blake2b(f"{config.split_salt}\0{line_doc_id}".encode("utf-8"), digest_size=8).digest()
-    u = int.from_bytes(digest, "big") / 2.0**64
-    if u < config.validation_fraction:
-        return "validation"
-    if u < config.validation_fraction + config.test_fraction:
-        return "test"
-    return "train"
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijection of uint64 whose output bits all depend on every input
+    bit (arrays only: numpy wraps array arithmetic silently)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _shard_seed(shard_key: str, config: PreprocessConfig) -> np.uint64:
+    digest = hashlib.blake2b(f"{config.split_salt}\0{shard_key}".encode("utf-8"), digest_size=8).digest()
+    return np.uint64(int.from_bytes(digest, "big"))
+
+
+def line_split_codes(shard_key: str, lines: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Split of each line (index into `SPLIT_NAMES`) by a 64-bit hash of its identity (shard key,
+    line number), computed for a whole block at once: independent of workers, blocks and run
+    order, and all sentences of one line (document pieces, cut sentences) land in the same split.
+
+    lines: int [n] (1-based line numbers) -> int8 [n]"""
+    hashed = _mix64(np.asarray(lines, np.int64).astype(np.uint64) ^ _shard_seed(shard_key, config))
+    u = (hashed >> np.uint64(11)).astype(np.float64) * 2.0**-53  # uniform in [0, 1)
+    codes = np.zeros(len(u), np.int8)
+    codes[u < config.validation_fraction + config.test_fraction] = 2
+    codes[u < config.validation_fraction] = 1
+    return codes
+
+
+def split_of(shard_key: str, line: int, config: PreprocessConfig) -> str:
+    """`line_split_codes` for one line."""
+    return SPLIT_NAMES[int(line_split_codes(shard_key, np.array([line]), config)[0])]

@@ -38,6 +38,7 @@ from elmo_core.vocabulary import Vocabulary
 
 from . import schema
 from .config import SPLITS, PreprocessConfig, RunOptions
+from .ids import SPLIT_HASH
 from .sources import InputError, InputFile, ShardReader, resolve_inputs
 from .stage import KIND_LINE, RAW_LINES, BlockStager
 from .storage import OutputLocation
@@ -172,8 +173,8 @@ def _resource_reservation(enabled: bool):
 
 
 def _dataset_version(config: PreprocessConfig, vocab: Vocabulary | None, files: list[InputFile]) -> str:
-    identity = {"format": schema.MANIFEST_FORMAT, "config_hash": config.config_hash(), "vocab": vocab.digest() if vocab else None,
-                "inputs": [f.to_dict() for f in files]}
+    identity = {"format": schema.MANIFEST_FORMAT, "split_hash": SPLIT_HASH, "config_hash": config.config_hash(),
+                "vocab": vocab.digest() if vocab else None, "inputs": [f.to_dict() for f in files]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -332,6 +333,7 @@ def _manifest(files, markers, per_split, counts, vocab, vocab_path, config, out,
         "format": schema.MANIFEST_FORMAT,
         "config_hash": config.config_hash(),
         "config": config.to_dict(),
+        "split_hash": SPLIT_HASH,
         "lines_in": int(totals["lines"]) + quarantined_lines,
         "lines_out": int(totals["lines_out"]),
         "sentences_out": int(totals["sentences_out"]),

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from . import schema
 from .config import PreprocessConfig
 from .encode import token_counts
-from .ids import doc_id, split_of
+from .ids import SPLIT_NAMES, line_split_codes
 from .text import LineProcessor, decode_line
 
 RAW_LINES = pa.schema([("kind", pa.string()), ("source", pa.string()), ("key", pa.string()),
@@ -80,13 +80,26 @@ class BlockStager:
         self.config = config
         self.process = LineProcessor(config)
 
+    def _split_codes(self, lines: pa.Table) -> np.ndarray:
+        """Split code of each line (columns key, line), one hash call per shard in the block."""
+        keys, numbers = lines.column("key"), lines.column("line").to_numpy()
+        shard_keys = pc.unique(keys)
+        if len(shard_keys) == 1:
+            return line_split_codes(shard_keys[0].as_py(), numbers, self.config)
+        codes = np.empty(len(numbers), np.int8)
+        of_line = pc.index_in(keys, shard_keys).to_numpy()
+        for i, shard_key in enumerate(shard_keys.to_pylist()):
+            mine = of_line == i
+            codes[mine] = line_split_codes(shard_key, numbers[mine], self.config)
+        return codes
+
     def __call__(self, batch: pa.Table) -> tuple[dict[str, pa.Table], pa.Table]:
         process, config = self.process, self.config
         markers = []
-        kept, line_split, line_invalid, line_sentences, line_cut = [], [], [], [], []  # per text line
+        kept, line_invalid, line_sentences, line_cut = [], [], [], []  # per text line
         sentence_lengths, flat_tokens = [], []  # per sentence; all tokens of the block in order
         columns = [batch.column(name).to_pylist() for name in RAW_LINES.names]
-        for row, (kind, source, key, line, raw, detail) in enumerate(zip(*columns)):
+        for row, (kind, source, _, line, raw, detail) in enumerate(zip(*columns)):
             if kind != KIND_LINE:  # end or error marker of a file: passed through
                 markers.append((kind, source, line, detail or ""))
                 continue
@@ -95,7 +108,6 @@ class BlockStager:
                 text = text[1:]  # byte-order mark
             sentences, cut_count = process(text)
             kept.append(row)
-            line_split.append(split_of(doc_id(key, line), config))
             line_invalid.append(invalid)
             line_sentences.append(len(sentences))
             line_cut.append(cut_count)
@@ -104,7 +116,7 @@ class BlockStager:
                 flat_tokens.extend(tokens)
         # everything per sentence is derived from the per-line lists with array operations
         lines = batch.take(pa.array(kept, pa.int64())).select(["source", "key", "line"])
-        splits = pa.array(line_split, pa.string())
+        splits = pa.array(SPLIT_NAMES, pa.string()).take(pa.array(self._split_codes(lines), pa.int8()))
         per_line = np.asarray(line_sentences, np.int64)
         of_sentence = pa.array(np.repeat(np.arange(len(kept)), per_line))  # its line's position in `kept`
         first = np.cumsum(per_line) - per_line

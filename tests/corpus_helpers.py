@@ -108,7 +108,7 @@ def oracle(root: str, paths: list[str], config: PreprocessConfig) -> Oracle:
                 result.empty_lines += 1
                 continue
             doc = doc_id(key, number)
-            result.split[doc] = split_of(doc, config)
+            result.split[doc] = split_of(key, number, config)
             result.line_tokens[doc] = [t for s in sentences for t in s]
             for k, sentence in enumerate(sentences):
                 result.sentences[f"{doc}:{k}"] = sentence

@@ -310,3 +310,30 @@ def test_moses_tokenizer_equals_unmodified_sacremoses():
     for line in lines:
         expected = [piece for token in plain.tokenize(line, escape=False) for piece in token.split()]
         assert ours(line) == expected, line
+
+
+def test_split_hash_is_uniform_per_line_and_the_same_in_mixed_blocks():
+    import numpy as np
+
+    from preprocessing.ids import SPLIT_NAMES, line_split_codes, split_of
+    from preprocessing.pipeline import _raw_block
+    from preprocessing.stage import BlockStager
+
+    config = PreprocessConfig(tokenizer="whitespace", validation_fraction=0.1, test_fraction=0.05)
+    codes = line_split_codes("shard-a.txt", np.arange(1, 200_001), config)
+    shares = np.bincount(codes, minlength=3) / len(codes)
+    assert abs(shares[1] - 0.1) < 0.004 and abs(shares[2] - 0.05) < 0.003  # 200k lines: > 4 sigma
+    other = line_split_codes("shard-b.txt", np.arange(1, 200_001), config)
+    assert 0.15 < np.mean(codes != other) < 0.35  # another shard: independent, not a shifted copy
+    salted = line_split_codes("shard-a.txt", np.arange(1, 200_001), PreprocessConfig(
+        tokenizer="whitespace", validation_fraction=0.1, test_fraction=0.05, split_salt="other"))
+    assert 0.15 < np.mean(codes != salted) < 0.35
+    assert [split_of("shard-a.txt", n, config) for n in (1, 2, 3, 99_999)] == \
+        [SPLIT_NAMES[c] for c in codes[[0, 1, 2, 99_998]]]
+
+    # a batch holding lines of two shards (Ray Data may bundle blocks) splits each line as alone
+    batch = pa.concat_tables([_raw_block("/in/a", "a", 1, [b"x y"] * 300), _raw_block("/in/b", "b", 7, [b"z"] * 300)])
+    staged, _ = BlockStager(config)(batch)
+    for source, key in (("/in/a", "a"), ("/in/b", "b")):
+        table = staged[source]
+        assert table.column("split").to_pylist() == [split_of(key, n, config) for n in table.column("line").to_pylist()]

@@ -177,7 +177,7 @@ def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, mon
         before = footer_readers_started()
         rows = sum(t.num_rows for t in split_dataset(data["source"], split).iter_batches(batch_format="pyarrow"))
         assert rows > 0
-        counts, deadline = [], time.time() + 5
+        counts, deadline = [], time.time() + 2
         while time.time() < deadline:  # the largest count seen once the state API has caught up
             counts.append(footer_readers_started() - before)
             time.sleep(0.5)
