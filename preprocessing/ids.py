@@ -6,9 +6,8 @@ import hashlib
 
 import numpy as np
 
-from .config import PreprocessConfig
+from .config import SPLITS, PreprocessConfig
 
-SPLIT_NAMES = ("train", "validation", "test")  # the codes `line_split_codes` returns
 SPLIT_HASH = "blake2b(salt, shard) ^ line, splitmix64"  # part of a dataset's version: a new one re-splits
 
 
@@ -37,19 +36,19 @@ def _shard_seed(shard_key: str, config: PreprocessConfig) -> np.uint64:
 
 
 def line_split_codes(shard_key: str, lines: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Split of each line (index into `SPLIT_NAMES`) by a 64-bit hash of its identity (shard key,
+    """Split of each line (index into `preprocessing.config.SPLITS`) by a 64-bit hash of its identity (shard key,
     line number), computed for a whole block at once: independent of workers, blocks and run
     order, and all sentences of one line (document pieces, cut sentences) land in the same split.
 
     lines: int [n] (1-based line numbers) -> int8 [n]"""
     hashed = _mix64(np.asarray(lines, np.int64).astype(np.uint64) ^ _shard_seed(shard_key, config))
     u = (hashed >> np.uint64(11)).astype(np.float64) * 2.0**-53  # uniform in [0, 1)
-    codes = np.zeros(len(u), np.int8)
-    codes[u < config.validation_fraction + config.test_fraction] = 2
-    codes[u < config.validation_fraction] = 1
+    codes = np.full(len(u), SPLITS.index("train"), np.int8)
+    codes[u < config.validation_fraction + config.test_fraction] = SPLITS.index("test")
+    codes[u < config.validation_fraction] = SPLITS.index("validation")
     return codes
 
 
 def split_of(shard_key: str, line: int, config: PreprocessConfig) -> str:
     """`line_split_codes` for one line."""
-    return SPLIT_NAMES[int(line_split_codes(shard_key, np.array([line]), config)[0])]
+    return SPLITS[int(line_split_codes(shard_key, np.array([line]), config)[0])]

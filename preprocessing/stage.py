@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import schema
-from .config import PreprocessConfig
+from .config import SPLITS, PreprocessConfig
 from .encode import token_counts
-from .ids import SPLIT_NAMES, line_split_codes
+from .ids import line_split_codes
 from .text import LineProcessor, decode_line
 
 RAW_LINES = pa.schema([("kind", pa.string()), ("source", pa.string()), ("key", pa.string()),
@@ -94,7 +94,7 @@ class BlockStager:
         return codes
 
     def __call__(self, batch: pa.Table) -> tuple[dict[str, pa.Table], pa.Table]:
-        process, config = self.process, self.config
+        process = self.process
         markers = []
         kept, line_invalid, line_sentences, line_cut = [], [], [], []  # per text line
         sentence_lengths, flat_tokens = [], []  # per sentence; all tokens of the block in order
@@ -116,7 +116,7 @@ class BlockStager:
                 flat_tokens.extend(tokens)
         # everything per sentence is derived from the per-line lists with array operations
         lines = batch.take(pa.array(kept, pa.int64())).select(["source", "key", "line"])
-        splits = pa.array(SPLIT_NAMES, pa.string()).take(pa.array(self._split_codes(lines), pa.int8()))
+        splits = pa.array(SPLITS, pa.string()).take(pa.array(self._split_codes(lines), pa.int8()))
         per_line = np.asarray(line_sentences, np.int64)
         of_sentence = pa.array(np.repeat(np.arange(len(kept)), per_line))  # its line's position in `kept`
         first = np.cumsum(per_line) - per_line

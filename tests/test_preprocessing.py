@@ -315,7 +315,7 @@ def test_moses_tokenizer_equals_unmodified_sacremoses():
 def test_split_hash_is_uniform_per_line_and_the_same_in_mixed_blocks():
     import numpy as np
 
-    from preprocessing.ids import SPLIT_NAMES, line_split_codes, split_of
+    from preprocessing.ids import line_split_codes, split_of
     from preprocessing.pipeline import _raw_block
     from preprocessing.stage import BlockStager
 
@@ -329,7 +329,7 @@ def test_split_hash_is_uniform_per_line_and_the_same_in_mixed_blocks():
         tokenizer="whitespace", validation_fraction=0.1, test_fraction=0.05, split_salt="other"))
     assert 0.15 < np.mean(codes != salted) < 0.35
     assert [split_of("shard-a.txt", n, config) for n in (1, 2, 3, 99_999)] == \
-        [SPLIT_NAMES[c] for c in codes[[0, 1, 2, 99_998]]]
+        [SPLITS[c] for c in codes[[0, 1, 2, 99_998]]]
 
     # a batch holding lines of two shards (Ray Data may bundle blocks) splits each line as alone
     batch = pa.concat_tables([_raw_block("/in/a", "a", 1, [b"x y"] * 300), _raw_block("/in/b", "b", 7, [b"z"] * 300)])
