@@ -42,9 +42,9 @@ FILES_PER_FOOTER_READER = 10  # Ray Data's footer batch: one actor per 10 files 
 def _footer_readers(num_files: int):
     """Ray Data 2.60's Parquet reader lists files by reading their footers on a pool of 32 new
     actor processes (``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS``), each time a dataset is executed:
-    ~50 process starts for a few files, 17 s more to the first batch on 2 vCPUs. The pool is
-    sized to the files while the dataset is made (the reader reads the variable then); a value
-    the user set is kept."""
+    for a training run's two one-file splits, 64 actor starts and 17-28 s more to the first
+    batch on 2 vCPUs. The pool is sized to the files while the dataset is made (the reader reads
+    the variable then); a value the user set is kept."""
     if FOOTER_READER_ENV in os.environ:
         yield
         return
