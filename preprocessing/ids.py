@@ -36,9 +36,10 @@ def _shard_seed(shard_key: str, config: PreprocessConfig) -> np.uint64:
 
 
 def line_split_codes(shard_key: str, lines: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Split of each line (index into `preprocessing.config.SPLITS`) by a 64-bit hash of its identity (shard key,
-    line number), computed for a whole block at once: independent of workers, blocks and run
-    order, and all sentences of one line (document pieces, cut sentences) land in the same split.
+    """Split of each line (index into `preprocessing.config.SPLITS`) by a 64-bit hash of its
+    identity (shard key, line number), computed for a whole block at once: independent of
+    workers, blocks and run order, and all sentences of one line (document pieces, cut
+    sentences) land in the same split.
 
     lines: int [n] (1-based line numbers) -> int8 [n]"""
     hashed = _mix64(np.asarray(lines, np.int64).astype(np.uint64) ^ _shard_seed(shard_key, config))

@@ -84,8 +84,6 @@ class BlockStager:
         """Split code of each line (columns key, line), one hash call per shard in the block."""
         keys, numbers = lines.column("key"), lines.column("line").to_numpy()
         shard_keys = pc.unique(keys)
-        if len(shard_keys) == 1:
-            return line_split_codes(shard_keys[0].as_py(), numbers, self.config)
         codes = np.empty(len(numbers), np.int8)
         of_line = pc.index_in(keys, shard_keys).to_numpy()
         for i, shard_key in enumerate(shard_keys.to_pylist()):

@@ -15,7 +15,7 @@ import zstandard
 
 from elmo_core.sample_text import pydoc_sentences
 from preprocessing.config import PreprocessConfig
-from preprocessing.ids import doc_id, split_of
+from preprocessing.ids import doc_id, sentence_id, split_of
 from preprocessing.text import LineProcessor
 
 HOSTILE_LINES = [
@@ -111,6 +111,6 @@ def oracle(root: str, paths: list[str], config: PreprocessConfig) -> Oracle:
             result.split[doc] = split_of(key, number, config)
             result.line_tokens[doc] = [t for s in sentences for t in s]
             for k, sentence in enumerate(sentences):
-                result.sentences[f"{doc}:{k}"] = sentence
+                result.sentences[sentence_id(doc, k)] = sentence
                 result.counts[result.split[doc]].update(sentence)
     return result
