@@ -5,6 +5,7 @@ rather than a second one appearing. The cluster is a real head from ``ray start 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -73,6 +74,20 @@ def final_parameters(stdout: str) -> dict:
     return model.state_dict()
 
 
+def committed_checkpoint_step(client, run_name: str) -> int | None:
+    """The step of the latest checkpoint Ray Train has recorded for ``run_name``, or None.
+
+    A checkpoint's files reach S3 before Ray's controller records the checkpoint in its
+    snapshot; a run killed in between resumes from the one before (or from scratch). Only the
+    snapshot says which checkpoint a rerun will find."""
+    try:
+        body = client.get_object(Bucket="elmo", Key=f"ray_results/{run_name}/checkpoint_manager_snapshot.json")["Body"]
+    except client.exceptions.NoSuchKey:
+        return None
+    latest = json.loads(body.read()).get("latest_checkpoint_result")
+    return None if latest is None else int(latest["metrics"]["step"])
+
+
 def test_killed_driver_resumes_from_its_s3_checkpoint(cluster_with_s3):
     env, client, address, tmp = cluster_with_s3
     whole = subprocess.run(pretrain_command(tmp, address, "whole"), env=env, cwd=REPO, capture_output=True,
@@ -83,12 +98,12 @@ def test_killed_driver_resumes_from_its_s3_checkpoint(cluster_with_s3):
     driver = subprocess.Popen(pretrain_command(tmp, address, "killed"), env=env, cwd=REPO, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
-    checkpointed = False
-    while not checkpointed and driver.poll() is None and time.time() < deadline:
-        listing = client.list_objects_v2(Bucket="elmo", Prefix="ray_results/killed/")
-        checkpointed = any(o["Key"].endswith("train_state.json") for o in listing.get("Contents", []))
+    committed_step = None
+    while committed_step is None and driver.poll() is None and time.time() < deadline:
+        committed_step = committed_checkpoint_step(client, "killed")
         time.sleep(0.2)
-    assert checkpointed and driver.poll() is None, "the driver ended before a checkpoint could be seen on S3"
+    assert committed_step is not None and driver.poll() is None, \
+        "the driver ended before Ray recorded a checkpoint on S3"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     log.close()
@@ -110,5 +125,6 @@ def test_killed_driver_resumes_from_its_s3_checkpoint(cluster_with_s3):
                              (runs[0][0],)).fetchall()
         steps = sorted(s for (s,) in db.execute("select step from metrics where key = 'train_loss' and run_uuid = ?",
                                                  (runs[0][0],)).fetchall())
-    assert len(resumed) == 1 and 2 <= resumed[0][0] < STEPS and resumed[0][0] % 2 == 0
+    # the kill came after Ray had recorded the checkpoint of `committed_step` (perhaps later ones too)
+    assert len(resumed) == 1 and committed_step <= resumed[0][0] < STEPS and resumed[0][0] % 2 == 0
     assert steps[-1] == STEPS and steps[0] <= resumed[0][0]  # the curve spans both drivers
