@@ -4,9 +4,9 @@ Two Ray Data executions; nothing is held in memory beyond a block per worker and
 
 1. read + tokenize + count: one read task per shard yields blocks of raw lines (smart-open,
    decompression, sha256 of the stored bytes); a pool of tokenizer tasks turns each block into
-   staged sentence rows (`stage.BlockStager`), written as Parquet under ``DIR/_staging/<run>/``
-   (one file per block and source, named after both, so a retried task rewrites the same file),
-   and returns the block's statistics (token counts by split, line counters, file markers),
+   staged sentence rows (`stage.BlockStager`), written as Arrow IPC files under
+   ``DIR/_staging/<run>/`` (one per block and source, named after both, so a retried task
+   rewrites the same file), and returns the block's statistics (token counts by split, line counters, file markers),
    which Ray Data sums with ``groupby(kind, source, split, key)``. A shard that fails to read
    leaves a ``file_error`` marker instead of raising, so the driver can name it.
 2. word ids: the vocabulary (from the train split's counts, or given) is looked up for the staged
@@ -51,10 +51,13 @@ class PreprocessError(Exception):
 # --- pass 1: read, tokenize, count (runs on Ray workers) -------------------------------------
 def _raw_block(source: str, key: str, first_line: int, lines: list[bytes]) -> pa.Table:
     n = len(lines)
+    def constant(value: str) -> pa.Array:
+        return pa.repeat(pa.scalar(value, pa.string()), n)
+
     return pa.Table.from_arrays(
-        [pa.array([KIND_LINE] * n), pa.array([source] * n), pa.array([key] * n),
+        [constant(KIND_LINE), constant(source), constant(key),
          pa.array(np.arange(first_line, first_line + n, dtype=np.int64)), pa.array(lines, pa.binary()),
-         pa.array([None] * n, pa.string())], schema=RAW_LINES)
+         pa.nulls(n, pa.string())], schema=RAW_LINES)
 
 
 def _marker(kind: str, source: str, key: str, lines: int, detail: str) -> pa.Table:
@@ -70,12 +73,12 @@ def read_shards(files: pa.Table, lines_per_block: int) -> Iterator[pa.Table]:
         block: list[bytes] = []
         first = 1
         try:
-            for raw in reader:
-                block.append(raw)
-                if len(block) == lines_per_block:
-                    yield _raw_block(uri, key, first, block)
-                    first += len(block)
-                    block = []
+            for lines in reader.line_batches():
+                block += lines
+                while len(block) >= lines_per_block:
+                    yield _raw_block(uri, key, first, block[:lines_per_block])
+                    first += lines_per_block
+                    del block[:lines_per_block]
         except InputError as exc:
             if block:
                 yield _raw_block(uri, key, first, block)
@@ -91,6 +94,10 @@ def source_tag(source: str) -> str:
     return hashlib.blake2b(source.encode("utf-8"), digest_size=8).hexdigest()
 
 
+# Staged rows are Arrow IPC files, zstd-compressed: read once by pass 2, so they need no Parquet
+# encoding (writing them took a third of the time; 1.7x Parquet's size, 0.6x uncompressed IPC's).
+STAGED_SUFFIX = ".arrow"
+_STAGED_WRITE = pa.ipc.IpcWriteOptions(compression="zstd")
 _STAGERS: dict[str, BlockStager] = {}  # per worker process: the tokenizer is built once
 _LOCATIONS: dict[str, OutputLocation] = {}
 
@@ -106,10 +113,17 @@ def stage_block(batch: pa.Table, config: dict, staging_uri: str) -> pa.Table:
     location = _LOCATIONS[staging_uri]
     staged, stats = _STAGERS[key](batch)
     for source, table in staged.items():
-        name = f"{source_tag(source)}-{table.column('line')[0].as_py():012d}.parquet"
+        name = f"{source_tag(source)}-{table.column('line')[0].as_py():012d}{STAGED_SUFFIX}"
         with location.fs.open_output_stream(location.path(name)) as f:
-            pq.write_table(table, f)
+            with pa.ipc.new_file(f, schema.STAGED, options=_STAGED_WRITE) as writer:
+                writer.write_table(table)
     return stats
+
+
+def read_staged(fs, path: str) -> pa.Table:
+    """One staged sentence file (`stage_block` wrote it) as a table of `schema.STAGED`."""
+    with fs.open_input_file(path) as f:
+        return pa.ipc.open_file(f).read_all()
 
 
 # --- pass 2: word ids -------------------------------------------------------------------------
@@ -129,8 +143,7 @@ def encode_staged(files: pa.Table, vocab_tokens: list[str], vocab_digest: str, r
         _LOCATIONS[root_uri] = OutputLocation(root_uri)
     location = _LOCATIONS[root_uri]
     for rel in files.column("path").to_pylist():
-        with location.fs.open_input_file(location.path(rel)) as f:
-            yield _WORD_IDS[vocab_digest](pq.read_table(f, schema=schema.STAGED))
+        yield _WORD_IDS[vocab_digest](read_staged(location.fs, location.path(rel)))
 
 
 # --- driver ----------------------------------------------------------------------------------
@@ -273,9 +286,8 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
         from .encode import token_counts
 
         for rel in sorted(bad_files):
-            with out.fs.open_input_file(out.path(rel)) as f:
-                for r in token_counts(pq.read_table(f)).to_pylist():
-                    counts[r["split"]][r["token"]] -= r["count"]
+            for r in token_counts(read_staged(out.fs, out.path(rel))).to_pylist():
+                counts[r["split"]][r["token"]] -= r["count"]
         counts = {s: Counter({t: n for t, n in c.items() if n > 0}) for s, c in counts.items()}
     vocab = given_vocab or Vocabulary.from_counts(counts["train"], config.max_vocab, config.min_count)
 

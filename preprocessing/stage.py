@@ -6,7 +6,8 @@ A block of raw lines (and the file markers the reader emits) becomes
 * a statistics table (`schema.STATS`): the block's token counts by split, its line counters by
   (source, split), and its file markers.
 
-The tokenizer is the only per-token Python here; counting is Arrow's.
+The tokenizer is the only per-line Python here; nothing is Python per token, and counting is
+Arrow's and numpy's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .text import LineProcessor, decode_line
 RAW_LINES = pa.schema([("kind", pa.string()), ("source", pa.string()), ("key", pa.string()),
                        ("line", pa.int64()), ("raw", pa.binary()), ("detail", pa.string())])
 KIND_LINE = "line"  # a raw line; other kinds are the file markers of `schema`
+BYTE_ORDER_MARK = "\ufeff".encode("utf-8")  # dropped from the first line of a file
 
 
 def _stats_table(n: int, kind: str, columns: dict) -> pa.Table:
@@ -51,20 +53,28 @@ def _markers(rows: list[tuple[str, str, int, str]]) -> pa.Table:
                              for kind, source, lines, detail in rows])
 
 
-def _line_counters(lines: pa.Table, staged: pa.Table) -> pa.Table:
-    """Per (source, split): lines, empty, invalid UTF-8, sentences, tokens, cut sentences."""
-    per_line = lines.group_by(["source", "split"]).aggregate(
-        [("empty", "count"), ("empty", "sum"), ("invalid", "sum"), ("sentences", "sum"), ("cut", "sum")])
-    tokens = staged.group_by(["source", "split"]).aggregate([("num_tokens", "sum")])
-    joined = per_line.join(tokens, ["source", "split"], join_type="left outer")
-    return _stats_table(joined.num_rows, schema.KIND_LINES, {
-        "source": joined.column("source"), "split": joined.column("split"),
-        "lines": joined.column("empty_count").cast(pa.int64()),
-        "empty_lines": joined.column("empty_sum").cast(pa.int64()),
-        "invalid_utf8_lines": joined.column("invalid_sum").cast(pa.int64()),
-        "sentences": joined.column("sentences_sum").cast(pa.int64()),
-        "tokens": joined.column("num_tokens_sum").fill_null(0).cast(pa.int64()),
-        "split_sentences": joined.column("cut_sum").cast(pa.int64())})
+def _line_counters(lines: pa.Table, split_codes: np.ndarray, per_line: np.ndarray, tokens_per_line: np.ndarray,
+                   invalid: list[int], cut: list[tuple[int, int]]) -> pa.Table:
+    """Per (source, split) of a block's text lines: lines, empty, invalid UTF-8, sentences, tokens,
+    cut sentences. ``invalid`` holds the positions of invalid lines, ``cut`` (position, pieces
+    cut) pairs: both are rare, so they are kept sparse."""
+    sources = pc.unique(lines.column("source"))
+    group = pc.index_in(lines.column("source"), sources).to_numpy() * len(SPLITS) + split_codes
+    size = len(sources) * len(SPLITS)
+
+    def total(weights=None, at=None) -> np.ndarray:
+        where = group if at is None else group[np.asarray(at, np.int64)]
+        return np.bincount(where, weights=weights, minlength=size).astype(np.int64)
+
+    counted = total()
+    present = np.flatnonzero(counted)
+    columns = {"lines": counted, "empty_lines": total(per_line == 0), "invalid_utf8_lines": total(at=invalid),
+               "sentences": total(per_line), "tokens": total(tokens_per_line),
+               "split_sentences": total([n for _, n in cut], at=[i for i, _ in cut])}
+    return _stats_table(len(present), schema.KIND_LINES, {
+        "source": sources.take(pa.array(present // len(SPLITS))),
+        "split": pa.array(SPLITS, pa.string()).take(pa.array(present % len(SPLITS))),
+        **{name: pa.array(values[present]) for name, values in columns.items()}})
 
 
 def _token_rows(staged: pa.Table) -> pa.Table:
@@ -92,51 +102,55 @@ class BlockStager:
         return codes
 
     def __call__(self, batch: pa.Table) -> tuple[dict[str, pa.Table], pa.Table]:
-        process = self.process
+        is_line = pc.equal(batch.column("kind"), KIND_LINE)
         markers = []
-        kept, line_invalid, line_sentences, line_cut = [], [], [], []  # per text line
-        sentence_lengths, flat_tokens = [], []  # per sentence; all tokens of the block in order
-        columns = [batch.column(name).to_pylist() for name in RAW_LINES.names]
-        for row, (kind, source, _, line, raw, detail) in enumerate(zip(*columns)):
-            if kind != KIND_LINE:  # end or error marker of a file: passed through
-                markers.append((kind, source, line, detail or ""))
-                continue
-            text, invalid = decode_line(raw)
-            if line == 1 and text.startswith("\ufeff"):
-                text = text[1:]  # byte-order mark
-            sentences, cut_count = process(text)
-            kept.append(row)
-            line_invalid.append(invalid)
-            line_sentences.append(len(sentences))
-            line_cut.append(cut_count)
-            for tokens in sentences:
-                sentence_lengths.append(len(tokens))
-                flat_tokens.extend(tokens)
-        # everything per sentence is derived from the per-line lists with array operations
-        lines = batch.take(pa.array(kept, pa.int64())).select(["source", "key", "line"])
-        splits = pa.array(SPLITS, pa.string()).take(pa.array(self._split_codes(lines), pa.int8()))
-        per_line = np.asarray(line_sentences, np.int64)
-        of_sentence = pa.array(np.repeat(np.arange(len(kept)), per_line))  # its line's position in `kept`
+        if not pc.all(is_line).as_py():  # end or error markers of files: passed through
+            markers = [(r["kind"], r["source"], r["line"], r["detail"] or "")
+                       for r in batch.filter(pc.invert(is_line)).to_pylist()]
+            batch = batch.filter(is_line)
+        lines = batch.select(["source", "key", "line"])
+        raws = batch.column("raw").to_pylist()
+        for i in np.flatnonzero(lines.column("line").to_numpy() == 1):
+            if raws[i].startswith(BYTE_ORDER_MARK):
+                raws[i] = raws[i][len(BYTE_ORDER_MARK):]
+        # the tokenizer is the only per-line Python; nothing here is per token
+        joined = self.process.joined
+        sentences: list[str] = []  # every sentence of the block, its tokens joined by spaces
+        per_line: list[int] = []  # sentences of each line
+        invalid: list[int] = []  # positions of lines with invalid UTF-8
+        cut: list[tuple[int, int]] = []  # (position, sentences cut) of lines with overlong sentences
+        for i, raw in enumerate(raws):
+            text, bad = decode_line(raw)
+            if bad:
+                invalid.append(i)
+            found, cut_count = joined(text)
+            sentences += found
+            per_line.append(len(found))
+            if cut_count:
+                cut.append((i, cut_count))
+        # everything per sentence and per token is derived with array operations
+        split_codes = self._split_codes(lines)
+        splits = pa.array(SPLITS, pa.string()).take(pa.array(split_codes))
+        per_line = np.asarray(per_line, np.int64)
+        of_sentence = np.repeat(np.arange(len(raws)), per_line)  # its line's position in the block
         first = np.cumsum(per_line) - per_line
-        index = np.arange(int(per_line.sum()), dtype=np.int32) - np.repeat(first, per_line).astype(np.int32)
-        key, number = lines.column("key").take(of_sentence), lines.column("line").take(of_sentence)
-        lengths = np.asarray(sentence_lengths, np.int32)
-        offsets = np.zeros(len(lengths) + 1, np.int32)
-        offsets[1:] = np.cumsum(lengths)
-        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat_tokens, pa.string()))
+        index = np.arange(len(sentences), dtype=np.int32) - np.repeat(first, per_line).astype(np.int32)
+        tokens = pc.split_pattern(pa.array(sentences, pa.string()), " ")
+        lengths = pc.list_value_length(tokens).cast(pa.int32())
+        sentence_of = pa.array(of_sentence)
+        key, number = lines.column("key").take(sentence_of), lines.column("line").take(sentence_of)
         sentence_id = pc.binary_join_element_wise(key, number.cast(pa.string()), pa.array(index).cast(pa.string()), ":")
         rows = pa.table({
             "sentence_id": sentence_id,
-            "source": lines.column("source").take(of_sentence), "line": number, "sentence_index": pa.array(index),
-            "num_tokens": pa.array(lengths), "tokens": tokens,
-            "split": splits.take(of_sentence)}, schema=schema.STAGED)
-        line_table = pa.table({"source": lines.column("source"), "split": splits,
-                               "empty": pa.array(per_line == 0).cast(pa.int64()),
-                               "invalid": pa.array(line_invalid, pa.bool_()).cast(pa.int64()),
-                               "sentences": pa.array(per_line), "cut": pa.array(line_cut, pa.int64())})
+            "source": lines.column("source").take(sentence_of), "line": number, "sentence_index": pa.array(index),
+            "num_tokens": lengths, "tokens": tokens,
+            "split": splits.take(sentence_of)}, schema=schema.STAGED)
+        tokens_per_line = np.bincount(of_sentence, weights=lengths.to_numpy(), minlength=len(raws))
         staged = {}
         if rows.num_rows:
-            for source in pc.unique(rows.column("source")).to_pylist():
-                staged[source] = rows.filter(pc.equal(rows.column("source"), source))
-        stats = pa.concat_tables([_markers(markers), _line_counters(line_table, rows), _token_rows(rows)])
+            sources = pc.unique(rows.column("source")).to_pylist()
+            for source in sources:
+                staged[source] = rows if len(sources) == 1 else rows.filter(pc.equal(rows.column("source"), source))
+        counters = _line_counters(lines, split_codes, per_line, tokens_per_line, invalid, cut)
+        stats = pa.concat_tables([_markers(markers), counters, _token_rows(rows)])
         return staged, stats

@@ -7,7 +7,7 @@ from typing import Callable
 
 from .config import PreprocessConfig
 
-Tokenizer = Callable[[str], list[str]]
+Tokenizer = Callable[[str], str]  # text -> its tokens joined by single spaces ("" if none)
 
 
 def decode_line(raw: bytes) -> tuple[str, bool]:
@@ -20,15 +20,19 @@ def decode_line(raw: bytes) -> tuple[str, bool]:
 
 def make_tokenizer(config: PreprocessConfig) -> Tokenizer:
     """``moses``: sacremoses' Moses tokenizer (no XML escaping, so ``&`` stays ``&``);
-    ``whitespace``: split on Unicode whitespace (pre-tokenized corpora such as 1B Word)."""
+    ``whitespace``: split on Unicode whitespace (pre-tokenized corpora such as 1B Word).
+
+    The tokens come back as one string, joined by single spaces: the stager turns a block's
+    sentences into an Arrow list array by splitting on " " in C++, with no Python object per
+    token."""
     if config.tokenizer == "whitespace":
-        return str.split
+        return lambda text: " ".join(text.split())
     moses = _moses_tokenizer(config.language)
 
-    def tokenize(text: str) -> list[str]:
+    def tokenize(text: str) -> str:
         # Moses keeps no empty tokens, but its regexes treat some Unicode spaces as letters:
         # split its output again on whitespace so no token ever contains one.
-        return " ".join(moses.tokenize(text, escape=False)).split()
+        return " ".join(moses.tokenize(text, escape=False, return_str=True).split())
 
     return tokenize
 
@@ -83,29 +87,38 @@ def split_document(text: str) -> list[str]:
     return [p.strip() for p in pieces if p.strip()]
 
 
-def cut(tokens: list[str], max_tokens: int) -> list[list[str]]:
-    """Consecutive pieces of at most ``max_tokens`` tokens (overlong sentences are never dropped)."""
-    return [tokens[i:i + max_tokens] for i in range(0, len(tokens), max_tokens)]
+def cut(joined: str, max_tokens: int) -> list[str]:
+    """Consecutive pieces of at most ``max_tokens`` tokens of a space-joined sentence (overlong
+    sentences are never dropped)."""
+    tokens = joined.split(" ")
+    return [" ".join(tokens[i:i + max_tokens]) for i in range(0, len(tokens), max_tokens)]
 
 
 class LineProcessor:
-    """One decoded line -> its sentences (each a token list), and how many were cut."""
+    """One decoded line -> its sentences (each its tokens joined by single spaces), and how many
+    were cut."""
 
     def __init__(self, config: PreprocessConfig) -> None:
         self.config = config
         self.tokenize = make_tokenizer(config)
 
-    def __call__(self, text: str) -> tuple[list[list[str]], int]:
+    def joined(self, text: str) -> tuple[list[str], int]:
         texts = split_document(text) if self.config.input_format == "document" else [text]
-        sentences: list[list[str]] = []
+        sentences: list[str] = []
         cut_count = 0
+        limit = self.config.max_sentence_tokens
         for piece in texts:
             tokens = self.tokenize(piece)
             if not tokens:
                 continue
-            if len(tokens) > self.config.max_sentence_tokens:
+            if tokens.count(" ") >= limit:  # more than `limit` tokens
                 cut_count += 1
-                sentences.extend(cut(tokens, self.config.max_sentence_tokens))
+                sentences.extend(cut(tokens, limit))
             else:
                 sentences.append(tokens)
         return sentences, cut_count
+
+    def __call__(self, text: str) -> tuple[list[list[str]], int]:
+        """The same as `joined`, each sentence as its list of tokens."""
+        sentences, cut_count = self.joined(text)
+        return [s.split(" ") for s in sentences], cut_count
