@@ -363,3 +363,61 @@ def test_shard_reader_delivers_every_line_whatever_the_chunking(tmp_path, monkey
     assert len(batches) > 3 and [line for batch in batches for line in batch] == expected
     assert expected[4] == b"inner \r carriage" and expected[5] == b"\r"  # a CR line with a CRLF ending
     assert reader.lines_read == len(lines) and reader.sha256 == hashlib.sha256(stored).hexdigest()
+
+
+def row_group_and_footer(metadata) -> int:
+    """Bytes on disk of a Parquet file's largest row group plus its footer: how far past the
+    size target a file may go."""
+    return metadata.serialized_size + max(
+        sum(group.column(j).total_compressed_size for j in range(group.num_columns))
+        for group in (metadata.row_group(i) for i in range(metadata.num_row_groups)))
+
+
+def test_dataset_files_stay_near_the_size_target(ray_cluster, tmp_path):
+    """``shard_size_mb`` bounds the Parquet files: a new file starts once one reaches it, so
+    none is more than a row group and its footer over; every sentence is in exactly one file."""
+    import pydoc_data.topics
+
+    from preprocessing.pipeline import run_preprocess
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    prose = [" ".join(line.split()) for text in pydoc_data.topics.topics.values() for line in text.splitlines()]
+    prose = [line for line in prose if line]
+    for shard in range(3):
+        (root / f"s{shard}.txt").write_text("\n".join(prose * 6) + "\n")  # ~3 MB each
+    config = PreprocessConfig(tokenizer="whitespace", min_count=1, shard_size_mb=1)
+    m = run_preprocess([str(root)], str(tmp_path / "ds"), config, RunOptions(num_workers=2), log=lambda m: None)
+    train = m["splits"]["train"]["files"]
+    assert len(train) >= 4 and sum(f["rows"] for f in train) == m["splits"]["train"]["sentences"]
+    for entry in train:
+        metadata = pq.ParquetFile(os.path.join(tmp_path / "ds", entry["path"])).metadata
+        assert metadata.num_rows == entry["rows"] and os.path.getsize(tmp_path / "ds" / entry["path"]) == entry["bytes"]
+        assert entry["bytes"] < (1 << 20) + row_group_and_footer(metadata), entry
+    assert sorted(r["sentence_id"] for s in SPLITS for r in read_split(str(tmp_path / "ds"), s)) == \
+        sorted(set(r["sentence_id"] for s in SPLITS for r in read_split(str(tmp_path / "ds"), s)))
+    assert sum(len(read_split(str(tmp_path / "ds"), s)) for s in SPLITS) == m["sentences_out"]
+
+
+def test_split_writer_starts_a_new_file_at_the_size_target(tmp_path):
+    from preprocessing import schema
+    from preprocessing.pipeline import _SplitWriter
+    from preprocessing.storage import OutputLocation
+
+    words = [f"w{i}" for i in range(5000)]
+    rows = pa.table({"sentence_id": [f"k:{i}:0" for i in range(4000)], "source": ["s"] * 4000,
+                     "line": list(range(4000)), "sentence_index": [0] * 4000, "num_tokens": [20] * 4000,
+                     "tokens": [words[i:i + 20] for i in range(4000)],
+                     "word_ids": [list(range(i, i + 20)) for i in range(4000)]}, schema=schema.SENTENCES)
+    writer = _SplitWriter(OutputLocation(str(tmp_path)), "train/part", target_bytes=20_000)
+    for start in range(0, 4000, 100):  # 40 staged pieces
+        writer.add(rows.slice(start, 100))
+    written = writer.close()
+    assert len(written) >= 3 and [w["path"] for w in written] == [f"train/part-{k:05d}.parquet" for k in range(len(written))]
+    back = pa.concat_tables([pq.read_table(tmp_path / w["path"]) for w in written])
+    assert back.equals(rows) and [w["rows"] for w in written] == [pq.ParquetFile(tmp_path / w["path"]).metadata.num_rows
+                                                                 for w in written]
+    for w in written:
+        metadata = pq.ParquetFile(tmp_path / w["path"]).metadata
+        assert w["bytes"] == os.path.getsize(tmp_path / w["path"])
+        assert metadata.num_row_groups > 1 and w["bytes"] < 20_000 + row_group_and_footer(metadata)
