@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validation-fraction", type=float, default=_DEFAULTS.validation_fraction)
     p.add_argument("--test-fraction", type=float, default=_DEFAULTS.test_fraction)
     p.add_argument("--shard-size-mb", type=int, default=_DEFAULTS.shard_size_mb,
-                   help="target Parquet file size in MB of in-memory data (default: %(default)s)")
+                   help="Parquet file size target in MB: a new file starts once one reaches it (default: %(default)s)")
     p.add_argument("--quarantine-bad-files", action="store_true",
                    help="skip shards that cannot be read and list them in the manifest instead of failing")
     run = p.add_argument_group("execution (does not change the output)")
