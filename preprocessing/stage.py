@@ -132,20 +132,20 @@ class BlockStager:
         split_codes = self._split_codes(lines)
         splits = pa.array(SPLITS, pa.string()).take(pa.array(split_codes))
         per_line = np.asarray(per_line, np.int64)
-        of_sentence = np.repeat(np.arange(len(raws)), per_line)  # its line's position in the block
+        line_of = np.repeat(np.arange(len(raws)), per_line)  # each sentence's line (position in the block)
         first = np.cumsum(per_line) - per_line
         index = np.arange(len(sentences), dtype=np.int32) - np.repeat(first, per_line).astype(np.int32)
         tokens = pc.split_pattern(pa.array(sentences, pa.string()), " ")
         lengths = pc.list_value_length(tokens).cast(pa.int32())
-        sentence_of = pa.array(of_sentence)
-        key, number = lines.column("key").take(sentence_of), lines.column("line").take(sentence_of)
+        take_lines = pa.array(line_of)  # line columns -> sentence columns
+        key, number = lines.column("key").take(take_lines), lines.column("line").take(take_lines)
         sentence_id = pc.binary_join_element_wise(key, number.cast(pa.string()), pa.array(index).cast(pa.string()), ":")
         rows = pa.table({
             "sentence_id": sentence_id,
-            "source": lines.column("source").take(sentence_of), "line": number, "sentence_index": pa.array(index),
+            "source": lines.column("source").take(take_lines), "line": number, "sentence_index": pa.array(index),
             "num_tokens": lengths, "tokens": tokens,
-            "split": splits.take(sentence_of)}, schema=schema.STAGED)
-        tokens_per_line = np.bincount(of_sentence, weights=lengths.to_numpy(), minlength=len(raws))
+            "split": splits.take(take_lines)}, schema=schema.STAGED)
+        tokens_per_line = np.bincount(line_of, weights=lengths.to_numpy(), minlength=len(raws))
         staged = {}
         if rows.num_rows:
             sources = pc.unique(rows.column("source")).to_pylist()
