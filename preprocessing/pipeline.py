@@ -6,9 +6,10 @@ Two Ray Data executions; nothing is held in memory beyond a block per worker and
    decompression, sha256 of the stored bytes); a pool of tokenizer tasks turns each block into
    staged sentence rows (`stage.BlockStager`), written as Arrow IPC files under
    ``DIR/_staging/<run>/`` (one per block and source, named after both, so a retried task
-   rewrites the same file), and returns the block's statistics (token counts by split, line counters, file markers),
-   which Ray Data sums with ``groupby(kind, source, split, key)``. A shard that fails to read
-   leaves a ``file_error`` marker instead of raising, so the driver can name it.
+   rewrites the same file), and returns the block's statistics (token counts by split, line
+   counters, file markers), which Ray Data sums with ``groupby(kind, source, split, key)``. A
+   shard that fails to read leaves a ``file_error`` marker instead of raising, so the driver can
+   name it.
 2. word ids: the vocabulary (from the train split's counts, or given) is looked up for the staged
    rows of every good shard, and each task writes its sentences per split as Parquet files of
    about ``shard_size_mb``.
@@ -130,8 +131,9 @@ def read_staged(fs, path: str) -> pa.Table:
 
 # --- pass 2: word ids, written as the dataset's Parquet files -----------------------------------
 _WORD_IDS: dict = {}  # vocabulary digest -> WordIds (one per worker process)
-ROW_GROUP_ROWS = 65536  # at most this many sentences in a Parquet row group, and at most a quarter
-# of the file size target in memory (about a twentieth of it on disk)
+# A Parquet row group holds at most this many sentences, and at most a quarter of the file size
+# target in memory (Arrow bytes, before encoding and compression).
+ROW_GROUP_ROWS = 65536
 PARQUET_COMPRESSION = "zstd"  # smaller than snappy and, measured here, faster to write
 
 
@@ -377,13 +379,14 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
     say(f"pass 2/2: word ids for {sum(c['sentences_out'] for c in per_split.values()):,} sentences")
     written = []
     if good_files:
-        groups = _groups(good_files, config.shard_size_mb << 20, workers)
+        target_bytes = config.shard_size_mb << 20
+        groups = _groups(good_files, target_bytes, workers)
         written = (ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=len(groups))
                    .map_batches(encode_staged, batch_size=1, batch_format="pyarrow", compute=pool,
                                 num_cpus=options.cpus_per_worker,
                                 fn_kwargs={"vocab_tokens": vocab.tokens, "vocab_digest": vocab.digest(),
                                            "root_uri": out.uri, "data_dir": posixpath.join(staging, "data"),
-                                           "target_bytes": config.shard_size_mb << 20})
+                                           "target_bytes": target_bytes})
                    .take_all())
 
     out.write_text(vocab.to_text(), staging, schema.VOCAB_NAME)

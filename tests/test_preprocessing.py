@@ -413,7 +413,8 @@ def test_split_writer_starts_a_new_file_at_the_size_target(tmp_path):
     for start in range(0, 4000, 100):  # 40 staged pieces
         writer.add(rows.slice(start, 100))
     written = writer.close()
-    assert len(written) >= 3 and [w["path"] for w in written] == [f"train/part-{k:05d}.parquet" for k in range(len(written))]
+    names = [f"train/part-{k:05d}.parquet" for k in range(len(written))]
+    assert len(written) >= 3 and [w["path"] for w in written] == names
     back = pa.concat_tables([pq.read_table(tmp_path / w["path"]) for w in written])
     assert back.equals(rows) and [w["rows"] for w in written] == [pq.ParquetFile(tmp_path / w["path"]).metadata.num_rows
                                                                  for w in written]
