@@ -100,12 +100,41 @@ class BiLM(nn.Module):
         if self.softmax is None:
             raise ValueError("this model has no softmax (config.training.n_tokens_vocab is 0)")
         out = self(char_ids, state)
-        top = out.top
-        if self.training and self.config.training.dropout > 0:
-            top = nn.functional.dropout(top, self.config.training.dropout, True)
         P = self.config.lstm.projection_dim
-        # one softmax call for both directions: (2 * B * T, P) hidden states
-        hidden = torch.cat([top[..., :P].reshape(-1, P), top[..., P:].reshape(-1, P)])
+        loss, stats = self._directions_loss(out.top[..., :P], out.top[..., P:], next_ids, prev_ids, n_samples, generator)
+        return loss, stats, out.state
+
+    def stream_loss(self, char_ids: torch.Tensor, targets: torch.Tensor, state: LstmState | None = None,
+                    n_samples: int | None = None,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], LstmState]:
+        """Language-model loss on windows of running text, the state carried from the previous
+        windows (truncated backpropagation through time, as bilm-tf trains and Kim et al. 2016
+        evaluate).
+
+        char_ids: (2, B, T, 50), direction 0's windows of the text and direction 1's windows of
+        the reversed text, each in its own reading order, every position a real token;
+        targets: (2, B, T) the token that follows each position in its reading order (`IGNORE`
+        where none). Returns (loss, stats, final state) as `lm_loss` does.
+        """
+        if self.softmax is None:
+            raise ValueError("this model has no softmax (config.training.n_tokens_vocab is 0)")
+        if char_ids.dim() != 4 or char_ids.shape[0] != 2 or targets.shape != char_ids.shape[:3]:
+            raise ValueError(f"expected char ids (2, B, T, chars) and targets (2, B, T), got "
+                             f"{tuple(char_ids.shape)} and {tuple(targets.shape)}")
+        outputs, final = self.lstm.forward_streams(self.encode_tokens(char_ids), state)
+        top = outputs[-1]
+        loss, stats = self._directions_loss(top[0], top[1], targets[0], targets[1], n_samples, generator)
+        return loss, stats, final
+
+    def _directions_loss(self, forward_top: torch.Tensor, backward_top: torch.Tensor, next_ids: torch.Tensor,
+                         prev_ids: torch.Tensor, n_samples: int | None,
+                         generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Both directions' top layers (..., P) and targets (...) -> (loss, stats), one softmax call."""
+        dropout = self.config.training.dropout
+        P = self.config.lstm.projection_dim
+        hidden = torch.cat([forward_top.reshape(-1, P), backward_top.reshape(-1, P)])  # (2N, P)
+        if self.training and dropout > 0:
+            hidden = nn.functional.dropout(hidden, dropout, True)
         targets = torch.cat([next_ids.reshape(-1), prev_ids.reshape(-1)])
         per_target = self.softmax.nll(hidden, targets, n_samples, generator)
         n = next_ids.numel()
@@ -113,7 +142,7 @@ class BiLM(nn.Module):
                  "backward_nll": per_target[n:].sum(), "backward_count": (prev_ids != IGNORE).sum()}
         loss = 0.5 * (stats["forward_nll"] / stats["forward_count"].clamp(min=1)
                       + stats["backward_nll"] / stats["backward_count"].clamp(min=1))
-        return loss, stats, out.state
+        return loss, stats
 
     def num_parameters(self, include_softmax: bool = False) -> int:
         return sum(p.numel() for name, p in self.named_parameters()

@@ -142,6 +142,36 @@ class BiLstm(nn.Module):
         x = torch.stack([inputs, inputs.gather(1, reverse[..., None].expand_as(inputs))])
         active = (sorted_lengths[None, :] > torch.arange(T, device=lengths.device)[:, None]).sum(1).tolist()
 
+        outputs, final = self._run_layers(x, active, state)
+
+        # back to sentence order: re-reverse direction 1, undo the row sort
+        results = []
+        for out in outputs:
+            out = torch.stack([out[0], out[1].gather(1, reverse[..., None].expand_as(out[1]))])
+            results.append(out)
+        if not is_sorted:
+            inverse = torch.argsort(order)
+            results = [out[:, inverse] for out in results]
+            final = final.rows(inverse)
+        return results, final
+
+    def forward_streams(self, inputs: torch.Tensor, state: LstmState | None = None) -> tuple[list[torch.Tensor], LstmState]:
+        """Run each direction over its own full-length windows of running text (stream training).
+
+        inputs: (2, B, T, in), direction 0's windows in forward reading order and direction 1's
+        in *its* reading order (windows of the reversed text), every row T real tokens; state:
+        None (zeros) or the final state of the previous windows. Returns per-layer outputs
+        (2, B, T, P) in each direction's reading order and the final state.
+        """
+        _, B, T, _ = inputs.shape
+        if state is None:
+            state = self.zero_state(B, inputs)
+        elif state.batch_size != B:
+            raise ValueError(f"state has {state.batch_size} rows, batch has {B}")
+        return self._run_layers(inputs, [B] * T, state)
+
+    def _run_layers(self, x: torch.Tensor, active: list[int], state: LstmState) -> tuple[list[torch.Tensor], LstmState]:
+        """x: (2, B, T, in) in reading order, rows sorted by length -> per-layer (2, B, T, P), state."""
         outputs, final_c, final_h = [], [], []
         for layer in range(self.config.n_layers):
             if self.training and self.dropout > 0:
@@ -153,18 +183,7 @@ class BiLstm(nn.Module):
             final_c.append(c)
             final_h.append(h)
             x = out
-
-        # back to sentence order: re-reverse direction 1, undo the row sort
-        results = []
-        for out in outputs:
-            out = torch.stack([out[0], out[1].gather(1, reverse[..., None].expand_as(out[1]))])
-            results.append(out)
-        final = LstmState(final_c, final_h)
-        if not is_sorted:
-            inverse = torch.argsort(order)
-            results = [out[:, inverse] for out in results]
-            final = final.rows(inverse)
-        return results, final
+        return outputs, LstmState(final_c, final_h)
 
     def _run_layer(self, layer: int, x: torch.Tensor, active: list[int], c: torch.Tensor,
                    h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
