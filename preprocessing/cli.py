@@ -35,8 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="keep at most N entries, specials included (default: no limit)")
     vocab.add_argument("--min-count", type=int, default=_DEFAULTS.min_count, metavar="K",
                        help="keep words seen at least K times (default: %(default)s)")
-    p.add_argument("--validation-fraction", type=float, default=_DEFAULTS.validation_fraction)
+    p.add_argument("--validation-fraction", type=float, default=_DEFAULTS.validation_fraction,
+                   help="share of lines (by a hash of each line's id) held out for validation (default: %(default)s)")
     p.add_argument("--test-fraction", type=float, default=_DEFAULTS.test_fraction)
+    p.add_argument("--validation-input", action="append", default=[], metavar="INPUT",
+                   help="an input whose every line is validation data (repeatable; e.g. a benchmark's own "
+                        "valid file); the hashed fractions apply to the other inputs")
+    p.add_argument("--test-input", action="append", default=[], metavar="INPUT",
+                   help="an input whose every line is test data (repeatable)")
     p.add_argument("--shard-size-mb", type=int, default=_DEFAULTS.shard_size_mb,
                    help="Parquet file size target in MB: a new file starts once one reaches it (default: %(default)s)")
     p.add_argument("--quarantine-bad-files", action="store_true",
@@ -57,7 +63,13 @@ def run(args: argparse.Namespace) -> int:
         print("elmo preprocess: error: --vocab cannot be combined with --max-vocab/--min-count", file=sys.stderr)
         return 2
     try:
+        assigned = _assigned_splits(args.validation_input, args.test_input)
+    except InputError as exc:
+        print(f"elmo preprocess: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         config = PreprocessConfig(
+            assigned_splits=assigned,
             tokenizer=args.tokenizer, language=args.language, input_format=args.input_format,
             max_sentence_tokens=args.max_sentence_tokens, max_vocab=args.max_vocab, min_count=args.min_count,
             validation_fraction=args.validation_fraction, test_fraction=args.test_fraction,
@@ -70,11 +82,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"elmo preprocess: error: {exc}", file=sys.stderr)
         return 2
     try:
-        run_preprocess(args.inputs, args.output, config, options, vocab_path=args.vocab)
+        run_preprocess([*args.inputs, *args.validation_input, *args.test_input], args.output, config, options,
+                       vocab_path=args.vocab)
     except (InputError, PreprocessError) as exc:
         print(f"elmo preprocess: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _assigned_splits(validation: list[str], test: list[str]) -> tuple[tuple[str, str], ...]:
+    """(shard key, split) of every file the --validation-input / --test-input specs name."""
+    from .sources import resolve_inputs
+
+    pairs = []
+    for split, specs in (("validation", validation), ("test", test)):
+        if specs:
+            pairs += [(f.key, split) for f in resolve_inputs(specs)]
+    return tuple(pairs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,9 @@ class PreprocessConfig:
     validation_fraction: float = 0.01
     test_fraction: float = 0.01
     split_salt: str = "elmo-split-v1"
+    # Shards whose every line goes to one split, whatever the hash says: (shard key, split) pairs,
+    # e.g. a benchmark's own validation and test files (`--validation-input`, `--test-input`).
+    assigned_splits: tuple[tuple[str, str], ...] = ()
     # Roughly this much in-memory Arrow data per Parquet file (Ray's min_bytes_per_file).
     shard_size_mb: int = 128
     quarantine_bad_files: bool = False  # False: a bad shard fails the job
@@ -55,6 +58,12 @@ class PreprocessConfig:
         held_out = self.validation_fraction + self.test_fraction
         if min(self.validation_fraction, self.test_fraction) < 0 or held_out >= 1:
             raise ValueError("validation and test fractions must be >= 0 and sum to less than 1")
+        object.__setattr__(self, "assigned_splits", tuple(sorted((str(k), str(v)) for k, v in self.assigned_splits)))
+        for key, split in self.assigned_splits:
+            if split not in SPLITS:
+                raise ValueError(f"shard {key!r} assigned to unknown split {split!r}; choose from {SPLITS}")
+        if len({k for k, _ in self.assigned_splits}) != len(self.assigned_splits):
+            raise ValueError("a shard is assigned to more than one split")
         if self.shard_size_mb < 1:
             raise ValueError("shard_size_mb must be >= 1")
 
@@ -67,8 +76,12 @@ class PreprocessConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of every output-affecting field."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON of every output-affecting field (no assigned splits: the
+        hash datasets made before that field existed had)."""
+        values = self.to_dict()
+        if not values["assigned_splits"]:
+            del values["assigned_splits"]
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

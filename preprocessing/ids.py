@@ -41,7 +41,12 @@ def line_split_codes(shard_key: str, lines: np.ndarray, config: PreprocessConfig
     workers, blocks and run order, and all sentences of one line (document pieces, cut
     sentences) land in the same split.
 
+    A shard in ``config.assigned_splits`` goes wholly to its split.
+
     lines: int [n] (1-based line numbers) -> int8 [n]"""
+    assigned = dict(config.assigned_splits).get(shard_key)
+    if assigned is not None:
+        return np.full(len(lines), SPLITS.index(assigned), np.int8)
     hashed = _mix64(np.asarray(lines, np.int64).astype(np.uint64) ^ _shard_seed(shard_key, config))
     u = (hashed >> np.uint64(11)).astype(np.float64) * 2.0**-53  # uniform in [0, 1)
     codes = np.full(len(u), SPLITS.index("train"), np.int8)

@@ -422,3 +422,31 @@ def test_split_writer_starts_a_new_file_at_the_size_target(tmp_path):
         metadata = pq.ParquetFile(tmp_path / w["path"]).metadata
         assert w["bytes"] == os.path.getsize(tmp_path / w["path"])
         assert metadata.num_row_groups > 1 and w["bytes"] < 20_000 + row_group_and_footer(metadata)
+
+
+def test_assigned_inputs_go_wholly_to_their_split_and_leave_other_hashes_alone(tmp_path):
+    import numpy as np
+
+    from preprocessing.cli import _assigned_splits
+    from preprocessing.ids import line_split_codes
+
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (tmp_path / name).write_text("a b c\n")
+    assigned = _assigned_splits([str(tmp_path / "valid.txt")], [str(tmp_path / "test.txt")])
+    assert assigned == (("valid.txt", "validation"), ("test.txt", "test"))
+    config = PreprocessConfig(assigned_splits=assigned, validation_fraction=0.3, test_fraction=0.3)
+    lines = np.arange(1, 2001)
+    assert set(line_split_codes("valid.txt", lines, config).tolist()) == {SPLITS.index("validation")}
+    assert set(line_split_codes("test.txt", lines, config).tolist()) == {SPLITS.index("test")}
+    plain = PreprocessConfig(validation_fraction=0.3, test_fraction=0.3)
+    np.testing.assert_array_equal(line_split_codes("train.txt", lines, config), line_split_codes("train.txt", lines, plain))
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    # datasets made before the field existed keep their version: no assignment, same hash
+    old_style = {k: v for k, v in plain.to_dict().items() if k != "assigned_splits"}
+    text = json.dumps(old_style, sort_keys=True, separators=(",", ":"))
+    assert plain.config_hash() == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert config.config_hash() != plain.config_hash()
+    with pytest.raises(ValueError, match="unknown split"):
+        PreprocessConfig(assigned_splits=(("a.txt", "dev"),))
+    with pytest.raises(ValueError, match="more than one split"):
+        PreprocessConfig(assigned_splits=(("a.txt", "test"), ("a.txt", "validation")))
