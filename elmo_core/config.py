@@ -61,18 +61,51 @@ class LSTMConfig:
     use_skip_connections: bool = True  # residual from layer 1 on (never into layer 0)
 
 
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Language-model training numbers (bilm-tf's ``train_elmo.py`` recipe as defaults)."""
+    """Language-model training numbers: what the model is trained on and how it is optimized.
+
+    Defaults are the optimizer recipe measured on Penn Treebank (`benchmarks/bench_ptb.py`,
+    `benchmarks/README.md`): Adam 2e-3, global-norm clip 5, the exact softmax for vocabularies
+    of up to 16,384 words. Dropout depends on the corpus size: 0.1 (bilm-tf's, for billions of
+    words) unless a preset says otherwise (the ``lm5m``/``lm20m`` presets: 0.5, for a
+    PTB-sized corpus). bilm-tf's own recipe for the 1B Word Benchmark (Adagrad 0.2,
+    accumulator 1.0, clip 10, dropout 0.1, 8,192 sampled negatives) was made for 128x20-token
+    batches on 3 GPUs and a 793k-word vocabulary; on a 10k vocabulary and small batches it trained
+    to twice a unigram model's perplexity in one epoch. Choose it with
+    ``optimizer="adagrad", learning_rate=0.2, max_grad_norm=10, dropout=0.1``.
+    """
 
     n_tokens_vocab: int = 0  # word vocabulary size of the softmax (0: no softmax)
-    dropout: float = 0.1  # on each LSTM layer's input and on the top output
-    n_negative_samples_batch: int = 8192  # sampled-softmax negatives per batch
-    unroll_steps: int = 20  # tokens per training window
-    batch_size: int = 128  # windows per step per device
-    learning_rate: float = 0.2  # Adagrad
-    initial_accumulator_value: float = 1.0  # Adagrad
-    max_grad_norm: float = 10.0  # global gradient-norm clip
+    dropout: float = 0.1  # on each LSTM layer's input and on the top output (before the softmax)
+    n_negative_samples_batch: int = 8192  # sampled-softmax negatives per batch (bilm-tf's)
+    # Vocabularies up to this size train with the exact softmax: measured on a 10k vocabulary,
+    # it trained faster than 8,192 sampled negatives (2,660 vs 1,800 tokens/s) at equal perplexity.
+    full_softmax_max_vocab: int = 16384
+    unroll_steps: int = 20  # bilm-tf options.json field (window length); kept for round trips
+    batch_size: int = 128  # bilm-tf options.json field (windows per device); kept for round trips
+    optimizer: str = "adam"  # "adam", "adagrad" (bilm-tf) or "sgd"
+    learning_rate: float = 2e-3
+    initial_accumulator_value: float = 1.0  # Adagrad only
+    max_grad_norm: float = 5.0  # global gradient-norm clip
+
+    @property
+    def train_negative_samples(self) -> int | None:
+        """Negatives for the training softmax, or None for the exact softmax."""
+        if self.n_tokens_vocab <= self.full_softmax_max_vocab:
+            return None
+        return min(self.n_negative_samples_batch, self.n_tokens_vocab)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.learning_rate <= 0 or self.max_grad_norm <= 0:
+            raise ValueError("learning_rate and max_grad_norm must be > 0")
 
 
 @dataclass(frozen=True)
@@ -129,8 +162,14 @@ class BiLMConfig:
             unroll_steps=int(options.get("unroll_steps", d.unroll_steps)),
             batch_size=int(options.get("batch_size", d.batch_size)),
         )
+        optimization = {}  # written by us (not bilm-tf): the optimizer a model was trained with
+        for key, kind in (("optimizer", str), ("learning_rate", float), ("initial_accumulator_value", float),
+                          ("max_grad_norm", float), ("full_softmax_max_vocab", int)):
+            if key in options:
+                optimization[key] = kind(options[key])
+        training = dataclasses.replace(training, **optimization)
         known = {"char_cnn", "lstm", "n_tokens_vocab", "dropout", "n_negative_samples_batch",
-                 "unroll_steps", "batch_size"}
+                 "unroll_steps", "batch_size", *optimization}
         extra = {k: v for k, v in options.items() if k not in known}
         return cls(char_cnn=char_cnn, lstm=lstm_cfg, training=training, extra=extra)
 
@@ -159,6 +198,11 @@ class BiLMConfig:
             "n_negative_samples_batch": t.n_negative_samples_batch,
             "unroll_steps": t.unroll_steps,
             "batch_size": t.batch_size,
+            "optimizer": t.optimizer,
+            "learning_rate": t.learning_rate,
+            "initial_accumulator_value": t.initial_accumulator_value,
+            "max_grad_norm": t.max_grad_norm,
+            "full_softmax_max_vocab": t.full_softmax_max_vocab,
         }
         if t.n_tokens_vocab:
             options["n_tokens_vocab"] = t.n_tokens_vocab
@@ -184,12 +228,12 @@ class BiLMConfig:
     # ----------------------------------------------------------------- presets
     @classmethod
     def preset(cls, name: str, **training: Any) -> "BiLMConfig":
-        """A named preset: ``tiny``, ``small``, ``medium`` or ``original``."""
+        """A named preset (`PRESETS`); ``training`` overrides the preset's training numbers."""
         try:
             char_cnn, lstm = PRESETS[name]
         except KeyError:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
-        return cls(char_cnn=char_cnn, lstm=lstm, training=TrainingConfig(**training))
+        return cls(char_cnn=char_cnn, lstm=lstm, training=TrainingConfig(**{**PRESET_TRAINING.get(name, {}), **training}))
 
 
 def _opt_float(value: Any) -> float | None:
@@ -200,8 +244,26 @@ PRESETS: dict[str, tuple[CharCNNConfig, LSTMConfig]] = {
     # For tests: every code path (2 layers, skip connections, highway, clipping), tiny sizes.
     "tiny": (CharCNNConfig(char_dim=4, filters=((1, 4), (2, 8), (3, 16)), n_highway=1),
              LSTMConfig(dim=32, projection_dim=16)),
+    # Language models of Kim et al. 2016's sizes (ELMo's cells: LSTMs with projection, clipping,
+    # residual): the char CNN of LSTM-Char-Small (widths 1-6, 25 x width filters, 15-dim chars) /
+    # -Large (widths 1-7, min(200, 50 x width) filters, 2 highway layers). Forward LM (token
+    # encoder + forward LSTMs + softmax) over a 10,002-word vocabulary: 4,553,763 / 19,828,589
+    # parameters (tests/test_config.py), within the 5M / 20M budgets.
+    "lm5m": (CharCNNConfig(char_dim=15, filters=tuple((w, 25 * w) for w in range(1, 7)), n_highway=1),
+             LSTMConfig(dim=512, projection_dim=200)),
+    "lm20m": (CharCNNConfig(char_dim=15, filters=tuple((w, min(200, 50 * w)) for w in range(1, 8)), n_highway=2),
+              LSTMConfig(dim=1536, projection_dim=384)),
     # Released ELMo configurations (parameter counts checked in tests/test_config.py).
     "small": (CharCNNConfig(n_highway=1), LSTMConfig(dim=1024, projection_dim=128)),
     "medium": (CharCNNConfig(n_highway=1), LSTMConfig(dim=2048, projection_dim=256)),
     "original": (CharCNNConfig(n_highway=2), LSTMConfig(dim=4096, projection_dim=512)),
+}
+
+# Training numbers a preset brings with it (overridable). The two language-model presets are
+# sized to the parameter budgets of Kim et al. 2016's LSTM-Char-Small (5M) and -Large (19M),
+# counted as the forward LM (token encoder + forward LSTMs + softmax) over a 10k vocabulary,
+# and regularized for a corpus of that size (Penn Treebank, ~1M words): dropout 0.5.
+PRESET_TRAINING: dict[str, dict[str, Any]] = {
+    "lm5m": {"dropout": 0.5},
+    "lm20m": {"dropout": 0.5},
 }
