@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import inspect
+import math
 import os
 import subprocess
 import sys
@@ -219,6 +220,33 @@ def mlflow_server(tmp_path_factory):
     log.close()
 
 
+def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_worker(cluster, data):
+    """Windows of running text with the state carried: the checkpoint holds every row's state
+    (gathered from both workers), so a run that fails and resumes on 2 workers ends with the
+    parameters of an uninterrupted 1-worker run."""
+    from safetensors.torch import load_file
+
+    from workflows.training import run_stage, unique_name
+
+    vocab = load_vocabulary(data["source"])
+    stream = dict(mode="stream", stream_rows=4, unroll_steps=10, max_steps=6, eval_every=3, checkpoint_every=2)
+    one = run_stage(job(data["source"], **stream), vocab, str(cluster), unique_name("s1"),
+                    model_config=tiny_options(len(vocab)))
+    name = unique_name("s2fault")
+    two = run_stage(job(data["source"], num_workers=2, fail_at_step=3, **stream), vocab, str(cluster), name,
+                    model_config=tiny_options(len(vocab)))
+    assert os.path.exists(os.path.join(str(cluster), f"{name}.fault-injected"))  # it did fail once
+    assert one.final["step"] == two.final["step"] == 6
+    assert_same_parameters(final_state(one), final_state(two), atol=2e-5)
+    assert two.final["val_ppl"] == pytest.approx(one.final["val_ppl"], rel=1e-4)
+    carried = load_file(os.path.join(one.checkpoint_dir, "stream_state.safetensors"))
+    assert carried["c.0"].shape[:2] == (2, 4) and float(carried["h.1"].abs().sum()) > 0
+    # the evaluations of 3 and 6 steps: the better one's model is kept beside the last one
+    assert os.path.isdir(os.path.join(one.checkpoint_dir, "best_model"))
+    evaluated = [h["val_ppl"] for h in one.history if h.get("val_ppl") is not None and not math.isnan(h["val_ppl"])]
+    assert len(evaluated) == 2 and one.final["best_val_ppl"] == min(evaluated)
+
+
 @pytest.fixture(scope="module")
 def registered(cluster, data, mlflow_server):
     """A pretrained model registered as elmo-test version 1 on the server (used by the registry
@@ -262,7 +290,8 @@ def test_pretrain_registers_and_the_gate_refuses_a_worse_model(registered, mlflo
     pyfunc = mlflow.pyfunc.load_model("models:/elmo-test@champion")
     sentences = ["The quick brown fox jumps .", "Python is a language"]
     out = pyfunc.predict(__import__("pandas").DataFrame({"sentence": sentences}))
-    model, _ = load_checkpoint(os.path.join(good["checkpoint_dir"], "model"))
+    model, _ = load_checkpoint(good["model_dir"])  # the best evaluation's model is the one registered
+    assert good["model_dir"].endswith("best_model") and good["val_ppl"] == min(history["val_ppl"])
     expected = Embedder(model.eval()).embed_all([s.split() for s in sentences])
     for row, exp in zip(out.to_dict("records"), expected):
         np.testing.assert_allclose(np.array(row["embedding"]), exp.mean(axis=0), atol=1e-5)

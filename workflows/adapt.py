@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .config import TrainJobConfig
-from .pretrain import add_common_arguments, job_config
+from .pretrain import add_common_arguments, job_config, recipe_overrides
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,12 +87,13 @@ def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
 
 def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str, address: str | None = None,
           source_data: str | None = None, experiment: str = "elmo", parent_run_id: str | None = None,
-          run_name: str | None = None) -> dict:
+          run_name: str | None = None, recipe: dict | None = None) -> dict:
+    """The whole stage; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout)."""
     from elmo_core.weights import load_checkpoint
     from preprocessing.dataset import load_manifest, load_vocabulary
 
     from . import tracking
-    from .train_loop import MODEL_DIR
+    from .train_loop import MODEL_DIR, final_model_dir
     from .training import ensure_ray, run_stage, unique_name
 
     workdir = tempfile.mkdtemp(prefix="elmo-adapt-")
@@ -119,15 +120,17 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     try:
         run.log_dataset_manifest(manifest, "target")
         run.log_metrics(before, 0)
-        result = run_stage(job, data_vocab, storage, name, init_checkpoint=start_dir, tracking=run.coordinates())
-        after = {"target_ppl_after": result.final["val_ppl"]}
+        result = run_stage(job, data_vocab, storage, name, init_checkpoint=start_dir, tracking=run.coordinates(),
+                           training_overrides=recipe)
+        chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
+        after = {"target_ppl_after": result.final.get("best_val_ppl", result.final["val_ppl"])}
         if source_data:
-            after["source_ppl_after"] = held_out_ppl(result.checkpoint_dir, source_data, job)
-        run.log_metrics(after, job.max_steps)
+            after["source_ppl_after"] = held_out_ppl(str(chosen), source_data, job)
+        run.log_metrics(after, int(result.final["step"]))
         run.log_curves(result.history)
-        model_uri = run.log_model(os.path.join(result.checkpoint_dir, MODEL_DIR))
+        model_uri = run.log_model(str(chosen))
         outcome = tracking.register(model_uri, registered_model, {
-            "val_ppl": result.final["val_ppl"], "parent_model": lineage, "data_manifest": manifest.get("version"),
+            "val_ppl": after["target_ppl_after"], "parent_model": lineage, "data_manifest": manifest.get("version"),
             "vocab_digest": data_vocab.digest(), "run_id": run.run_id})
         run.finish()
     except BaseException:
@@ -142,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         outcome = adapt(job_config(args), args.source, args.registered_model, args.storage, args.address,
-                        args.source_data, args.experiment, args.parent_run_id, run_name=args.run_name)
+                        args.source_data, args.experiment, args.parent_run_id, run_name=args.run_name,
+                        recipe=recipe_overrides(args))
     except (ValueError, DatasetError) as exc:
         print(f"elmo adapt: error: {exc}", file=sys.stderr)
         return 2

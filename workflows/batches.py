@@ -30,7 +30,7 @@ from elmo_core.vocabulary import Vocabulary
 
 from .read_ahead import ReadAhead
 
-COLUMNS = ["num_tokens", "word_ids", "tokens"]
+COLUMNS = ["num_tokens", "word_ids", "tokens", "source", "line", "sentence_index"]  # the last three: corpus order (stream mode)
 
 
 @dataclass(frozen=True)

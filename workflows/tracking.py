@@ -96,7 +96,7 @@ class StageRun:
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
         rows = [h for h in history if "train_loss" in h]
         a.plot([h["step"] for h in rows], [h["train_loss"] for h in rows])
-        a.set(xlabel="step", ylabel="train loss (sampled softmax)")
+        a.set(xlabel="step", ylabel="train loss")
         rows = [h for h in history if "val_ppl" in h]
         for key in ("val_ppl_forward", "val_ppl_backward", "val_ppl"):
             b.plot([h["step"] for h in rows], [h[key] for h in rows], marker="o", label=key)

@@ -5,12 +5,18 @@ DDP averages gradients, and each worker's loss is scaled by the *global* target 
 workers compute exactly the gradient of one worker on the whole batch. Randomness (dropout,
 sampled-softmax candidates) is drawn from generators seeded by (seed, step[, rank]), so a run
 resumed from a checkpoint at step k continues exactly as the uninterrupted run: the checkpoint
-holds the model, the optimizer state and the step (the data position follows from the step).
+holds the model, the optimizer state, the step (the data position follows from the step), the
+validation schedule (learning rate, best perplexity; `workflows.schedule`), the best model so far
+and, in stream mode, every row's carried LSTM state.
+
+Two training modes (`TrainJobConfig.mode`): `SentenceTrainer` (full sentences, zero state) and
+`StreamTrainer` (windows of running text, state carried; `workflows.streams`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 import tempfile
 import time
@@ -19,39 +25,69 @@ from typing import Callable, Iterator
 
 import torch
 
+from safetensors.torch import load_file, save_file
+
 from elmo_core.bilm import BiLM, Perplexity
 from elmo_core.config import BiLMConfig
+from elmo_core.lstm import LstmState
 from elmo_core.vocabulary import Vocabulary
 from elmo_core.weights import load_checkpoint, save_checkpoint
 
 from .batches import GlobalBatch, global_batches, split_micro, to_tensors
 from .config import TrainJobConfig
+from .evaluation import all_reduce, perplexity_of, sentence_sums, stream_sums
 from .read_ahead import ReadAhead
+from .schedule import PlateauSchedule
+from .streams import StreamBatch, StreamLayout, running_text
 
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "train_state.json"
 MODEL_DIR = "model"
+BEST_MODEL_DIR = "best_model"  # the model of the best validation evaluation so far
+STREAM_STATE_FILE = "stream_state.safetensors"  # stream mode: every row's carried LSTM state
 
 
 class LMLoss(torch.nn.Module):
-    """Wraps the biLM so that DDP sees the language-model loss as ``forward``."""
+    """Wraps the biLM so that DDP sees the language-model loss as ``forward``: sentence batches
+    (``next_ids``/``prev_ids``) or stream windows (``targets``, with the carried state)."""
 
     def __init__(self, bilm: BiLM) -> None:
         super().__init__()
         self.bilm = bilm
 
-    def forward(self, char_ids, next_ids, prev_ids, n_samples, generator):
-        _, stats, _ = self.bilm.lm_loss(char_ids, next_ids, prev_ids, n_samples=n_samples, generator=generator)
-        return stats
+    def forward(self, tensors: dict, n_samples, generator, state=None):
+        if "targets" in tensors:
+            _, stats, final = self.bilm.stream_loss(tensors["char_ids"], tensors["targets"], state,
+                                                    n_samples=n_samples, generator=generator)
+            return stats, final
+        _, stats, _ = self.bilm.lm_loss(tensors["char_ids"], tensors["next_ids"], tensors["prev_ids"],
+                                        n_samples=n_samples, generator=generator)
+        return stats, None
 
 
-def make_optimizer(model: BiLM) -> torch.optim.Optimizer:
+def make_optimizer(model: BiLM, learning_rate: float | None = None) -> torch.optim.Optimizer:
+    """The optimizer `TrainingConfig` names (``learning_rate`` overrides its rate)."""
     t = model.config.training
-    return torch.optim.Adagrad(model.parameters(), lr=t.learning_rate, initial_accumulator_value=t.initial_accumulator_value)
+    lr = t.learning_rate if learning_rate is None else learning_rate
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr)
+    return torch.optim.Adagrad(model.parameters(), lr=lr, initial_accumulator_value=t.initial_accumulator_value)
 
 
-def save_training_checkpoint(directory: Path, model: BiLM, vocab: Vocabulary, optimizer, step: int, extra: dict) -> None:
+def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+
+
+def save_training_checkpoint(directory: Path, model: BiLM, vocab: Vocabulary, optimizer, step: int, extra: dict,
+                             best_model: BiLM | None = None, stream_state: dict | None = None) -> None:
     save_checkpoint(model, directory / MODEL_DIR, vocab)
+    if best_model is not None:
+        save_checkpoint(best_model, directory / BEST_MODEL_DIR, vocab)
+    if stream_state is not None:
+        save_file(stream_state, str(directory / STREAM_STATE_FILE))
     torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
     (directory / STATE_FILE).write_text(json.dumps({"step": step, **extra}, indent=2))
 
@@ -67,51 +103,18 @@ def load_training_checkpoint(directory: Path) -> tuple[BiLM, Vocabulary, dict | 
     return model, vocab, optimizer, state
 
 
-def _all_reduce(values: list[float], device) -> list[float]:
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
+def final_model_dir(checkpoint_dir: str | Path) -> Path:
+    """The model a finished run stands for: its best evaluation's (``best_model/``) if recorded,
+    else its last (``model/``)."""
+    best = Path(checkpoint_dir) / BEST_MODEL_DIR
+    return best if best.exists() else Path(checkpoint_dir) / MODEL_DIR
 
 
-@torch.no_grad()
 def evaluate(model: BiLM, vocab: Vocabulary, tables, rank: int, world_size: int, batch_tokens: int,
              max_sentences: int | None, device) -> Perplexity:
-    """Full-softmax perplexity over held-out sentences (each worker a share, sums all-reduced)."""
-    from .batches import sentences_from_table
-
-    was_training = model.training
-    model.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]
-    pending, seen, pending_tokens = [], 0, 0
-
-    def flush():
-        nonlocal pending_tokens
-        pending_tokens = 0
-        if not pending:
-            return
-        batch = {k: v.to(device) for k, v in to_tensors(pending, vocab).items()}
-        _, stats, _ = model.lm_loss(batch["char_ids"], batch["next_ids"], batch["prev_ids"])
-        for i, key in enumerate(("forward_nll", "forward_count", "backward_nll", "backward_count")):
-            sums[i] += float(stats[key])
-        pending.clear()
-
-    for table in tables:
-        for sentence in sentences_from_table(table):
-            if max_sentences is not None and seen >= max_sentences:
-                break
-            if seen % world_size == rank:
-                pending.append(sentence)
-                pending_tokens += len(sentence) + 2
-                if pending_tokens >= batch_tokens:
-                    flush()
-            seen += 1
-    flush()
-    model.train(was_training)
-    f_nll, f_n, b_nll, b_n = _all_reduce(sums, device)
-    return Perplexity.from_sums(f_nll, int(f_n), b_nll, int(b_n))
+    """Sentence-mode perplexity over held-out rows (each worker a share, sums all-reduced)."""
+    sums = sentence_sums(model, vocab, tables, batch_tokens, max_sentences, device, rank, world_size)
+    return perplexity_of(sums, device)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -128,13 +131,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(job.seed)
+    torch.set_num_threads(job.torch_threads or max(1, math.ceil(job.cpus_per_worker)))
     vocab = Vocabulary(loop_config["vocab"])
 
-    optimizer_state, start_step = None, 0
+    optimizer_state, start_step, state, resumed_dir = None, 0, {}, None
     checkpoint = ray.train.get_checkpoint()
+    best_state = None
+    stream_state = None
     if checkpoint is not None:  # resuming this run after a failure
         with checkpoint.as_directory() as d:
             model, vocab, optimizer_state, state = load_training_checkpoint(Path(d))
+            if (Path(d) / BEST_MODEL_DIR).exists():
+                best_state = load_checkpoint(Path(d) / BEST_MODEL_DIR)[0].state_dict()
+            if (Path(d) / STREAM_STATE_FILE).exists():
+                stream_state = load_file(str(Path(d) / STREAM_STATE_FILE))
         start_step = int(state["step"])
         if rank == 0:
             print(f"resuming from the checkpoint of step {start_step}", flush=True)
@@ -146,20 +156,33 @@ def train_loop_per_worker(loop_config: dict) -> None:
             model, _ = load_checkpoint(init)
     else:
         model = BiLM(BiLMConfig.from_options(loop_config["model_config"]))
+    if loop_config.get("training_overrides") and checkpoint is None:  # e.g. adaptation with another recipe
+        model = _with_training(model, loop_config["training_overrides"])
+    t = model.config.training
+    schedule = PlateauSchedule.from_state(state["schedule"]) if "schedule" in state else PlateauSchedule(
+        t.learning_rate, job.lr_decay, job.lr_decay_patience, job.plateau_threshold, job.early_stop_patience,
+        job.lr_decay_start_epoch)
     model.to(device).train()
     optimizer = make_optimizer(model)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
+    set_learning_rate(optimizer, schedule.learning_rate)
+    best_model = None
+    if rank == 0 and best_state is not None:
+        best_model = BiLM(model.config)
+        best_model.load_state_dict(best_state)
     ddp = ray.train.torch.prepare_model(LMLoss(model), move_to_device=False) if world > 1 else LMLoss(model)
-    t = model.config.training
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=job.bf16 and device.type == "cuda")
 
     num_nodes = _count_nodes(world)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-    open_epoch = epoch_reader(train_shard, cache=bool(loop_config.get("cache_train")))
-    batches = global_batches(open_epoch, job.batch_tokens, job.shuffle_buffer, world, job.seed)
+    if job.mode == "stream":
+        trainer = StreamTrainer(job, vocab, train_shard, rank, world, device, stream_state)
+    else:
+        trainer = SentenceTrainer(job, vocab, train_shard, rank, world, device,
+                                  cache=bool(loop_config.get("cache_train")))
     tracker = tracking.WorkerTracker(loop_config.get("tracking")) if rank == 0 else None
     if tracker is not None and start_step:
         tracker.log({"resumed_from_step": start_step}, start_step)
@@ -169,47 +192,195 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_reader = ReadAhead(lambda: [_read_capped(val_shard, job.eval_max_sentences)], depth=1, name="validation")
     val_tables = None
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+    window_steps = 0
     try:
-        for batch in batches:
+        for batch, following in _with_next(trainer.batches(start_step)):
             step = batch.step
-            if step < start_step:
-                continue  # replayed to reach the checkpoint's data position; no compute
-            if step >= job.max_steps:
-                break
+            if step >= job.max_steps or (job.max_epochs is not None and batch.epoch >= job.max_epochs):
+                break  # (a resumed run that had already finished)
             if job.fail_at_step is not None and step == job.fail_at_step and rank == world - 1:
                 if _first_failure(loop_config["fault_marker"]):
                     raise RuntimeError(f"injected failure at step {step} (fault test)")
-            loss_sum = _train_step(ddp, model, optimizer, batch, vocab, rank, world, job, t, device, autocast)
-            window_loss += loss_sum
+            window_loss += trainer.train_step(ddp, model, optimizer, batch, autocast)
             window_tokens += batch.num_tokens()
+            window_steps += 1
             done = step + 1
-            last = done == job.max_steps
+            epoch_end = following.epoch != batch.epoch
+            last = done == job.max_steps or (job.max_epochs is not None and epoch_end
+                                             and following.epoch >= job.max_epochs)
+            evaluate_now = done % job.eval_every == 0 or last or (job.eval_each_epoch and epoch_end)
+            checkpoint_now = done % job.checkpoint_every == 0 or last
             metrics = {"step": done, "epoch": batch.epoch, "num_workers": world, "num_nodes": num_nodes}
-            if done % job.report_every == 0 or last or done % job.eval_every == 0 or done % job.checkpoint_every == 0:
+            if done % job.report_every == 0 or evaluate_now or checkpoint_now:
                 elapsed = time.perf_counter() - window_start
-                metrics.update(train_loss=window_loss / max(1, _steps_since(done, job.report_every, start_step)),
-                               tokens_per_second=window_tokens / elapsed, learning_rate=t.learning_rate)
-                if done % job.eval_every == 0 or last:
+                metrics.update(train_loss=window_loss / max(1, window_steps),
+                               tokens_per_second=window_tokens / elapsed, learning_rate=schedule.learning_rate)
+                if evaluate_now:
                     if val_tables is None:
                         val_tables = next(iter(val_reader))
-                    ppl = evaluate(model, vocab, val_tables, rank, world, job.batch_tokens, job.eval_max_sentences, device)
-                    metrics.update(val_ppl_forward=ppl.forward, val_ppl_backward=ppl.backward, val_ppl=ppl.average)
+                    ppl = trainer.evaluate(model, val_tables)
+                    improved, stop = schedule.update(ppl.average, done)
+                    if improved and rank == 0:
+                        best_model = _copy_model(model, best_model)
+                    set_learning_rate(optimizer, schedule.learning_rate)
+                    metrics.update(val_ppl_forward=ppl.forward, val_ppl_backward=ppl.backward, val_ppl=ppl.average,
+                                   best_val_ppl=schedule.best, best_step=schedule.best_step)
+                    if stop:
+                        metrics["early_stopped"] = 1
+                        last = checkpoint_now = True
                 if tracker is not None:
                     tracker.log(metrics, done)
-                if (done % job.checkpoint_every == 0 or last) and rank == 0:
-                    with tempfile.TemporaryDirectory() as d:
-                        save_training_checkpoint(Path(d), model, vocab, optimizer, done, {"epoch": batch.epoch})
-                        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+            if epoch_end:  # after this step's evaluation: the decayed rate applies from the next epoch
+                schedule.end_of_epoch(batch.epoch + 1)
+                set_learning_rate(optimizer, schedule.learning_rate)
+            if done % job.report_every == 0 or evaluate_now or checkpoint_now:
+                if checkpoint_now:
+                    carried = trainer.carried_state()  # every rank takes part in gathering it
+                    if rank == 0:
+                        with tempfile.TemporaryDirectory() as d:
+                            save_training_checkpoint(Path(d), model, vocab, optimizer, done,
+                                                     {"epoch": batch.epoch, "schedule": schedule.state_dict()},
+                                                     best_model=best_model, stream_state=carried)
+                            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+                    else:
+                        ray.train.report(metrics)
                 else:
                     ray.train.report(metrics)
                 # tokens_per_second measures training alone: evaluation, checkpoints and reports are
                 # left out of the next window
-                window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
             if last:
                 break
     finally:  # stop the background readers (next epoch, validation)
-        batches.close()
+        trainer.close()
         val_reader.close()
+
+
+class SentenceTrainer:
+    """Sentence mode: length-bucketed global batches of full sentences (`workflows.batches`)."""
+
+    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, train_shard, rank: int, world: int, device,
+                 cache: bool) -> None:
+        self.job, self.vocab, self.rank, self.world, self.device = job, vocab, rank, world, device
+        self._batches = global_batches(epoch_reader(train_shard, cache=cache), job.batch_tokens,
+                                       job.shuffle_buffer, world, job.seed)
+
+    def batches(self, start_step: int) -> Iterator[GlobalBatch]:
+        for batch in self._batches:
+            if batch.step >= start_step:  # earlier ones replay the data position; no compute
+                yield batch
+
+    def train_step(self, ddp, model, optimizer, batch: GlobalBatch, autocast) -> float:
+        return _train_step(ddp, model, optimizer, batch, self.vocab, self.rank, self.world, self.job,
+                           model.config.training, self.device, autocast)
+
+    def evaluate(self, model: BiLM, tables) -> Perplexity:
+        return evaluate(model, self.vocab, tables, self.rank, self.world, self.job.batch_tokens,
+                        self.job.eval_max_sentences, self.device)
+
+    def carried_state(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._batches.close()
+
+
+class StreamTrainer:
+    """Stream mode: windows of the running text with the LSTM state carried (`workflows.streams`)."""
+
+    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, train_shard, rank: int, world: int, device,
+                 carried: dict | None) -> None:
+        self.job, self.vocab, self.rank, self.world, self.device = job, vocab, rank, world, device
+        tables = list(train_shard.iter_batches(batch_size=4096, batch_format="pyarrow"))
+        self.layout = StreamLayout(running_text(tables, vocab), job.stream_rows, job.unroll_steps)
+        self.rows = self.layout.worker_rows(rank, world)
+        self.state: LstmState | None = None
+        if carried is not None:  # the checkpoint holds every row's state: take this worker's
+            layers = len([k for k in carried if k.startswith("c.")])
+            index = torch.from_numpy(self.rows)
+            self.state = LstmState([carried[f"c.{i}"][:, index].to(device) for i in range(layers)],
+                                   [carried[f"h.{i}"][:, index].to(device) for i in range(layers)])
+        self.val_text = None
+
+    def batches(self, start_step: int) -> Iterator[StreamBatch]:
+        return self.layout.batches(start_step, self.rank, self.world)
+
+    def train_step(self, ddp, model, optimizer, batch: StreamBatch, autocast) -> float:
+        if batch.step % self.layout.steps_per_epoch == 0:
+            self.state = None  # an epoch starts every row from the beginning of its text
+        tensors = {"char_ids": batch.char_ids.to(self.device), "targets": batch.targets.to(self.device)}
+        job, t = self.job, model.config.training
+        sampler = torch.Generator().manual_seed(job.seed * 1_000_003 + batch.step)
+        torch.manual_seed((job.seed * 1_000_003 + batch.step) * 1_009 + self.rank)  # dropout masks
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            stats, final = ddp(tensors, t.train_negative_samples, sampler, self.state)
+        loss = 0.5 * (stats["forward_nll"] + stats["backward_nll"]) / batch.global_targets
+        (loss * self.world).backward()  # DDP averages over workers: undo it for a global mean
+        self.state = final.detach()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        optimizer.step()
+        return all_reduce([float(loss.detach())], self.device)[0]
+
+    def evaluate(self, model: BiLM, tables) -> Perplexity:
+        if self.val_text is None:
+            self.val_text = running_text(tables, self.vocab, self.job.eval_max_sentences)
+        sums = stream_sums(model, self.val_text, self.job.eval_stream_rows, self.job.unroll_steps, self.device,
+                           self.rank, self.world)
+        return perplexity_of(sums, self.device)
+
+    def carried_state(self) -> dict | None:
+        """Every row's carried state, gathered from the workers (rank 0 gets it; others None)."""
+        if self.state is None:
+            return None
+        import torch.distributed as dist
+
+        local = ([c.cpu() for c in self.state.c], [h.cpu() for h in self.state.h])
+        if self.world > 1 and dist.is_initialized():
+            parts = [None] * self.world
+            dist.all_gather_object(parts, (self.rows, *local))
+        else:
+            parts = [(self.rows, *local)]
+        if self.rank != 0:
+            return None
+        out = {}
+        for i in range(len(local[0])):
+            for name, k in (("c", 1), ("h", 2)):
+                full = torch.zeros(2, self.layout.rows, local[k - 1][i].shape[2])
+                for part in parts:
+                    full[:, torch.from_numpy(part[0])] = part[k][i]
+                out[f"{name}.{i}"] = full.contiguous()
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _with_next(iterator: Iterator):
+    """(item, the item after it) for an endless iterator."""
+    iterator = iter(iterator)
+    current = next(iterator)
+    for following in iterator:
+        yield current, following
+        current = following
+
+
+def _with_training(model: BiLM, overrides: dict) -> BiLM:
+    """The same parameters in a model whose `TrainingConfig` has ``overrides`` (dropout, optimizer, ...)."""
+    import dataclasses
+
+    config = model.config.replace(training=dataclasses.replace(model.config.training, **overrides))
+    rebuilt = BiLM(config)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt
+
+
+def _copy_model(model: BiLM, into: BiLM | None) -> BiLM:
+    """A CPU copy of ``model``'s parameters (reusing ``into``'s storage)."""
+    if into is None:
+        into = BiLM(model.config)
+    into.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    return into
 
 
 def epoch_reader(shard, cache: bool) -> Callable[[int], Iterator]:
@@ -269,11 +440,6 @@ def _first_failure(marker: str) -> bool:
     return True
 
 
-def _steps_since(done: int, every: int, start_step: int) -> int:
-    previous = ((done - 1) // every) * every
-    return done - max(previous, start_step)
-
-
 def _train_step(ddp, model: BiLM, optimizer, batch: GlobalBatch, vocab, rank, world, job, t, device, autocast) -> float:
     """One optimizer step on this worker's share; returns the global loss of the batch."""
     n_targets = sum(len(s) + 1 for s in batch.sentences)  # per direction, whole global batch
@@ -291,14 +457,13 @@ def _train_step(ddp, model: BiLM, optimizer, batch: GlobalBatch, vocab, rank, wo
             with autocast:
                 # the same candidate set for every micro-batch and worker of this step
                 generator = torch.Generator().set_state(sampler.get_state())
-                stats = ddp(tensors["char_ids"], tensors["next_ids"], tensors["prev_ids"],
-                            t.n_negative_samples_batch, generator)
+                stats, _ = ddp(tensors, t.train_negative_samples, generator)
             loss = 0.5 * (stats["forward_nll"] + stats["backward_nll"]) / n_targets
             (loss * world).backward()  # DDP averages over workers: undo it for a global mean
         local += float(loss.detach())
     torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
     optimizer.step()
-    return _all_reduce([local], device)[0]
+    return all_reduce([local], device)[0]
 
 
 class _null:
