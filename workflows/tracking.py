@@ -108,12 +108,20 @@ class StageRun:
 
     def log_model(self, native_model_dir: str) -> str:
         """The biLM as a pyfunc that embeds sentences; our weights, config and vocab as artifacts."""
+        import shutil
+        import tempfile
+
         import mlflow
 
-        with mlflow.start_run(run_id=self.run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC_FILE), artifacts={"model": native_model_dir},
-                pip_requirements=PIP_REQUIREMENTS)
+        with tempfile.TemporaryDirectory() as staging:
+            # MLflow stores an artifact directory under its own name: always ``artifacts/model``
+            # (what `download_model` reads), whether the run's chosen model is model/ or best_model/
+            staged = os.path.join(staging, "model")
+            shutil.copytree(native_model_dir, staged)
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model", python_model=str(PYFUNC_FILE), artifacts={"model": staged},
+                    pip_requirements=PIP_REQUIREMENTS)
         return info.model_uri
 
     def finish(self, status: str = "FINISHED") -> None:
