@@ -92,6 +92,28 @@ def parameter_counts(model_dir: str) -> dict:
             "without_softmax": model.num_parameters()}
 
 
+def validation_curve(tracking_uri: str, run_id: str, steps_per_epoch: int) -> list[dict]:
+    """Every evaluation of the run, from MLflow (Ray Train's result keeps only checkpointed
+    reports of the last driver, so a resumed run's early epochs are not in it)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    series = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)}
+              for key in ("val_ppl", "val_ppl_forward", "val_ppl_backward", "learning_rate")}
+    return [{"step": step, "epoch": step / steps_per_epoch, "val_ppl": value,
+             "val_ppl_forward": series["val_ppl_forward"].get(step), "val_ppl_backward": series["val_ppl_backward"].get(step),
+             "learning_rate": series["learning_rate"].get(step)}
+            for step, value in sorted(series["val_ppl"].items()) if value == value]
+
+
+def mlflow_run_wall_s(tracking_uri: str, run_id: str) -> float | None:
+    """From the MLflow run's start (the first driver) to its end: every invocation, restarts included."""
+    import mlflow
+
+    info = mlflow.MlflowClient(tracking_uri).get_run(run_id).info
+    return None if info.end_time is None else round((info.end_time - info.start_time) / 1000, 1)
+
+
 def log_to_mlflow(result: dict, tracking_uri: str, json_path: Path) -> None:
     """The benchmark's figures on the pretraining run (its test perplexities are there already)."""
     import mlflow
@@ -163,7 +185,6 @@ def main() -> None:
 
     outcome = json.loads(summary.read_text())
     final, test = outcome["metrics"], outcome["test"]
-    history = [h for h in outcome["history"] if h.get("val_ppl") is not None]
     steps = int(final["step"])
     tokens_per_step = args.stream_rows * args.unroll_steps
     train_pairs = json.loads((data / "manifest.json").read_text())["splits"]["train"]
@@ -179,10 +200,8 @@ def main() -> None:
         "steps": steps, "steps_per_epoch": steps_per_epoch, "epochs": steps / steps_per_epoch,
         "tokens_seen_per_direction": steps * tokens_per_step,
         "train_wall_s_this_invocation": round(train_seconds, 1), "wall_s_this_invocation": round(time.time() - started, 1),
-        "validation_curve": [{"step": int(h["step"]), "epoch": int(h["epoch"]) + 1, "val_ppl": h["val_ppl"],
-                              "val_ppl_forward": h["val_ppl_forward"], "val_ppl_backward": h["val_ppl_backward"],
-                              "learning_rate": h.get("learning_rate"), "tokens_per_second": h.get("tokens_per_second")}
-                             for h in history],
+        "validation_curve": validation_curve(env["MLFLOW_TRACKING_URI"], outcome["run_id"], steps_per_epoch),
+        "mlflow_run_wall_s": mlflow_run_wall_s(env["MLFLOW_TRACKING_URI"], outcome["run_id"]),
         "unigram_add_one": unigram_baseline(paths),
         "registered": {"name": outcome["name"], "version": outcome["version"], "run_id": outcome["run_id"],
                        "run_name": outcome["run_name"], "tracking_uri": env["MLFLOW_TRACKING_URI"]},
