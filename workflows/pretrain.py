@@ -60,9 +60,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                                                        "when given; unlimited otherwise)")
     recipe.add_argument("--eval-each-epoch", action="store_true",
                         help="evaluate (and apply the schedule) at the end of every epoch as well")
-    recipe.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the model config's (adam)")
+    recipe.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the model config's (adam for new models)")
     recipe.add_argument("--learning-rate", type=float)
-    recipe.add_argument("--dropout", type=float, help="default: the preset's")
+    recipe.add_argument("--dropout", type=float, help="default: the preset's (pretrain) or the starting model's (adapt)")
     recipe.add_argument("--lr-decay", type=float, default=d.lr_decay,
                         help="learning-rate factor after --lr-decay-patience evaluations without improvement "
                              "(1: never; default: %(default)s)")
