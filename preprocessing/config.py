@@ -68,7 +68,10 @@ class PreprocessConfig:
             raise ValueError("shard_size_mb must be >= 1")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-shaped (lists, not tuples): equal to itself after a JSON round trip."""
+        values = dataclasses.asdict(self)
+        values["assigned_splits"] = [list(pair) for pair in self.assigned_splits]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "PreprocessConfig":
