@@ -87,8 +87,7 @@ def parameter_counts(model_dir: str) -> dict:
     from elmo_core.weights import load_checkpoint
 
     model, _ = load_checkpoint(model_dir)
-    forward = sum(p.numel() // 2 if name.startswith("lstm.") else p.numel() for name, p in model.named_parameters())
-    return {"forward_lm": forward, "total": model.num_parameters(include_softmax=True),
+    return {"forward_lm": model.num_forward_lm_parameters(), "total": model.num_parameters(include_softmax=True),
             "without_softmax": model.num_parameters()}
 
 

@@ -148,6 +148,11 @@ class BiLM(nn.Module):
         return sum(p.numel() for name, p in self.named_parameters()
                    if include_softmax or not name.startswith("softmax."))
 
+    def num_forward_lm_parameters(self) -> int:
+        """The forward LM's share: token encoder + forward LSTMs + softmax (how Kim et al. 2016
+        count); every LSTM tensor holds both directions in its first dimension."""
+        return sum(p.numel() // 2 if name.startswith("lstm.") else p.numel() for name, p in self.named_parameters())
+
 
 @dataclass(frozen=True)
 class Perplexity:

@@ -12,15 +12,10 @@ def test_released_parameter_counts(preset, expected):
     assert BiLM(BiLMConfig.preset(preset)).num_parameters() == expected
 
 
-def forward_lm_parameters(model: BiLM) -> int:
-    """Token encoder + forward LSTMs + softmax: the LSTM tensors hold both directions (dim 0)."""
-    return sum(p.numel() // 2 if name.startswith("lstm.") else p.numel() for name, p in model.named_parameters())
-
-
 @pytest.mark.parametrize("preset, expected, budget", [("lm5m", 4_553_763, 5_000_000), ("lm20m", 19_828_589, 20_000_000)])
 def test_language_model_presets_fit_their_budgets_on_a_10k_vocabulary(preset, expected, budget):
     model = BiLM(BiLMConfig.preset(preset, n_tokens_vocab=10_002))  # Penn Treebank's 10k words + 2 specials
-    assert forward_lm_parameters(model) == expected <= budget
+    assert model.num_forward_lm_parameters() == expected <= budget
     assert model.lstm.input_weights[0].shape[0] == 2  # (the halving above is per direction)
     assert model.config.training.dropout == 0.5
     assert BiLMConfig.preset(preset, dropout=0.2).training.dropout == 0.2  # overridable

@@ -63,26 +63,14 @@ def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]
 
 
 def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
-    """Full-softmax perplexity (geometric mean of both directions) of a model on a validation split."""
-    import pyarrow.parquet as pq
+    """Full-softmax perplexity (geometric mean of both directions) of a model on a validation
+    split, each sentence from a zero state."""
+    from .evaluation import evaluate_model, load_for_evaluation, read_split
 
-    from preprocessing.dataset import split_files
-
-    from .batches import COLUMNS
-    from .train_loop import MODEL_DIR, evaluate, load_training_checkpoint
-    from elmo_core.weights import load_checkpoint
-
-    path = Path(model_dir)
-    model, vocab = (load_training_checkpoint(path)[:2] if (path / MODEL_DIR).exists() else load_checkpoint(path))
-    if vocab is None:
-        from preprocessing.dataset import load_vocabulary
-
-        vocab = load_vocabulary(data_dir)
-    def tables():
-        for uri in split_files(data_dir, "validation"):  # local paths or s3:// (pyarrow reads both)
-            yield pq.read_table(uri, columns=COLUMNS)
-
-    return evaluate(model, vocab, tables(), 0, 1, job.batch_tokens, job.eval_max_sentences, "cpu").average
+    model, vocab = load_for_evaluation(model_dir, data_dir)
+    results = evaluate_model(model, vocab, read_split(data_dir, "validation"), ["sentence"],
+                             batch_tokens=job.batch_tokens, max_sentences=job.eval_max_sentences)
+    return results["sentence"].average
 
 
 def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str, address: str | None = None,

@@ -65,15 +65,15 @@ class LMLoss(torch.nn.Module):
         return stats, None
 
 
-def make_optimizer(model: BiLM, learning_rate: float | None = None) -> torch.optim.Optimizer:
-    """The optimizer `TrainingConfig` names (``learning_rate`` overrides its rate)."""
+def make_optimizer(model: BiLM) -> torch.optim.Optimizer:
+    """The optimizer `TrainingConfig` names, at its learning rate."""
     t = model.config.training
-    lr = t.learning_rate if learning_rate is None else learning_rate
     if t.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.Adam(model.parameters(), lr=t.learning_rate)
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr)
-    return torch.optim.Adagrad(model.parameters(), lr=lr, initial_accumulator_value=t.initial_accumulator_value)
+        return torch.optim.SGD(model.parameters(), lr=t.learning_rate)
+    return torch.optim.Adagrad(model.parameters(), lr=t.learning_rate,
+                               initial_accumulator_value=t.initial_accumulator_value)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
@@ -134,7 +134,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.set_num_threads(job.torch_threads or max(1, math.ceil(job.cpus_per_worker)))
     vocab = Vocabulary(loop_config["vocab"])
 
-    optimizer_state, start_step, state, resumed_dir = None, 0, {}, None
+    optimizer_state, start_step, state = None, 0, {}
     checkpoint = ray.train.get_checkpoint()
     best_state = None
     stream_state = None
@@ -210,8 +210,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                                              and following.epoch >= job.max_epochs)
             evaluate_now = done % job.eval_every == 0 or last or (job.eval_each_epoch and epoch_end)
             checkpoint_now = done % job.checkpoint_every == 0 or last
+            report_now = done % job.report_every == 0 or evaluate_now or checkpoint_now
             metrics = {"step": done, "epoch": batch.epoch, "num_workers": world, "num_nodes": num_nodes}
-            if done % job.report_every == 0 or evaluate_now or checkpoint_now:
+            if report_now:
                 elapsed = time.perf_counter() - window_start
                 metrics.update(train_loss=window_loss / max(1, window_steps),
                                tokens_per_second=window_tokens / elapsed, learning_rate=schedule.learning_rate)
@@ -233,7 +234,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if epoch_end:  # after this step's evaluation: the decayed rate applies from the next epoch
                 schedule.end_of_epoch(batch.epoch + 1)
                 set_learning_rate(optimizer, schedule.learning_rate)
-            if done % job.report_every == 0 or evaluate_now or checkpoint_now:
+            if report_now:
                 if checkpoint_now:
                     carried = trainer.carried_state()  # every rank takes part in gathering it
                     if rank == 0:
@@ -335,21 +336,20 @@ class StreamTrainer:
             return None
         import torch.distributed as dist
 
-        local = ([c.cpu() for c in self.state.c], [h.cpu() for h in self.state.h])
+        local = {"c": [c.cpu() for c in self.state.c], "h": [h.cpu() for h in self.state.h]}
+        parts = [(self.rows, local)]
         if self.world > 1 and dist.is_initialized():
             parts = [None] * self.world
-            dist.all_gather_object(parts, (self.rows, *local))
-        else:
-            parts = [(self.rows, *local)]
+            dist.all_gather_object(parts, (self.rows, local))
         if self.rank != 0:
             return None
         out = {}
-        for i in range(len(local[0])):
-            for name, k in (("c", 1), ("h", 2)):
-                full = torch.zeros(2, self.layout.rows, local[k - 1][i].shape[2])
-                for part in parts:
-                    full[:, torch.from_numpy(part[0])] = part[k][i]
-                out[f"{name}.{i}"] = full.contiguous()
+        for name, layers in local.items():
+            for i, mine in enumerate(layers):
+                full = torch.zeros(2, self.layout.rows, mine.shape[2])
+                for rows, theirs in parts:
+                    full[:, torch.from_numpy(rows)] = theirs[name][i]
+                out[f"{name}.{i}"] = full
         return out
 
     def close(self) -> None:
