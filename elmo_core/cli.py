@@ -14,7 +14,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 # subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("elmo_core.embed_command", "embed a file of tokenized sentences into HDF5 (AllenNLP layout)"),
-    "preprocess": ("preprocessing.cli", "corpus shards -> vocabulary + character-encoded Parquet (Ray Data)"),
+    "preprocess": ("preprocessing.cli", "corpus shards -> vocabulary + Parquet of word ids and tokens (Ray Data)"),
     "pretrain": ("workflows.pretrain", "pretrain a biLM on Ray Train; track and register it in MLflow"),
     "adapt": ("workflows.adapt", "continue LM training on a new domain from a registered/imported model"),
 }

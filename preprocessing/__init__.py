@@ -1,1 +1,2 @@
-"""Corpus -> vocabulary + character-encoded Parquet on Ray Data (not built yet)."""
+"""Corpus shards -> vocabulary + Parquet of word ids and tokens on Ray Data (`elmo preprocess`);
+character ids are computed from the tokens when read (`preprocessing.encode.char_ids_of`)."""

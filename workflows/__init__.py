@@ -1,1 +1,2 @@
-"""`ray job submit` entrypoints (pretraining, adaptation, batch embedding) and the demo main job."""
+"""`ray job submit` entrypoints (preprocessing, pretraining, adaptation) and the demo main job;
+batch and scheduled embedding are not built yet."""
