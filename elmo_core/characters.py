@@ -83,25 +83,59 @@ def ids_to_token(ids: Sequence[int] | np.ndarray) -> str:
     return bytes(body).decode("utf-8", "replace")
 
 
+def wrap_padded(rows: Sequence[np.ndarray], bos, eos, pad, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """The one place sentences get their boundaries: ``rows[i]`` (n_i, *F) -> (B, T, *F) laid out
+    as ``bos, row_i, eos`` then ``pad`` up to T = max n_i + 2, and the lengths n_i + 2 (B,).
+
+    ``bos``/``eos``/``pad`` are one position's value: a token's char ids (50,), a word id, a
+    token-type index. Used for char ids (`batch_to_ids`), word ids and type indices (embedding,
+    training batches)."""
+    lengths = np.array([len(r) + 2 for r in rows], dtype=np.int64)
+    feature = np.shape(bos)
+    out = np.empty((len(rows), int(lengths.max(initial=2)), *feature), dtype=dtype)
+    out[:] = pad
+    for i, row in enumerate(rows):
+        out[i, 0] = bos
+        out[i, 1:lengths[i] - 1] = row
+        out[i, lengths[i] - 1] = eos
+    return out, lengths
+
+
 def sentence_to_ids(tokens: Sequence[str], add_boundaries: bool = True) -> np.ndarray:
     """One sentence -> (n + 2, 50) ids (with ``<S>``, ``</S>``) or (n, 50) without."""
-    words = [BOS_TOKEN, *tokens, EOS_TOKEN] if add_boundaries else list(tokens)
-    if not words:
-        return np.zeros((0, MAX_CHARS_PER_TOKEN), dtype=np.int64)
-    return np.stack([token_to_ids(w) for w in words])
+    body = (np.stack([token_to_ids(w) for w in tokens]) if len(tokens)
+            else np.zeros((0, MAX_CHARS_PER_TOKEN), dtype=np.int64))
+    if not add_boundaries:
+        return body
+    return wrap_padded([body], token_to_ids(BOS_TOKEN), token_to_ids(EOS_TOKEN), 0)[0][0]
 
 
 def batch_to_ids(sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> "torch.Tensor":
     """Sentences -> (B, T, 50) int64 ids, right-padded with all-zero rows (T = longest + 2)."""
-    extra = 2 if add_boundaries else 0
-    longest = max((len(s) for s in sentences), default=0) + extra
-    out = np.zeros((len(sentences), longest, MAX_CHARS_PER_TOKEN), dtype=np.int64)
-    for i, sentence in enumerate(sentences):
-        if len(sentence) + extra:
-            out[i, : len(sentence) + extra] = sentence_to_ids(sentence, add_boundaries)
     import torch
 
+    bodies = [sentence_to_ids(s, add_boundaries=False) for s in sentences]
+    if add_boundaries:
+        out, _ = wrap_padded(bodies, token_to_ids(BOS_TOKEN), token_to_ids(EOS_TOKEN), 0)
+        return torch.from_numpy(out)
+    out = np.zeros((len(sentences), max((len(b) for b in bodies), default=0), MAX_CHARS_PER_TOKEN), np.int64)
+    for i, body in enumerate(bodies):
+        out[i, :len(body)] = body
     return torch.from_numpy(out)
+
+
+def add_sentence_boundaries(char_ids: "torch.Tensor") -> "torch.Tensor":
+    """(B, T, 50) ids without ``<S>``/``</S>`` -> (B, T + 2, 50) with them (per row's length);
+    the tensor form of `wrap_padded`, for callers that already hold padded ids (`Elmo`)."""
+    import torch
+
+    B, T, C = char_ids.shape
+    lengths = (char_ids[:, :, 0] != 0).sum(1)
+    out = char_ids.new_zeros(B, T + 2, C)
+    out[:, 1:-1] = char_ids
+    out[:, 0] = torch.from_numpy(token_to_ids(BOS_TOKEN).copy()).to(char_ids.device)
+    out[torch.arange(B), lengths + 1] = torch.from_numpy(token_to_ids(EOS_TOKEN).copy()).to(char_ids.device)
+    return out
 
 
 _BOS_BYTES = np.frombuffer(BOS_TOKEN.encode(), dtype=np.uint8)

@@ -13,25 +13,10 @@ import torch
 from torch import nn
 
 from .bilm import BiLM
-from .characters import BOS_TOKEN, EOS_TOKEN, MAX_CHARS_PER_TOKEN, batch_to_ids, token_to_ids
+from .characters import MAX_CHARS_PER_TOKEN, add_sentence_boundaries, batch_to_ids
 from .lstm import CarriedState
 from .scalar_mix import ScalarMix
 from .weights import load_model
-
-_BOS_IDS = torch.from_numpy(token_to_ids(BOS_TOKEN).copy())
-_EOS_IDS = torch.from_numpy(token_to_ids(EOS_TOKEN).copy())
-
-
-def add_sentence_boundaries(char_ids: torch.Tensor) -> torch.Tensor:
-    """(B, T, 50) ids without ``<S>``/``</S>`` -> (B, T + 2, 50) with them (per row's length)."""
-    B, T, C = char_ids.shape
-    lengths = (char_ids[:, :, 0] != 0).sum(1)
-    out = char_ids.new_zeros(B, T + 2, C)
-    out[:, 1:-1] = char_ids
-    out[:, 0] = _BOS_IDS.to(char_ids.device)
-    out[torch.arange(B), lengths + 1] = _EOS_IDS.to(char_ids.device)
-    return out
-
 
 class Elmo(nn.Module):
     """ELMo representations for a downstream model (Peters et al. 2018).

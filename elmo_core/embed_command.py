@@ -1,8 +1,8 @@
 """``elmo embed``: one whitespace-tokenized sentence per line -> HDF5 in AllenNLP's layout.
 
-Output: one float32 dataset per input line, named by its 0-based line index, shape
-(3, n, 2P) for ``--all``, (n, 2P) for ``--top`` (last layer) and ``--average`` (mean of the
-layers); plus ``sentence_to_index``, one JSON string mapping each sentence's text to its key.
+Output: one dataset per input line (float32 unless ``--dtype float16``), named by its 0-based
+line index, shape (3, n, 2P) for ``--all``, (n, 2P) for ``--top`` (last layer), ``--average``
+(mean of the layers) and ``--layers mix:W0,W1,W2`` (`elmo_core.layer_selection`); plus ``sentence_to_index``, one JSON string mapping each sentence's text to its key.
 The file appears only when complete (written to a temporary name, then renamed).
 """
 
@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .layer_selection import DEFAULT_LAYERS, DTYPES, LayerSelection
 
 
 class InputError(ValueError):
@@ -30,7 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     layers.add_argument("--top", dest="layers", action="store_const", const="top", help="top layer: (n, 2P)")
     layers.add_argument("--average", dest="layers", action="store_const", const="average",
                         help="mean of the layers: (n, 2P)")
-    p.set_defaults(layers="all")
+    layers.add_argument("--layers", dest="layers", metavar="SPEC",
+                        help="all | top | average | mix:W0,W1,W2 (weighted sum, weights as given)")
+    p.set_defaults(layers=DEFAULT_LAYERS)
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="stored precision (default float32)")
     p.add_argument("--options-file", help="bilm-tf/AllenNLP options.json (with --weight-file)")
     p.add_argument("--weight-file", help="bilm-tf/AllenNLP weights .hdf5 (with --options-file)")
     p.add_argument("--model", help="native model directory (config.json + model.safetensors)")
@@ -67,6 +72,14 @@ def read_sentences(path: str) -> tuple[list[str], list[list[str]]]:
     return [line.strip() for line in lines], sentences
 
 
+def write_sentence_index(fout, mapping: dict[str, str]) -> None:
+    """AllenNLP's ``sentence_to_index``: one JSON string, sentence text -> dataset key."""
+    import h5py
+    import numpy as np
+
+    fout.create_dataset("sentence_to_index", data=np.array([json.dumps(mapping)], dtype=h5py.string_dtype()))
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
@@ -82,6 +95,10 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("give --model DIR, or both --options-file and --weight-file")
     if args.model and (args.options_file or args.weight_file):
         raise InputError("give either --model or --options-file/--weight-file, not both")
+    try:
+        selection = LayerSelection.parse(args.layers, args.dtype)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     lines, sentences = read_sentences(args.input_file)
     out_path = Path(args.output_file)
     if not out_path.parent.is_dir():
@@ -103,7 +120,10 @@ def _run(args: argparse.Namespace) -> int:
     except (WeightFileError, ValueError) as exc:
         raise InputError(str(exc)) from None
 
-    embedder = Embedder(model, batch_size=args.batch_size, stateful=args.stateful)
+    try:
+        embedder = Embedder(model, batch_size=args.batch_size, stateful=args.stateful, layers=selection)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     n_tokens = sum(len(s) for s in sentences)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
     os.close(fd)
@@ -112,14 +132,9 @@ def _run(args: argparse.Namespace) -> int:
         with h5py.File(tmp, "w") as fout, tqdm(total=n_tokens, unit="tok", disable=args.no_progress or None,
                                                desc="embedding", file=sys.stderr) as bar:
             for index, layers in embedder.embed(sentences):
-                if args.layers == "top":
-                    layers = layers[-1]
-                elif args.layers == "average":
-                    layers = layers.mean(axis=0)
-                fout.create_dataset(str(index), data=layers.astype(np.float32, copy=False))
+                fout.create_dataset(str(index), data=layers)
                 bar.update(layers.shape[-2])
-            mapping = {line: str(i) for i, line in enumerate(lines)}
-            fout.create_dataset("sentence_to_index", data=np.array([json.dumps(mapping)], dtype=h5py.string_dtype()))
+            write_sentence_index(fout, {line: str(i) for i, line in enumerate(lines)})
         os.replace(tmp, out_path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,7 +1,8 @@
-"""Sentences -> biLM layers, fast: batching, length bucketing and a per-chunk token cache.
+"""Sentences -> the requested biLM layers, fast: batching, length bucketing and a per-chunk token
+cache. The one embedding path: `elmo embed`, the MLflow pyfunc and the embedding jobs all call it.
 
-`Embedder.embed` yields ``(index, layers)`` with layers (L+1, n, 2P) float32 for each input
-sentence (``<S>``/``</S>`` positions removed).
+`Embedder.embed` yields ``(index, array)`` for each input sentence, the array chosen by the
+`LayerSelection` (default ``all``: (L+1, n, 2P) float32), ``<S>``/``</S>`` positions removed.
 
 * stateless (default): every sentence starts from a zero LSTM state, so results do not depend
   on batch mates, batch size, order or padding. Sentences are read in chunks, sorted by length
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 
 from .bilm import BiLM
-from .characters import BOS_TOKEN, EOS_TOKEN, token_to_ids
+from .characters import BOS_TOKEN, EOS_TOKEN, token_to_ids, wrap_padded
+from .layer_selection import LayerSelection
 from .lstm import CarriedState
 
 
@@ -37,12 +39,16 @@ class Embedder:
         Carry state across batches (see module docstring).
     chunk_size : int
         Sentences whose distinct tokens are encoded together (and, stateless, sorted together).
+    layers : LayerSelection or str
+        What each sentence yields (``all``, ``top``, ``average``, ``mix:...``) and its dtype.
     """
 
     def __init__(self, model: BiLM, batch_size: int = 64, stateful: bool = False,
-                 chunk_size: int = 4096) -> None:
+                 chunk_size: int = 4096, layers: LayerSelection | str = "all") -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        self.layers = layers if isinstance(layers, LayerSelection) else LayerSelection.parse(layers)
+        self.layers.check(model.config.n_output_layers)
         self.model = model.eval()
         self.batch_size = batch_size
         self.stateful = stateful
@@ -55,7 +61,7 @@ class Embedder:
 
     @torch.inference_mode()
     def embed(self, sentences: Iterable[Sequence[str]]) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (input index, (L+1, n, 2P) float32 array) for every sentence (n >= 1 tokens)."""
+        """Yield (input index, selected layers) for every sentence (n >= 1 tokens)."""
         chunk: list[Sequence[str]] = []
         start = 0
         for sentence in sentences:
@@ -87,18 +93,14 @@ class Embedder:
         order = list(order)
         for b in range(0, len(order), self.batch_size):
             members = order[b:b + self.batch_size]
-            lengths = [len(rows[i]) + 2 for i in members]
-            T = max(lengths)
-            ids = np.ones((len(members), T), dtype=np.int64)  # padding -> EOS vector, masked anyway
-            for r, i in enumerate(members):
-                ids[r, 0] = 0
-                ids[r, 1:lengths[r] - 1] = rows[i]
+            # type 0 is <S>, type 1 </S> (also the padding: its vector is masked anyway)
+            ids, lengths = wrap_padded([np.asarray(rows[i], np.int64) for i in members], 0, 1, 1)
             index = torch.from_numpy(ids).to(self.device)
-            mask = torch.arange(T, device=self.device)[None, :] < torch.tensor(lengths, device=self.device)[:, None]
+            mask = torch.arange(ids.shape[1], device=self.device)[None, :] < torch.from_numpy(lengths).to(self.device)[:, None]
             state = self._carried.get(len(members)) if self.stateful else None
             out = self.model.contextualize(vectors[index], mask, state)
             if self.stateful:
                 self._carried.put(out.state)
             layers = out.layers.float().cpu().numpy()  # (L+1, B, T, 2P)
             for r, i in enumerate(members):
-                yield start + i, np.ascontiguousarray(layers[:, r, 1:lengths[r] - 1])
+                yield start + i, self.layers.apply(layers[:, r, 1:lengths[r] - 1])

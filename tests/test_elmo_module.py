@@ -7,7 +7,8 @@ from conftest import random_sentences, seeded
 from elmo_core.bilm import BiLM
 from elmo_core.characters import batch_to_ids
 from elmo_core.config import BiLMConfig
-from elmo_core.elmo import Elmo, add_sentence_boundaries
+from elmo_core.characters import add_sentence_boundaries
+from elmo_core.elmo import Elmo
 from elmo_core.scalar_mix import ScalarMix
 
 

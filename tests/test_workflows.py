@@ -6,8 +6,6 @@ from __future__ import annotations
 import glob
 import inspect
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 import torch
 
 from elmo_core.sample_text import pydoc_sentences
-from processes import free_ports, stop_group
+from processes import mlflow_server as start_mlflow_server
 from preprocessing.config import PreprocessConfig
 from preprocessing.dataset import load_vocabulary
 from workflows.config import TrainJobConfig
@@ -193,30 +191,8 @@ def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, mon
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_ports(1)[0]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts")],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start; see {root / 'server.log'}")
-            time.sleep(0.5)
-    yield uri
-    stop_group(proc)
-    log.close()
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
 
 
 def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_worker(cluster, data):
@@ -295,7 +271,9 @@ def test_pretrain_registers_and_the_gate_refuses_a_worse_model(registered, mlflo
     assert good["model_dir"].endswith("best_model") and good["val_ppl"] == min(history["val_ppl"])
     expected = Embedder(model.eval()).embed_all([s.split() for s in sentences])
     for row, exp in zip(out.to_dict("records"), expected):
-        np.testing.assert_allclose(np.array(row["embedding"]), exp.mean(axis=0), atol=1e-5)
+        np.testing.assert_allclose(np.array(row["embedding"]), exp, atol=1e-5)  # default: all layers
+    averaged = pyfunc.predict(sentences, params={"layers": "average"})
+    np.testing.assert_allclose(np.array(averaged["embedding"][1]), expected[1].mean(axis=0), atol=1e-5)
 
     # the gate: a version whose held-out perplexity is worse becomes candidate, not champion
     from workflows import tracking

@@ -25,7 +25,7 @@ import pyarrow as pa
 import torch
 
 from elmo_core.bilm import sentence_targets
-from elmo_core.characters import BOS_TOKEN, EOS_TOKEN, MAX_CHARS_PER_TOKEN, token_to_ids
+from elmo_core.characters import BOS_TOKEN, EOS_TOKEN, token_to_ids, wrap_padded
 from elmo_core.vocabulary import Vocabulary
 
 from .read_ahead import ReadAhead
@@ -142,18 +142,8 @@ _EOS = token_to_ids(EOS_TOKEN).astype(np.int64)
 def to_tensors(sentences: list[Sentence], vocab: Vocabulary) -> dict[str, torch.Tensor]:
     """Sentences -> ``<S> w1 .. wn </S>`` tensors: char_ids (B, T, 50), next_ids / prev_ids (B, T)
     (targets, -1 where none), tokens (number of real words)."""
-    B = len(sentences)
-    T = max(len(s) for s in sentences) + 2
-    char_ids = np.zeros((B, T, MAX_CHARS_PER_TOKEN), dtype=np.int64)
-    word_ids = np.zeros((B, T), dtype=np.int64)
-    lengths = np.zeros(B, dtype=np.int64)
-    for b, s in enumerate(sentences):
-        n = len(s)
-        char_ids[b, 0], char_ids[b, n + 1] = _BOS, _EOS
-        char_ids[b, 1:n + 1] = s.char_ids
-        word_ids[b, 0], word_ids[b, n + 1] = vocab.bos, vocab.eos
-        word_ids[b, 1:n + 1] = s.word_ids
-        lengths[b] = n + 2
+    char_ids, lengths = wrap_padded([s.char_ids for s in sentences], _BOS, _EOS, 0)
+    word_ids, _ = wrap_padded([s.word_ids for s in sentences], vocab.bos, vocab.eos, 0)
     word = torch.from_numpy(word_ids)
     next_ids, prev_ids = sentence_targets(word, torch.from_numpy(lengths))
     return {"char_ids": torch.from_numpy(char_ids), "next_ids": next_ids, "prev_ids": prev_ids}
