@@ -105,7 +105,6 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"output directory {out_path.parent} does not exist")
 
     import h5py
-    import numpy as np
     import torch
     from tqdm import tqdm
 

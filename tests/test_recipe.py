@@ -9,7 +9,6 @@ import math
 from collections import Counter
 
 import pyarrow as pa
-import pytest
 import torch
 
 from elmo_core.bilm import BiLM
