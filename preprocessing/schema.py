@@ -30,8 +30,11 @@ SENTENCES = pa.schema(
     ]
 )
 
+# sentences before word ids: what tokenizing a block of lines gives (`stage.tokenize_lines`)
+TOKENIZED = pa.schema([f for f in SENTENCES if f.name != "word_ids"])
+
 # --- staged sentences -----------------------------------------------------------------------
-STAGED = pa.schema([f for f in SENTENCES if f.name != "word_ids"] + [pa.field("split", pa.string())])
+STAGED = pa.schema(list(TOKENIZED) + [pa.field("split", pa.string())])
 
 # --- statistics -----------------------------------------------------------------------------
 KIND_TOKEN = "token"  # key = the token, count = its occurrences in `split`

@@ -12,6 +12,8 @@ Arrow's and numpy's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -83,6 +85,59 @@ def _token_rows(staged: pa.Table) -> pa.Table:
         "split": counts.column("split"), "key": counts.column("token"), "count": counts.column("count")})
 
 
+@dataclass
+class TokenizedLines:
+    """A block of lines as sentences: ``rows`` (`schema.TOKENIZED`: sentence_id, source, line,
+    sentence_index, num_tokens, tokens), ``per_line`` (L,) sentences of each line, ``line_of``
+    (S,) each sentence's line (position in the block), ``texts`` each line decoded and stripped,
+    ``invalid`` positions of lines with invalid UTF-8, ``cut`` (position, sentences cut)."""
+
+    rows: pa.Table
+    per_line: np.ndarray
+    line_of: np.ndarray
+    texts: list[str]
+    invalid: list[int]
+    cut: list[tuple[int, int]]
+
+
+def tokenize_lines(lines: pa.Table, raws: list[bytes], process: LineProcessor) -> TokenizedLines:
+    """Raw lines (``lines``: source, key, line number; ``raws`` their bytes) -> sentences. The one
+    tokenizing step of preprocessing and of the embedding jobs (`workflows.embed_pipeline`); the
+    tokenizer is the only per-line Python, nothing here is per token."""
+    for i in np.flatnonzero(lines.column("line").to_numpy() == 1):
+        if raws[i].startswith(BYTE_ORDER_MARK):
+            raws[i] = raws[i][len(BYTE_ORDER_MARK):]
+    joined = process.joined
+    sentences: list[str] = []  # every sentence of the block, its tokens joined by spaces
+    per_line: list[int] = []
+    texts: list[str] = []
+    invalid: list[int] = []
+    cut: list[tuple[int, int]] = []
+    for i, raw in enumerate(raws):
+        text, bad = decode_line(raw)
+        if bad:
+            invalid.append(i)
+        texts.append(text.strip())
+        found, cut_count = joined(text)
+        sentences += found
+        per_line.append(len(found))
+        if cut_count:
+            cut.append((i, cut_count))
+    per_line_array = np.asarray(per_line, np.int64)
+    line_of = np.repeat(np.arange(len(raws)), per_line_array)
+    first = np.cumsum(per_line_array) - per_line_array
+    index = np.arange(len(sentences), dtype=np.int32) - np.repeat(first, per_line_array).astype(np.int32)
+    tokens = pc.split_pattern(pa.array(sentences, pa.string()), " ")
+    lengths = pc.list_value_length(tokens).cast(pa.int32())
+    take_lines = pa.array(line_of)  # line columns -> sentence columns
+    key, number = lines.column("key").take(take_lines), lines.column("line").take(take_lines)
+    sentence_id = pc.binary_join_element_wise(key, number.cast(pa.string()), pa.array(index).cast(pa.string()), ":")
+    rows = pa.table({
+        "sentence_id": sentence_id, "source": lines.column("source").take(take_lines), "line": number,
+        "sentence_index": pa.array(index), "num_tokens": lengths, "tokens": tokens}, schema=schema.TOKENIZED)
+    return TokenizedLines(rows, per_line_array, line_of, texts, invalid, cut)
+
+
 class BlockStager:
     """One raw-line block -> ({source: staged sentence rows}, statistics)."""
 
@@ -109,48 +164,18 @@ class BlockStager:
                        for r in batch.filter(pc.invert(is_line)).to_pylist()]
             batch = batch.filter(is_line)
         lines = batch.select(["source", "key", "line"])
-        raws = batch.column("raw").to_pylist()
-        for i in np.flatnonzero(lines.column("line").to_numpy() == 1):
-            if raws[i].startswith(BYTE_ORDER_MARK):
-                raws[i] = raws[i][len(BYTE_ORDER_MARK):]
-        # the tokenizer is the only per-line Python; nothing here is per token
-        joined = self.process.joined
-        sentences: list[str] = []  # every sentence of the block, its tokens joined by spaces
-        per_line: list[int] = []  # sentences of each line
-        invalid: list[int] = []  # positions of lines with invalid UTF-8
-        cut: list[tuple[int, int]] = []  # (position, sentences cut) of lines with overlong sentences
-        for i, raw in enumerate(raws):
-            text, bad = decode_line(raw)
-            if bad:
-                invalid.append(i)
-            found, cut_count = joined(text)
-            sentences += found
-            per_line.append(len(found))
-            if cut_count:
-                cut.append((i, cut_count))
-        # everything per sentence and per token is derived with array operations
+        tokenized = tokenize_lines(lines, batch.column("raw").to_pylist(), self.process)
         split_codes = self._split_codes(lines)
         splits = pa.array(SPLITS, pa.string()).take(pa.array(split_codes))
-        per_line = np.asarray(per_line, np.int64)
-        line_of = np.repeat(np.arange(len(raws)), per_line)  # each sentence's line (position in the block)
-        first = np.cumsum(per_line) - per_line
-        index = np.arange(len(sentences), dtype=np.int32) - np.repeat(first, per_line).astype(np.int32)
-        tokens = pc.split_pattern(pa.array(sentences, pa.string()), " ")
-        lengths = pc.list_value_length(tokens).cast(pa.int32())
-        take_lines = pa.array(line_of)  # line columns -> sentence columns
-        key, number = lines.column("key").take(take_lines), lines.column("line").take(take_lines)
-        sentence_id = pc.binary_join_element_wise(key, number.cast(pa.string()), pa.array(index).cast(pa.string()), ":")
-        rows = pa.table({
-            "sentence_id": sentence_id,
-            "source": lines.column("source").take(take_lines), "line": number, "sentence_index": pa.array(index),
-            "num_tokens": lengths, "tokens": tokens,
-            "split": splits.take(take_lines)}, schema=schema.STAGED)
-        tokens_per_line = np.bincount(line_of, weights=lengths.to_numpy(), minlength=len(raws))
+        rows = tokenized.rows.append_column("split", splits.take(pa.array(tokenized.line_of)))
+        tokens_per_line = np.bincount(tokenized.line_of, weights=rows.column("num_tokens").to_numpy(),
+                                      minlength=len(tokenized.texts))
         staged = {}
         if rows.num_rows:
             sources = pc.unique(rows.column("source")).to_pylist()
             for source in sources:
                 staged[source] = rows if len(sources) == 1 else rows.filter(pc.equal(rows.column("source"), source))
-        counters = _line_counters(lines, split_codes, per_line, tokens_per_line, invalid, cut)
+        counters = _line_counters(lines, split_codes, tokenized.per_line, tokens_per_line, tokenized.invalid,
+                                  tokenized.cut)
         stats = pa.concat_tables([_markers(markers), counters, _token_rows(rows)])
         return staged, stats
