@@ -38,7 +38,8 @@ def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]
     from . import tracking
 
     if source.startswith(("models:/", "runs:/")):
-        return tracking.download_model(source, workdir), tracking.model_version_of(source)
+        pinned, lineage = tracking.pin_model_uri(source)
+        return tracking.download_model(pinned, workdir), lineage
     if "," in source:  # bilm-tf options + weights
         from elmo_core.weights import load_bilm_tf, save_checkpoint
 

@@ -15,7 +15,17 @@ from pathlib import Path
 CANDIDATE, CHAMPION = "candidate", "champion"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
-PIP_REQUIREMENTS = ["torch>=2.13", "numpy>=2.0", "safetensors>=0.4", "h5py>=3.10", "pandas", "mlflow==3.17.2"]
+# What the logged pyfunc needs where it is loaded (this project need not be installed there: the
+# model carries elmo_core as code): elmo_core imports torch, numpy, safetensors and h5py; the
+# pyfunc itself mlflow and pandas. Bounds as in pyproject.toml.
+PIP_REQUIREMENTS = ["torch>=2.13,<2.15", "numpy>=2.0", "safetensors>=0.4", "h5py>=3.10", "pandas",
+                    "mlflow==3.17.2"]
+# The pyfunc's params (name -> default), declared in its signature: MLflow passes on only the
+# params a signature declares, and fills in these defaults where a request leaves one out.
+PYFUNC_PARAMS = {"layers": "all", "dtype": "float32"}
+# Saved with the model (input_example.json / serving_input_example.json); MLflow also serves it
+# once, through the logged model, while logging, to check it works.
+PYFUNC_INPUT_EXAMPLE = (["The biLM reads characters .", "ELMo vectors depend on context"], {"layers": "average"})
 
 
 def tracking_uri() -> str:
@@ -107,12 +117,32 @@ class StageRun:
         plt.close(fig)
 
     def log_model(self, native_model_dir: str) -> str:
-        """The biLM as a pyfunc that embeds sentences; our weights, config and vocab as artifacts."""
+        """The biLM as a pyfunc that embeds sentences; our weights, config and vocab as artifacts.
+
+        Portable and self-describing: the `elmo_core` package goes with the model as code
+        (``code_paths``), its requirements as ``requirements.txt``, and a signature (input: one
+        string column, ``sentence``; output: ``tokens`` and ``embedding``; params ``layers`` and
+        ``dtype``) and an input example with it. The input column is left unnamed in the
+        signature: MLflow turns a plain list of strings into a column ``0``, which a named
+        ``sentence`` column would refuse."""
         import shutil
         import tempfile
 
         import mlflow
+        import pandas as pd
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import AnyType, Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
+        import elmo_core
+
+        signature = ModelSignature(
+            inputs=Schema([ColSpec(DataType.string)]),
+            # embedding: (L+1, n, 2P) nested lists for layers=all, (n, 2P) otherwise
+            outputs=Schema([ColSpec(Array(DataType.string), "tokens"), ColSpec(AnyType(), "embedding")]),
+            params=ParamSchema([ParamSpec(name, DataType.string, default)
+                                for name, default in PYFUNC_PARAMS.items()]))
+        sentences, example_params = PYFUNC_INPUT_EXAMPLE
+        input_example = (pd.DataFrame({"sentence": sentences}), dict(example_params))
         with tempfile.TemporaryDirectory() as staging:
             # MLflow stores an artifact directory under its own name: always ``artifacts/model``
             # (what `download_model` reads), whether the run's chosen model is model/ or best_model/
@@ -121,7 +151,8 @@ class StageRun:
             with mlflow.start_run(run_id=self.run_id):
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=str(PYFUNC_FILE), artifacts={"model": staged},
-                    pip_requirements=PIP_REQUIREMENTS)
+                    code_paths=[os.path.dirname(os.path.abspath(elmo_core.__file__))],
+                    pip_requirements=PIP_REQUIREMENTS, signature=signature, input_example=input_example)
         return info.model_uri
 
     def finish(self, status: str = "FINISHED") -> None:
@@ -188,12 +219,27 @@ def download_model(model_uri: str, destination: str) -> str:
     return str(native)
 
 
-def model_version_of(model_uri: str) -> str:
-    """``models:/NAME@ALIAS`` -> ``NAME/VERSION`` (for lineage tags); other URIs unchanged."""
+def pin_model_uri(model_uri: str) -> tuple[str, str]:
+    """A model URI -> (the concrete URI to load, its lineage label), resolved once so that what is
+    loaded and what is recorded cannot differ: ``models:/NAME@ALIAS`` -> (``models:/NAME/V``,
+    ``NAME/V``); ``models:/NAME/V`` -> itself and ``NAME/V``; ``runs:/ID/PATH`` -> itself twice."""
     import mlflow
 
-    if model_uri.startswith("models:/") and "@" in model_uri:
-        name, alias = model_uri[len("models:/"):].split("@", 1)
-        version = mlflow.MlflowClient(tracking_uri()).get_model_version_by_alias(name, alias).version
-        return f"{name}/{version}"
-    return model_uri
+    if model_uri.startswith("models:/"):
+        name, sep, alias = model_uri[len("models:/"):].partition("@")
+        client = mlflow.MlflowClient(tracking_uri())
+        if sep:
+            try:
+                version = client.get_model_version_by_alias(name, alias).version
+            except mlflow.exceptions.MlflowException as exc:
+                raise ValueError(f"{model_uri}: no such registered model alias ({exc.message})") from None
+        else:
+            name, _, version = name.partition("/")
+            if not version.isdigit():
+                raise ValueError(f"{model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+            try:
+                client.get_model_version(name, version)
+            except mlflow.exceptions.MlflowException as exc:
+                raise ValueError(f"{model_uri}: no such registered model version ({exc.message})") from None
+        return f"models:/{name}/{version}", f"{name}/{version}"
+    return model_uri, model_uri
