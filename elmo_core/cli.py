@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("preprocessing.cli", "corpus shards -> vocabulary + Parquet of word ids and tokens (Ray Data)"),
     "pretrain": ("workflows.pretrain", "pretrain a biLM on Ray Train; track and register it in MLflow"),
     "adapt": ("workflows.adapt", "continue LM training on a new domain from a registered/imported model"),
+    "embed-corpus": ("workflows.embed", "embed corpora with a registered model on Ray Data (Parquet or HDF5)"),
+    "embed-new": ("workflows.schedule", "embed new files of a source exactly once (cron / --every)"),
 }
 
 

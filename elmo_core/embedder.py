@@ -41,12 +41,19 @@ class Embedder:
         Sentences whose distinct tokens are encoded together (and, stateless, sorted together).
     layers : LayerSelection or str
         What each sentence yields (``all``, ``top``, ``average``, ``mix:...``) and its dtype.
+    batch_tokens : int, optional
+        Stateless only: a batch also holds at most this many positions (sentences x the longest
+        one's length, ``<S>``/``</S>`` included), so long sentences go in smaller batches.
     """
 
     def __init__(self, model: BiLM, batch_size: int = 64, stateful: bool = False,
-                 chunk_size: int = 4096, layers: LayerSelection | str = "all") -> None:
+                 chunk_size: int = 4096, layers: LayerSelection | str = "all",
+                 batch_tokens: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if batch_tokens is not None and batch_tokens < 1:
+            raise ValueError("batch_tokens must be >= 1")
+        self.batch_tokens = batch_tokens
         self.layers = layers if isinstance(layers, LayerSelection) else LayerSelection.parse(layers)
         self.layers.check(model.config.n_output_layers)
         self.model = model.eval()
@@ -82,6 +89,22 @@ class Embedder:
             out[i] = layers
         return out  # type: ignore[return-value]
 
+    def _batches(self, chunk: list[Sequence[str]]) -> list[list[int]]:
+        """Positions of the chunk's sentences, batch by batch: consecutive groups (stateful), or
+        longest first, at most `batch_size` sentences and `batch_tokens` positions (stateless)."""
+        if self.stateful:
+            return [list(range(b, min(b + self.batch_size, len(chunk)))) for b in range(0, len(chunk), self.batch_size)]
+        order = sorted(range(len(chunk)), key=lambda i: -len(chunk[i]))
+        batches: list[list[int]] = []
+        for i in order:
+            current = batches[-1] if batches else None
+            if (current is None or len(current) == self.batch_size or
+                    (self.batch_tokens and (len(current) + 1) * (len(chunk[current[0]]) + 2) > self.batch_tokens)):
+                batches.append([i])
+            else:
+                current.append(i)
+        return batches
+
     def _embed_chunk(self, chunk: list[Sequence[str]], start: int) -> Iterator[tuple[int, np.ndarray]]:
         # distinct tokens of the chunk -> one char-CNN pass
         type_index: dict[str, int] = {BOS_TOKEN: 0, EOS_TOKEN: 1}
@@ -89,10 +112,7 @@ class Embedder:
         char_ids = torch.from_numpy(np.stack([token_to_ids(t) for t in type_index])).to(self.device)
         vectors = self.model.token_encoder(char_ids)  # (n_types, P)
 
-        order = range(len(chunk)) if self.stateful else sorted(range(len(chunk)), key=lambda i: -len(chunk[i]))
-        order = list(order)
-        for b in range(0, len(order), self.batch_size):
-            members = order[b:b + self.batch_size]
+        for members in self._batches(chunk):
             # type 0 is <S>, type 1 </S> (also the padding: its vector is masked anyway)
             ids, lengths = wrap_padded([np.asarray(rows[i], np.int64) for i in members], 0, 1, 1)
             index = torch.from_numpy(ids).to(self.device)

@@ -199,6 +199,41 @@ def load_model(path: str | os.PathLike | None = None, options_file: str | os.Pat
     return load_bilm_tf(options_file, weight_file).to(map_location)
 
 
+# ---------------------------------------------------------------------- embedding-only bytes
+def embedding_bytes(model: BiLM) -> bytes:
+    """The weights an embedder needs (no softmax) and the config, as one safetensors blob: what
+    an embedding job ships to its workers, and what its digest is taken of (deterministic: the
+    same weights give the same bytes)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+               if not k.startswith("softmax.")}
+    config = model.config.replace(training=_no_softmax(model.config))
+    import json
+
+    return save(tensors, metadata={"format": "elmo_core/1",
+                                   "config": json.dumps(config.to_options(), sort_keys=True)})
+
+
+def model_from_embedding_bytes(data: bytes, map_location: str | torch.device = "cpu") -> BiLM:
+    """`embedding_bytes` -> the model (eval mode, no softmax)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:  # metadata is read from a file
+        f.write(data)
+        f.flush()
+        with safe_open(f.name, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    if "config" not in metadata:
+        raise WeightFileError("not an embedding blob (no config in its metadata)")
+    model = BiLM(BiLMConfig.from_options(json.loads(metadata["config"])))
+    model.load_state_dict(load(data), strict=True)
+    return model.to(map_location).eval()
+
+
 class _atomic_path:
     """Context manager yielding a temp path that replaces `path` only on success."""
 

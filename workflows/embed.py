@@ -1,0 +1,165 @@
+"""``elmo embed-corpus`` and its ``ray job submit`` twin ``python -m workflows.embed``: embed
+corpora with a model from the registry (or files), on Ray Data.
+
+    elmo embed-corpus INPUT... --model MODEL --output OUT
+        [--input-format sentence|document|parquet] [--tokenizer moses|whitespace]
+        [--layers all|top|average|mix:W0,W1,W2] [--dtype float32|float16] [--format parquet|hdf5]
+        [--num-actors N] [--batch-tokens N] [--use-gpu] [--address ADDR]
+
+One output per input file, ``OUT/<input key>.parquet`` (or ``.hdf5``), published whole when the
+file is done; then ``OUT/_manifest.json``, written last: the model (URI, pinned version, digest),
+the settings, every input (URI, size, fingerprint, sha256, counts, output or error) and totals.
+Readers trust the manifest. The same inputs, model and settings again: nothing to do. Exit
+status: 0 done, 2 bad input or arguments (named on stderr), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+
+from .config import EmbedJobConfig
+
+MANIFEST = "_manifest.json"
+MANIFEST_FORMAT = 1
+_DEFAULTS = EmbedJobConfig()
+
+
+def add_job_arguments(p: argparse.ArgumentParser) -> None:
+    """The settings `embed-corpus` and `embed-new` share: input, layers, dtype, format, Ray."""
+    p.add_argument("--model", required=True, metavar="MODEL",
+                   help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, a model directory, "
+                        "or OPTIONS.json,WEIGHTS.hdf5 (an alias is pinned to one version at the start)")
+    p.add_argument("--input-format", choices=["sentence", "document", "parquet"], default=_DEFAULTS.input_format,
+                   help="one sentence a line (default), one document a line, or an `elmo preprocess` "
+                        "output / Parquet files with a tokens column")
+    p.add_argument("--tokenizer", choices=["moses", "whitespace"], default=_DEFAULTS.tokenizer)
+    p.add_argument("--max-sentence-tokens", type=int, default=_DEFAULTS.max_sentence_tokens,
+                   help="cut longer sentences into pieces (default %(default)s; hdf5 never cuts)")
+    p.add_argument("--layers", default=_DEFAULTS.layers,
+                   help="all (default: layer_0..layer_2 columns) | top | average | mix:W0,W1,W2")
+    p.add_argument("--dtype", choices=["float32", "float16"], default=_DEFAULTS.dtype, help="stored precision")
+    p.add_argument("--format", choices=["parquet", "hdf5"], default=_DEFAULTS.format,
+                   help="parquet (default) or hdf5 (exactly elmo embed's file for each input)")
+    p.add_argument("--quarantine-bad-files", action="store_true",
+                   help="skip unreadable inputs and list them instead of failing")
+    run = p.add_argument_group("execution (does not change any vector)")
+    run.add_argument("--num-actors", type=int, default=_DEFAULTS.num_actors, help="embedding actors (default 1)")
+    run.add_argument("--cpus-per-actor", type=float, default=_DEFAULTS.cpus_per_actor)
+    run.add_argument("--batch-tokens", type=int, default=_DEFAULTS.batch_tokens,
+                     help="positions per LSTM batch (default %(default)s)")
+    run.add_argument("--lines-per-block", type=int, default=_DEFAULTS.lines_per_block)
+    run.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
+    run.add_argument("--address", metavar="RAY_ADDRESS",
+                     help="Ray cluster (default: the job's cluster, else a local Ray started now)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, directories, globs, s3:// or http(s):// URLs, @LIST (as elmo preprocess)")
+    p.add_argument("--output", required=True, metavar="OUT", help="directory or s3:// prefix")
+    add_job_arguments(p)
+    p.add_argument("--overwrite", action="store_true", help="replace embeddings already committed in OUT")
+
+
+def job_config(args: argparse.Namespace) -> EmbedJobConfig:
+    return EmbedJobConfig(
+        input_format=args.input_format, tokenizer=args.tokenizer, max_sentence_tokens=args.max_sentence_tokens,
+        layers=args.layers, dtype=args.dtype, format=args.format, quarantine_bad_files=args.quarantine_bad_files,
+        num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor, use_gpu=args.use_gpu,
+        batch_tokens=args.batch_tokens, lines_per_block=args.lines_per_block)
+
+
+def identity_of(files, model, config: EmbedJobConfig) -> str:
+    """Names what a run produces: the inputs as they are, the weights, the output settings."""
+    text = json.dumps({"inputs": [f.to_dict() for f in files], "model_digest": model.digest,
+                       "settings": config.output_settings(), "format": MANIFEST_FORMAT}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: EmbedJobConfig,
+                     address: str | None = None, overwrite: bool = False, log=None) -> dict:
+    """Embed ``inputs`` into ``output``; returns the committed manifest. Raises `InputError`
+    (bad inputs), `ValueError` (bad model or settings) or `EmbedError` naming the cause."""
+    from .embed_model import resolve_model
+    from preprocessing.pipeline import ensure_ray
+
+    from .embed_pipeline import EmbedError, embed_files, list_inputs, output_name
+    from .object_store import Store
+
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    files = list_inputs(inputs, config)
+    store = Store(output)
+    model = resolve_model(model_spec)
+    identity = identity_of(files, model, config)
+    existing = store.read(MANIFEST)
+    if existing is not None:
+        previous = json.loads(existing)
+        if previous.get("identity") == identity:
+            say(f"[embed] {output} already holds these embeddings (same inputs, model and settings): nothing to do")
+            return previous
+        if not overwrite:
+            raise EmbedError(f"{output} already holds other embeddings ({MANIFEST}); "
+                             "choose another --output or pass --overwrite")
+        store.delete(MANIFEST)  # from here on, readers see no committed embeddings until the new manifest
+    say(f"[embed] {len(files)} input file(s), model {model.version} (sha256 {model.digest[:12]}), "
+        f"layers {config.layers}, {config.dtype}, {config.format}, {config.num_actors} actor(s)")
+    store.clear_temp()
+    ensure_ray(address)
+    entries = []
+
+    def publish(result) -> None:
+        entry = {**result.input.to_dict(), "sha256": result.sha256, "status": result.status,
+                 "lines": result.lines, "blank_lines": result.blank_lines,
+                 "sentences": result.sentences, "tokens": result.tokens}
+        if result.status == "ok":
+            entry["output"] = output_name(result.input.key, config.format)
+            store.publish(result.local_path, entry["output"])
+        else:
+            entry["error"] = result.error
+        entries.append(entry)
+
+    started = time.monotonic()
+    embed_files(files, model, config, store.temp_file, publish, say)
+    failed = [e for e in entries if e["status"] != "ok"]
+    if failed and not config.quarantine_bad_files:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise EmbedError(f"{failed[0]['error']}{more}; pass --quarantine-bad-files to skip and list them")
+    totals = {k: sum(e[k] for e in entries if e["status"] == "ok") for k in ("lines", "blank_lines", "sentences", "tokens")}
+    if totals["sentences"] == 0:
+        raise EmbedError(f"{', '.join(inputs)}: no sentences to embed (every input is empty or blank)")
+    seconds = time.monotonic() - started
+    manifest = {"format": MANIFEST_FORMAT, "identity": identity, **model.describe(),
+                "settings": config.output_settings(), "files": entries, "quarantined": [e["uri"] for e in failed],
+                **totals, "seconds": round(seconds, 3), "tokens_per_second": round(totals["tokens"] / max(seconds, 1e-9), 1),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    store.write(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    say(f"[embed] done: {totals['sentences']:,} sentences, {totals['tokens']:,} tokens in {seconds:.1f}s "
+        f"({manifest['tokens_per_second']:,.0f} tokens/s) -> {output}")
+    return manifest
+
+
+def run(args: argparse.Namespace) -> int:
+    from preprocessing.sources import InputError
+
+    from .embed_pipeline import EmbedError
+
+    try:
+        run_embed_corpus(args.inputs, args.output, args.model, job_config(args), args.address, args.overwrite)
+    except (InputError, EmbedError, ValueError) as exc:
+        print(f"elmo embed-corpus: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m workflows.embed", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""The embedding jobs' pipeline on Ray Data: input files -> one embeddings file each.
+
+    read (one task per file: raw line blocks, then an end-or-error marker; or Parquet batches)
+    -> tokenize (CPU tasks; `preprocessing.stage.tokenize_lines`, the tokenizer of `elmo preprocess`)
+    -> embed (an actor pool: each actor loads the model once from the object store, then
+       `elmo_core.embedder.Embedder` over length-sorted, ``batch_tokens``-sized batches; GPU with
+       ``use_gpu``)
+    -> the driver writes each file's rows as they stream in, and hands the finished file to the
+       caller (`embed_files`' ``on_file``), which publishes it.
+
+Blocks keep their order (``preserve_order``), so a file's marker arrives after its last rows: the
+file is complete then. Memory stays bounded: Ray Data's streaming executor holds a few blocks per
+operator, and the driver one block and one open file writer at a time. Vectors do not depend on
+batching, actors or their number (every sentence starts from a zero state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from preprocessing import schema as pre_schema
+from preprocessing.sources import InputError, InputFile, resolve_inputs
+
+from .config import EmbedJobConfig
+from .embed_model import ResolvedModel
+from .embed_output import FORMATS, open_output
+
+KIND_SENTENCE = "sentence"
+# rows between the stages: sentences, and one marker per input file at its end
+ROWS = pa.schema([
+    ("kind", pa.string()),  # "sentence", or the file marker: preprocessing's file_end / file_error
+    ("input", pa.string()),  # URI of the input file (the output it goes to)
+    ("sentence_id", pa.string()), ("source", pa.string()), ("line", pa.int64()),
+    ("sentence_index", pa.int32()), ("tokens", pa.list_(pa.string())),
+    ("text", pa.string()),  # the line, stripped (hdf5's sentence_to_index); null otherwise
+    ("lines", pa.int64()),  # marker: lines (rows) read
+    ("detail", pa.string()),  # marker: sha256 of the stored bytes, or the error
+])
+
+
+class EmbedError(Exception):
+    """The job cannot finish; the message names the input or setting at fault."""
+
+
+@dataclass
+class FileResult:
+    """One input file's outcome: a finished local output (``local_path``), or an error."""
+
+    input: InputFile
+    status: str  # "ok" | "failed"
+    local_path: str | None = None
+    sha256: str | None = None
+    lines: int = 0  # lines (text) or rows (parquet) read
+    blank_lines: int = 0  # lines without tokens (skipped)
+    sentences: int = 0
+    tokens: int = 0
+    error: str | None = None
+    description: dict = field(default_factory=dict)
+
+
+# --- inputs -----------------------------------------------------------------------------------
+def list_inputs(specs: list[str], config: EmbedJobConfig) -> list[InputFile]:
+    """What the user named -> input files (text inputs as `elmo preprocess` reads them; for
+    ``parquet``: committed preprocessing datasets, every split, or Parquet files)."""
+    if config.input_format != "parquet":
+        return resolve_inputs(specs)
+    import dataclasses
+
+    from preprocessing.dataset import DatasetError, load_manifest
+    from preprocessing.storage import OutputLocation
+
+    files = []
+    for spec in specs:
+        location = OutputLocation(spec)
+        if location.exists(pre_schema.MANIFEST_NAME):
+            try:
+                manifest = load_manifest(spec)
+            except DatasetError as exc:
+                raise InputError(str(exc)) from None
+            for split in manifest["splits"].values():
+                for entry in split["files"]:
+                    (found,) = resolve_inputs([location.uri_of(entry["path"])])
+                    files.append(dataclasses.replace(found, key=entry["path"]))
+        else:
+            files += [f for f in resolve_inputs([spec]) if f.key.endswith(".parquet")]
+    if not files:
+        raise InputError(f"{', '.join(specs)}: no Parquet files (a committed `elmo preprocess` output, or *.parquet)")
+    return files
+
+
+# --- stage 1: read (Ray tasks) -------------------------------------------------------------------
+def _marker(kind: str, uri: str, lines: int, detail: str) -> pa.Table:
+    row = {name: [None] for name in ROWS.names}
+    row.update(kind=[kind], input=[uri], lines=[lines], detail=[detail])
+    return pa.table(row, schema=ROWS)
+
+
+def read_parquet_inputs(files: pa.Table, rows_per_block: int):
+    """Ray Data generator UDF: preprocessed Parquet files -> sentence blocks, then a marker."""
+    import pyarrow.parquet as pq
+    import smart_open
+
+    for uri in files.column("uri").to_pylist():
+        rows = 0
+        try:
+            digest = hashlib.sha256()
+            with smart_open.open(uri, "rb", compression="disable") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            with smart_open.open(uri, "rb", compression="disable") as f:
+                for batch in pq.ParquetFile(f).iter_batches(
+                        rows_per_block, columns=["sentence_id", "source", "line", "sentence_index", "tokens"]):
+                    n = batch.num_rows
+                    rows += n
+                    yield pa.table({
+                        "kind": pa.repeat(pa.scalar(KIND_SENTENCE), n), "input": pa.repeat(pa.scalar(uri), n),
+                        **{c: batch.column(c) for c in ("sentence_id", "source", "line", "sentence_index", "tokens")},
+                        "text": pa.nulls(n, pa.string()), "lines": pa.nulls(n, pa.int64()),
+                        "detail": pa.nulls(n, pa.string())}, schema=ROWS)
+        except Exception as exc:  # unreadable or not our Parquet: reported per file
+            yield _marker(pre_schema.KIND_FILE_ERROR, uri, rows, f"{uri}: unreadable Parquet after {rows} rows: {exc}")
+            continue
+        yield _marker(pre_schema.KIND_FILE_END, uri, rows, digest.hexdigest())
+
+
+# --- stage 2: tokenize (Ray tasks) ---------------------------------------------------------------
+_PROCESSORS: dict = {}
+
+
+def tokenize_block(batch: pa.Table, config: dict, keep_text: bool) -> pa.Table:
+    """Ray Data UDF: raw lines (`preprocessing.stage.RAW_LINES`) -> `ROWS` (markers passed on)."""
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.stage import KIND_LINE, tokenize_lines
+    from preprocessing.text import LineProcessor
+
+    key = repr(sorted(config.items()))
+    if key not in _PROCESSORS:
+        _PROCESSORS[key] = LineProcessor(PreprocessConfig.from_dict(config))
+    is_line = pc.equal(batch.column("kind"), KIND_LINE)
+    out = []
+    lines = batch.filter(is_line)
+    if lines.num_rows:
+        tokenized = tokenize_lines(lines.select(["source", "key", "line"]), lines.column("raw").to_pylist(),
+                                   _PROCESSORS[key])
+        rows = tokenized.rows
+        n = rows.num_rows
+        take = pa.array(tokenized.line_of, pa.int64())
+        text = pa.array(tokenized.texts, pa.string()).take(take) if keep_text else pa.nulls(n, pa.string())
+        out.append(pa.table({
+            "kind": pa.repeat(pa.scalar(KIND_SENTENCE), n), "input": rows.column("source"),
+            **{c: rows.column(c) for c in ("sentence_id", "source", "line", "sentence_index", "tokens")},
+            "text": text, "lines": pa.nulls(n, pa.int64()), "detail": pa.nulls(n, pa.string())}, schema=ROWS))
+    for marker in batch.filter(pc.invert(is_line)).to_pylist():
+        out.append(_marker(marker["kind"], marker["source"], marker["line"], marker["detail"] or ""))
+    return pa.concat_tables(out) if out else ROWS.empty_table()
+
+
+# --- stage 3: embed (Ray actors) -----------------------------------------------------------------
+def vector_column(matrices: list[np.ndarray], dim: int, dtype) -> pa.Array:
+    """Per-row (n_i, dim) matrices -> list<fixed_size_list<dim>> (no Python per token)."""
+    offsets = np.zeros(len(matrices) + 1, np.int32)
+    np.cumsum([len(m) for m in matrices], out=offsets[1:])
+    flat = np.concatenate(matrices).reshape(-1) if matrices else np.zeros(0, dtype)
+    per_token = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(dtype, copy=False)), dim)
+    return pa.ListArray.from_arrays(pa.array(offsets), per_token)
+
+
+class EmbedActor:
+    """Loads the model once (from the object store), then embeds block after block."""
+
+    def __init__(self, blob_ref: list, layers: str, dtype: str, batch_tokens: int, use_gpu: bool,
+                 threads: int) -> None:
+        import ray
+        import torch
+
+        from elmo_core.embedder import Embedder
+        from elmo_core.layer_selection import DTYPES, LayerSelection
+        from elmo_core.weights import model_from_embedding_bytes
+
+        if not use_gpu:
+            torch.set_num_threads(max(1, threads))
+        device = "cuda" if use_gpu else "cpu"
+        model = model_from_embedding_bytes(ray.get(blob_ref[0]), device)
+        self.selection = LayerSelection.parse(layers, dtype)
+        self.embedder = Embedder(model, batch_size=1 << 20, layers=self.selection, batch_tokens=batch_tokens)
+        self.n_layers = model.config.n_output_layers
+        self.names = self.selection.column_names(self.n_layers)
+        self.dim = 2 * model.config.lstm.projection_dim
+        self.dtype = DTYPES[dtype]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        is_sentence = pc.equal(batch.column("kind"), KIND_SENTENCE).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(is_sentence)
+        outputs = self.embedder.embed_all(batch.column("tokens").take(pa.array(rows)).to_pylist()) if len(rows) else []
+        empty = np.zeros((0, self.dim), self.dtype)
+        for j, name in enumerate(self.names):
+            per_row = [empty] * batch.num_rows
+            for r, out in zip(rows, outputs):
+                per_row[r] = out[j] if self.selection.keeps_layer_axis else out
+            column = vector_column(per_row, self.dim, self.dtype)
+            mask = pa.array(~is_sentence)
+            batch = batch.append_column(name, pa.ListArray.from_arrays(column.offsets, column.values, mask=mask))
+        return batch
+
+
+# --- the driver ------------------------------------------------------------------------------------
+def model_config_of(blob: bytes) -> dict:
+    """The model's options inside an embedding blob (its safetensors header metadata)."""
+    import json
+    import struct
+
+    (header_len,) = struct.unpack("<Q", blob[:8])
+    return json.loads(json.loads(blob[8:8 + header_len])["__metadata__"]["config"])
+
+
+def output_schema(names: list[str], dim: int, dtype: str) -> pa.Schema:
+    """Rows of an output file: `embed_output.ROW_COLUMNS` + one vector column per name."""
+    from elmo_core.layer_selection import DTYPES
+
+    vector = pa.list_(pa.list_(pa.from_numpy_dtype(DTYPES[dtype]), dim))
+    fields = [ROWS.field(c) for c in ("sentence_id", "source", "line", "sentence_index", "tokens")]
+    return pa.schema(fields + [pa.field(n, vector) for n in names])
+
+
+def describe(result: FileResult, model: ResolvedModel, config: EmbedJobConfig, names: list[str]) -> dict:
+    """What an output file records about itself (file metadata, manifest, ledger)."""
+    return {**model.describe(), **config.output_settings(), "columns": names,
+            "input": {**result.input.to_dict(), "sha256": result.sha256},
+            "lines": result.lines, "blank_lines": result.blank_lines, "sentences": result.sentences,
+            "tokens": result.tokens}
+
+
+def output_name(key: str, fmt: str) -> str:
+    """Output name of an input: its key (path relative to what the user named) + the format's suffix."""
+    return key + FORMATS[fmt]
+
+
+class _OpenFile:
+    """An input file whose rows are arriving: its output being written and its counts."""
+
+    def __init__(self, input_file: InputFile, output) -> None:
+        self.output = output
+        self.result = FileResult(input_file, "ok")
+        self.lines_seen: set[int] = set()
+
+
+def embed_files(files: list[InputFile], model: ResolvedModel, config: EmbedJobConfig,
+                temp_file: Callable[[str], str], on_file: Callable[[FileResult], None],
+                log: Callable[[str], None] | None = None) -> list[FileResult]:
+    """Embed ``files``; each finished (or failed) file goes to ``on_file`` as soon as it is done,
+    in input order, its output at ``result.local_path`` (from ``temp_file(suffix)``)."""
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    from elmo_core.config import BiLMConfig
+    from elmo_core.layer_selection import LayerSelection
+    from preprocessing.pipeline import read_shards
+
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    started = time.monotonic()
+    DataContext.get_current().execution_options.preserve_order = True  # a file's marker follows its rows
+    model_config = BiLMConfig.from_options(model_config_of(model.blob))
+    names = LayerSelection.parse(config.layers, config.dtype).column_names(model_config.n_output_layers)
+    empty = output_schema(names, 2 * model_config.lstm.projection_dim, config.dtype)
+    blob_ref = [ray.put(model.blob)]  # in the object store: fetched once per node by its actors
+
+    items = [f.to_dict() for f in files]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    if config.input_format == "parquet":
+        ds = ds.map_batches(read_parquet_inputs, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
+                            fn_kwargs={"rows_per_block": config.lines_per_block})
+    else:
+        ds = (ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
+                             fn_kwargs={"lines_per_block": config.lines_per_block})
+              .map_batches(tokenize_block, batch_size=None, batch_format="pyarrow", num_cpus=0.5,
+                           fn_kwargs={"config": config.preprocess_config().to_dict(),
+                                      "keep_text": config.format == "hdf5"}))
+    ds = ds.map_batches(
+        EmbedActor, batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=config.num_actors),
+        num_cpus=config.cpus_per_actor, num_gpus=1 if config.use_gpu else 0,
+        fn_constructor_kwargs={"blob_ref": blob_ref, "layers": config.layers, "dtype": config.dtype,
+                               "batch_tokens": config.batch_tokens, "use_gpu": config.use_gpu,
+                               "threads": int(round(config.cpus_per_actor))})
+
+    by_uri = {f.uri: f for f in files}
+    arriving: dict[str, _OpenFile] = {}
+    results: list[FileResult] = []
+    total_tokens, last_report = 0, time.monotonic()
+
+    def opened(uri: str) -> _OpenFile:
+        if uri not in arriving:
+            arriving[uri] = _OpenFile(by_uri[uri], open_output(config.format, temp_file(FORMATS[config.format]), names))
+        return arriving[uri]
+
+    try:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+            kinds = block.column("kind")
+            sentences = block.filter(pc.equal(kinds, KIND_SENTENCE))
+            for uri in pc.unique(sentences.column("input")).to_pylist():
+                rows = sentences.filter(pc.equal(sentences.column("input"), uri))
+                current = opened(uri)
+                current.output.add(rows)
+                n_tokens = int(pc.sum(pc.list_value_length(rows.column("tokens"))).as_py() or 0)
+                current.result.sentences += rows.num_rows
+                current.result.tokens += n_tokens
+                current.lines_seen.update(rows.column("line").to_numpy().tolist())
+                total_tokens += n_tokens
+            for marker in block.filter(pc.not_equal(kinds, KIND_SENTENCE)).to_pylist():
+                current = opened(marker["input"])
+                del arriving[marker["input"]]
+                result = current.result
+                result.lines = int(marker["lines"])
+                if marker["kind"] == pre_schema.KIND_FILE_ERROR:
+                    current.output.abort()
+                    result.status, result.error = "failed", marker["detail"]
+                    result.sentences = result.tokens = 0
+                    say(f"[embed] {result.input.uri}: FAILED: {marker['detail']}")
+                else:
+                    result.sha256 = marker["detail"]
+                    if config.input_format != "parquet":  # parquet rows are sentences, never blank
+                        result.blank_lines = result.lines - len(current.lines_seen)
+                    result.description = describe(result, model, config, names)
+                    current.output.finish(result.description, empty)
+                    result.local_path = current.output.path
+                    say(f"[embed {time.monotonic() - started:7.1f}s] {result.input.key}: {result.sentences:,} "
+                        f"sentences, {result.tokens:,} tokens ({result.blank_lines} blank lines skipped)")
+                results.append(result)
+                on_file(result)
+            if time.monotonic() - last_report > 30:
+                last_report = time.monotonic()
+                say(f"[embed {last_report - started:7.1f}s] {total_tokens:,} tokens "
+                    f"({total_tokens / (last_report - started):,.0f}/s), {len(results)}/{len(files)} files done")
+    finally:
+        for current in arriving.values():
+            current.output.abort()
+    done = {r.input.uri for r in results}
+    missing = [f.uri for f in files if f.uri not in done]
+    if missing:
+        raise EmbedError(f"{missing[0]}: the reader left no end marker (internal error)")
+    return results
