@@ -211,8 +211,9 @@ def embedding_bytes(model: BiLM) -> bytes:
     config = model.config.replace(training=_no_softmax(model.config))
     import json
 
-    return save(tensors, metadata={"format": "elmo_core/1",
-                                   "config": json.dumps(config.to_options(), sort_keys=True)})
+    # one metadata entry: safetensors writes several in a random order, which would change the bytes
+    return save(tensors, metadata={"elmo_core": json.dumps({"format": 1, "config": config.to_options()},
+                                                           sort_keys=True)})
 
 
 def model_from_embedding_bytes(data: bytes, map_location: str | torch.device = "cpu") -> BiLM:
@@ -227,9 +228,9 @@ def model_from_embedding_bytes(data: bytes, map_location: str | torch.device = "
         f.flush()
         with safe_open(f.name, framework="pt") as handle:
             metadata = handle.metadata() or {}
-    if "config" not in metadata:
-        raise WeightFileError("not an embedding blob (no config in its metadata)")
-    model = BiLM(BiLMConfig.from_options(json.loads(metadata["config"])))
+    if "elmo_core" not in metadata:
+        raise WeightFileError("not an embedding blob (no elmo_core entry in its metadata)")
+    model = BiLM(BiLMConfig.from_options(json.loads(metadata["elmo_core"])["config"]))
     model.load_state_dict(load(data), strict=True)
     return model.to(map_location).eval()
 

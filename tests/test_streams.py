@@ -13,7 +13,7 @@ from elmo_core.config import BiLMConfig
 from elmo_core.softmax import IGNORE
 from elmo_core.vocabulary import Vocabulary
 from workflows.evaluation import sentence_sums, stream_sums
-from workflows.schedule import PlateauSchedule
+from workflows.plateau import PlateauSchedule
 from workflows.streams import StreamLayout, evaluation_windows, running_text
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran"]

@@ -73,6 +73,17 @@ def job_config(args: argparse.Namespace) -> EmbedJobConfig:
         batch_tokens=args.batch_tokens, lines_per_block=args.lines_per_block)
 
 
+def check_layers(config: EmbedJobConfig, model) -> None:
+    """A ``mix`` needs one weight per layer of this model: checked before any work starts."""
+    from elmo_core.config import BiLMConfig
+    from elmo_core.layer_selection import LayerSelection
+
+    from .embed_pipeline import model_config_of
+
+    n_layers = BiLMConfig.from_options(model_config_of(model.blob)).n_output_layers
+    LayerSelection.parse(config.layers, config.dtype).check(n_layers)
+
+
 def identity_of(files, model, config: EmbedJobConfig) -> str:
     """Names what a run produces: the inputs as they are, the weights, the output settings."""
     text = json.dumps({"inputs": [f.to_dict() for f in files], "model_digest": model.digest,
@@ -94,6 +105,7 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
     files = list_inputs(inputs, config)
     store = Store(output)
     model = resolve_model(model_spec)
+    check_layers(config, model)
     identity = identity_of(files, model, config)
     existing = store.read(MANIFEST)
     if existing is not None:
@@ -163,3 +175,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

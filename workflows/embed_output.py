@@ -113,4 +113,4 @@ def read_description(path: str) -> dict:
 
         with h5py.File(path, "r") as f:
             return json.loads(f.attrs[METADATA_KEY])
-    return json.loads(pq.read_schema(path).metadata[METADATA_KEY.encode()])
+    return json.loads(pq.read_metadata(path).metadata[METADATA_KEY.encode()])

@@ -218,7 +218,7 @@ def model_config_of(blob: bytes) -> dict:
     import struct
 
     (header_len,) = struct.unpack("<Q", blob[:8])
-    return json.loads(json.loads(blob[8:8 + header_len])["__metadata__"]["config"])
+    return json.loads(json.loads(blob[8:8 + header_len])["__metadata__"]["elmo_core"])["config"]
 
 
 def output_schema(names: list[str], dim: int, dtype: str) -> pa.Schema:

@@ -1,59 +1,189 @@
-"""Validation-driven schedule: learning-rate decay on a plateau, the best model, early stopping.
+"""``elmo embed-new`` and its ``ray job submit`` twin ``python -m workflows.schedule``: embed
+the files of a source that are not embedded yet, exactly once each (for cron, a Kubernetes
+CronJob / KubeRay RayCronJob, Airflow; or a loop with ``--every``).
 
-After every evaluation the validation perplexity (of the run's training mode) is compared with
-the best so far. An improvement by more than ``plateau_threshold`` (relative) makes it the best
-(the loop keeps that model); otherwise the evaluation counts as a bad one. After
-``lr_decay_patience`` bad evaluations in a row the learning rate is multiplied by ``lr_decay``
-(Kim et al. 2016: halved when an epoch does not improve validation perplexity); after
-``early_stop_patience`` the run stops. With ``lr_decay_start_epoch`` the rate is instead
-multiplied by ``lr_decay`` at the end of every epoch from that one on (Zaremba et al. 2014): a
-schedule that anneals within a fixed number of epochs. The state is part of every checkpoint, so a resumed run
-decides exactly as the uninterrupted one.
+    elmo embed-new SOURCE --output OUT --model models:/NAME@ALIAS [--every 1h] [--reembed]
+        [embed-corpus's input, layer, dtype, format and Ray flags]
+
+Each run takes OUT's lease (another scheduler holding it: exit 0 with a message), pins the alias
+to one version, lists SOURCE, and embeds the files without a ledger entry: by default, files never
+embedded by any model version (a new version leaves the old outputs alone); with ``--reembed``,
+files not yet embedded by *this* version (the whole source again, beside the old outputs). A
+changed file (new size or fingerprint) is a new file version: embedded again, its old output kept.
+Each output is published whole under ``OUT/<model version>/<input key>.<entry id>.<ext>`` and
+only then committed to ``OUT/_ledger/`` (`workflows.ledger`): readers trust only the ledger
+(`workflows.ledger.committed_outputs`). A file that cannot be read is reported (exit status 2)
+and tried again on the next run; the others finish. Killed at any point, the next run completes
+the work with one output per input.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+import argparse
+import os
+import re
+import signal
+import sys
+import time
+
+from .config import EmbedJobConfig
+
+FAULT_ENV = "ELMO_EMBED_NEW_FAULT"  # tests: "POINT:N" SIGKILLs this process at the N-th POINT
 
 
-@dataclass
-class PlateauSchedule:
-    learning_rate: float
-    lr_decay: float = 0.5  # 1.0: never decay
-    lr_decay_patience: int = 1
-    plateau_threshold: float = 0.0
-    early_stop_patience: int = 0  # 0: never stop early
-    lr_decay_start_epoch: int | None = None  # per-epoch decay from this (1-based) epoch's end on
-    # state
-    best: float = math.inf
-    best_step: int = 0
-    bad: int = 0  # bad evaluations since the last improvement or decay
-    bad_total: int = 0  # bad evaluations since the last improvement (early stopping)
+def _fault(point: str, counts: dict = {}) -> None:  # noqa: B006 (a per-process counter on purpose)
+    """Fault injection for the exactly-once tests: the process dies here as if killed."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec.startswith(point + ":"):
+        return
+    counts[point] = counts.get(point, 0) + 1
+    if counts[point] == int(spec.split(":", 1)[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    def update(self, perplexity: float, step: int) -> tuple[bool, bool]:
-        """Record an evaluation; returns (new best, stop now)."""
-        if perplexity < self.best * (1.0 - self.plateau_threshold):
-            self.best, self.best_step, self.bad, self.bad_total = perplexity, step, 0, 0
-            return True, False
-        if perplexity < self.best:  # better, but not by the threshold: keep it, still a plateau
-            self.best, self.best_step = perplexity, step
-        self.bad += 1
-        self.bad_total += 1
-        if self.lr_decay < 1.0 and self.lr_decay_start_epoch is None and self.bad >= self.lr_decay_patience:
-            self.learning_rate *= self.lr_decay
-            self.bad = 0
-        stop = self.early_stop_patience > 0 and self.bad_total >= self.early_stop_patience
-        return perplexity <= self.best, stop
 
-    def end_of_epoch(self, epochs_done: int) -> None:
-        """Called once when the ``epochs_done``-th epoch (1-based) has been trained."""
-        if self.lr_decay_start_epoch is not None and epochs_done >= self.lr_decay_start_epoch:
-            self.learning_rate *= self.lr_decay
+def parse_every(text: str) -> float:
+    """``90s``, ``15m``, ``1h``, ``1d`` or plain seconds -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text or "")
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"--every: expected e.g. 90s, 15m, 1h, 1d; not {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
-    def state_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_state(cls, state: dict) -> "PlateauSchedule":
-        return cls(**state)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .embed import add_job_arguments
+
+    p.add_argument("source", metavar="SOURCE", help="a directory, prefix or glob (local or s3://) to watch")
+    p.add_argument("--output", required=True, metavar="OUT", help="directory or s3:// prefix (ledger + outputs)")
+    add_job_arguments(p)
+    p.add_argument("--reembed", action="store_true",
+                   help="embed every file again with the model's current version (beside the old outputs)")
+    p.add_argument("--every", type=parse_every, metavar="INTERVAL",
+                   help="run again every INTERVAL (90s, 15m, 1h, 1d) until stopped; default: run once")
+    p.add_argument("--lease-ttl", type=float, default=120.0,
+                   help="seconds a crashed scheduler keeps others out (default %(default)s)")
+
+
+def version_dir(version_key: str) -> str:
+    """``NAME/3`` -> ``NAME-v3``; ``sha256:...`` -> ``sha256-...``: a folder name per model version."""
+    name, _, version = version_key.rpartition("/")
+    if name and version.isdigit():
+        return f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-v{version}"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", version_key)
+
+
+def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, reembed: bool = False,
+             address: str | None = None, lease_ttl: float = 120.0, log=None) -> dict:
+    """One scheduler run; returns a summary (``status``: done / busy / nothing / failed)."""
+    from preprocessing.pipeline import ensure_ray
+    from preprocessing.sources import InputError
+
+    from .embed import check_layers
+    from .embed_model import resolve_model
+    from .embed_output import FORMATS
+    from .embed_pipeline import embed_files, list_inputs
+    from .ledger import Lease, LeaseHeld, Ledger, entry_id, file_identity
+    from .object_store import Store
+
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    store = Store(output)
+    lease = Lease.acquire(store, lease_ttl)
+    if isinstance(lease, LeaseHeld):
+        say(f"[embed-new] {output} is being embedded by another scheduler ({lease.host} pid {lease.pid}, "
+            f"lease expires in {max(lease.expires_in, 0):.0f}s): nothing to do here")
+        return {"status": "busy"}
+    try:
+        store.clear_temp()  # files a killed run left being written
+        model = resolve_model(model_spec)
+        check_layers(config, model)
+        settings = config.output_settings()
+        try:
+            files = list_inputs([source], config)
+        except InputError as exc:
+            if "no objects found" in str(exc) or "no such file" in str(exc) or "no Parquet files" in str(exc):
+                say(f"[embed-new] {source}: no input files yet")
+                return {"status": "nothing", "model_version": model.version, "embedded": []}
+            raise
+        ledger = Ledger(store)
+        entries = ledger.entries()
+        done_ids = {e["entry_id"] for e in entries}
+        embedded_files = {e["file_identity"] for e in entries}
+        pending = []
+        for f in files:
+            if entry_id(f.to_dict(), model.version_key, settings) in done_ids:
+                continue
+            if not reembed and file_identity(f.to_dict()) in embedded_files:
+                continue  # embedded by an earlier model version; --reembed embeds it again
+            pending.append(f)
+        say(f"[embed-new] {output}: model {model.version}; {len(files)} file(s) in {source}, "
+            f"{len(pending)} to embed")
+        if not pending:
+            return {"status": "nothing", "model_version": model.version, "embedded": []}
+        ensure_ray(address)
+        folder = version_dir(model.version_key)
+        embedded, failed = [], []
+
+        def commit(result) -> None:
+            if result.status != "ok":
+                failed.append({"uri": result.input.uri, "error": result.error})
+                return
+            ident = result.input.to_dict()
+            eid = entry_id(ident, model.version_key, settings)
+            rel = f"{folder}/{result.input.key}.{eid[:12]}{FORMATS[config.format]}"
+            _fault("before_publish")
+            lease.check()
+            store.publish(result.local_path, rel)
+            _fault("after_publish")
+            lease.check()
+            entry = {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
+                     **model.describe(), "model_version_key": model.version_key, "settings": settings,
+                     "output": rel, "lines": result.lines, "blank_lines": result.blank_lines,
+                     "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
+                     "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            ledger.commit(entry)
+            _fault("after_commit")
+            embedded.append(rel)
+
+        def temp_file(suffix: str) -> str:
+            _fault("during")
+            return store.temp_file(suffix)
+
+        embed_files(pending, model, config, temp_file, commit, say)
+        for f in failed:
+            say(f"[embed-new] FAILED (will be tried again next run): {f['error']}")
+        say(f"[embed-new] committed {len(embedded)} output(s) under {store.uri_of(folder)}"
+            + (f"; {len(failed)} file(s) failed" if failed else ""))
+        return {"status": "failed" if failed else "done", "model_version": model.version,
+                "embedded": embedded, "failed": failed}
+    finally:
+        lease.release()
+
+
+def run(args: argparse.Namespace) -> int:
+    from preprocessing.sources import InputError
+
+    from .embed import job_config
+    from .embed_pipeline import EmbedError
+    from .ledger import LeaseLost
+
+    while True:
+        try:
+            summary = run_once(args.source, args.output, args.model, job_config(args), args.reembed,
+                               args.address, args.lease_ttl)
+            status = 2 if summary["status"] == "failed" else 0
+        except (InputError, EmbedError, ValueError, LeaseLost) as exc:
+            print(f"elmo embed-new: error: {exc}", file=sys.stderr)
+            status = 2
+        if not args.every:
+            return status
+        print(f"[embed-new] next run in {args.every:.0f}s", file=sys.stderr, flush=True)
+        time.sleep(args.every)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m workflows.schedule", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

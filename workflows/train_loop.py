@@ -37,7 +37,7 @@ from .batches import GlobalBatch, global_batches, split_micro, to_tensors
 from .config import TrainJobConfig
 from .evaluation import all_reduce, perplexity_of, sentence_sums, stream_sums
 from .read_ahead import ReadAhead
-from .schedule import PlateauSchedule
+from .plateau import PlateauSchedule
 from .streams import StreamBatch, StreamLayout, running_text
 
 OPTIMIZER_FILE = "optimizer.pt"

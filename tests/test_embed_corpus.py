@@ -1,0 +1,215 @@
+"""`elmo embed-corpus` on a real local Ray, with a model registered in a real `mlflow server`:
+vectors equal `elmo_core` run directly, HDF5 equal to `elmo embed`, the pinned version recorded,
+bad input reported, nothing committed on failure."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import random_sentences, seeded
+from processes import mlflow_server
+
+ray = pytest.importorskip("ray")
+NAME = "elmo-embed"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A tiny seeded biLM registered as NAME version 1 (champion); yields (uri, model, native dir)."""
+    import mlflow
+
+    from elmo_core.bilm import BiLM
+    from elmo_core.config import BiLMConfig
+    from elmo_core.weights import save_checkpoint
+    from workflows.tracking import StageRun, register
+
+    root = tmp_path_factory.mktemp("registry")
+    model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=21).eval()
+    save_checkpoint(model, root / "native")
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    with mlflow_server(root) as uri, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        run = StageRun("embed-tests", "tiny", {"preset": "tiny"}, {})
+        model_uri = run.log_model(str(root / "native"))
+        run.finish()
+        assert register(model_uri, NAME, {"val_ppl": 10.0})["version"] == 1
+        try:
+            yield {"uri": uri, "model": model, "dir": root / "native", "model_uri": model_uri}
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Two text files (one gzip'd, in a sub-directory, with blank lines) of generated sentences."""
+    root = tmp_path_factory.mktemp("corpus")
+    sentences = random_sentences(160, seed=4, max_len=30)
+    (root / "in" / "sub").mkdir(parents=True)
+    (root / "in" / "a.txt").write_text("".join(" ".join(s) + "\n" for s in sentences[:100]), encoding="utf-8")
+    lines = []
+    for i, s in enumerate(sentences[100:]):
+        lines.append(" ".join(s))
+        if i % 9 == 0:
+            lines.append("   ")  # blank: skipped and counted
+    with gzip.open(root / "in" / "sub" / "b.txt.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return root, sentences, lines
+
+
+def config(**changes):
+    from workflows.config import EmbedJobConfig
+
+    return EmbedJobConfig(tokenizer="whitespace", lines_per_block=32, **changes)
+
+
+def rows_of(path):
+    table = pq.read_table(path)
+    return table, table.schema.metadata
+
+
+def test_vectors_equal_elmo_core_from_the_registry_whatever_the_actors(cluster, registry, corpus, tmp_path,
+                                                                       monkeypatch):
+    from elmo_core.embedder import Embedder
+    from workflows.embed import run_embed_corpus
+    from workflows.embed_output import read_description, vectors_of
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
+    root, sentences, _ = corpus
+    expected = Embedder(registry["model"]).embed_all(sentences)
+    outputs = {}
+    for actors, batch_tokens in ((1, 6000), (2, 40)):  # other batches and actors: the same vectors
+        out = tmp_path / f"out{actors}"
+        manifest = run_embed_corpus([str(root / "in")], str(out), f"models:/{NAME}@champion",
+                                    config(num_actors=actors, batch_tokens=batch_tokens, cpus_per_actor=1))
+        assert manifest["model_version"] == f"{NAME}/1" and manifest["model_source"] == f"models:/{NAME}/1"
+        assert manifest["sentences"] == 160 and manifest["blank_lines"] == 7
+        files = {e["key"]: e for e in manifest["files"]}
+        assert set(files) == {"a.txt", "sub/b.txt.gz"} and files["sub/b.txt.gz"]["lines"] == 67
+        assert files["a.txt"]["tokens"] == sum(len(s) for s in sentences[:100])
+        table_a = pq.read_table(out / "a.txt.parquet")
+        table_b = pq.read_table(out / "sub" / "b.txt.gz.parquet")
+        table = pa.concat_tables([table_a, table_b])
+        assert table.column_names == ["sentence_id", "source", "line", "sentence_index", "tokens",
+                                      "layer_0", "layer_1", "layer_2"]
+        assert table.column("tokens").to_pylist() == [list(s) for s in sentences]
+        assert table_b.column("line").to_pylist()[:3] == [1, 3, 4]  # line numbers count the blank lines
+        for j in range(3):
+            values, offsets = vectors_of(table.column(f"layer_{j}"))
+            for i in range(len(sentences)):
+                np.testing.assert_allclose(values[offsets[i]:offsets[i + 1]], expected[i][j], atol=1e-5)
+        outputs[actors] = table
+        description = read_description(str(out / "a.txt.parquet"))
+        assert description["model_version"] == f"{NAME}/1" and description["layers"] == "all"
+        assert description["input"]["sha256"] == files["a.txt"]["sha256"]
+    # the job is stateless: 1 actor with big batches and 2 actors with tiny ones agree to 1e-6
+    for j in range(3):
+        a = vectors_of(outputs[1].column(f"layer_{j}"))[0]
+        b = vectors_of(outputs[2].column(f"layer_{j}"))[0]
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_hdf5_is_what_elmo_embed_writes(cluster, registry, corpus, tmp_path):
+    from workflows.embed import run_embed_corpus
+
+    root, _, lines = corpus
+    plain = tmp_path / "plain.txt"  # no blank lines: elmo embed accepts it
+    plain.write_text("".join(line + "\n" for line in lines if line.strip()), encoding="utf-8")
+    with_blanks = tmp_path / "blanks.txt"
+    with_blanks.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    manifest = run_embed_corpus([str(plain), str(with_blanks)], str(out), str(registry["dir"]),
+                                config(format="hdf5", layers="top", dtype="float16"))
+    assert manifest["model_version"] == str(registry["dir"])  # outside the registry: the path and digest
+    reference = tmp_path / "reference.hdf5"
+    proc = subprocess.run([sys.executable, "-m", "elmo_core.cli", "embed", str(plain), str(reference), "--top",
+                           "--dtype", "float16", "--model", str(registry["dir"])], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(reference) as ref, h5py.File(out / "plain.txt.hdf5") as got:
+        assert sorted(ref.keys()) == sorted(got.keys())
+        assert ref["sentence_to_index"][0] == got["sentence_to_index"][0]
+        for key in ref:
+            if key != "sentence_to_index":
+                assert got[key].dtype == np.float16 and got[key].shape == ref[key].shape
+                np.testing.assert_allclose(got[key][...], ref[key][...], atol=2e-3)
+    with h5py.File(out / "blanks.txt.hdf5") as got, h5py.File(out / "plain.txt.hdf5") as ref:
+        nonblank = [i for i, line in enumerate(lines) if line.strip()]
+        assert sorted(int(k) for k in got if k != "sentence_to_index") == nonblank  # keys keep line numbers
+        for k, i in enumerate(nonblank):
+            np.testing.assert_array_equal(got[str(i)][...], ref[str(k)][...])
+    entry = {e["key"]: e for e in manifest["files"]}["blanks.txt"]
+    assert entry["blank_lines"] == len(lines) - len(nonblank)
+
+
+def test_parquet_input_mix_layers_and_reruns(cluster, registry, corpus, tmp_path):
+    from elmo_core.embedder import Embedder
+    from workflows.embed import run_embed_corpus
+    from workflows.embed_output import vectors_of
+    from workflows.embed_pipeline import EmbedError
+
+    _, sentences, _ = corpus
+    data = tmp_path / "data"
+    data.mkdir()
+    pq.write_table(pa.table({"sentence_id": [f"x:{i}:0" for i in range(20)], "source": ["x"] * 20,
+                             "line": list(range(1, 21)), "sentence_index": pa.array([0] * 20, pa.int32()),
+                             "tokens": [list(s) for s in sentences[:20]]}), data / "part-0.parquet")
+    out = tmp_path / "out"
+    weights = [0.2, 0.3, 0.5]
+    manifest = run_embed_corpus([str(data)], str(out), str(registry["dir"]),
+                                config(input_format="parquet", layers="mix:0.2,0.3,0.5"))
+    table = pq.read_table(out / "part-0.parquet.parquet")
+    assert table.column("sentence_id").to_pylist()[3] == "x:3:0"
+    values, offsets = vectors_of(table.column("embedding"))
+    for i, layers in enumerate(Embedder(registry["model"]).embed_all(sentences[:20])):
+        np.testing.assert_allclose(values[offsets[i]:offsets[i + 1]], np.tensordot(weights, layers, 1), atol=1e-5)
+    # the same again: nothing to do; other settings into the same OUT: refused without --overwrite
+    again = run_embed_corpus([str(data)], str(out), str(registry["dir"]),
+                             config(input_format="parquet", layers="mix:0.2,0.3,0.5"))
+    assert again["created"] == manifest["created"]
+    with pytest.raises(EmbedError, match="--overwrite"):
+        run_embed_corpus([str(data)], str(out), str(registry["dir"]), config(input_format="parquet", layers="top"))
+
+
+def test_bad_input_is_named_and_nothing_is_committed(cluster, registry, corpus, tmp_path):
+    root, _, _ = corpus
+    good = root / "in" / "a.txt"
+    bad = tmp_path / "bad.txt.gz"
+    packed = gzip.compress("".join(" ".join(s) + "\n" for s in random_sentences(300, seed=5)).encode())
+    bad.write_bytes(packed[:len(packed) // 2])  # truncated gzip
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "blank.txt").write_text("\n  \n\n", encoding="utf-8")
+
+    def cli(*args):
+        env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+        return subprocess.run([sys.executable, "-m", "workflows.embed", *map(str, args), "--model", registry["dir"],
+                               "--tokenizer", "whitespace"], capture_output=True, text=True, env=env, timeout=300)
+
+    proc = cli(good, bad, "--output", tmp_path / "out1")
+    assert proc.returncode == 2 and "bad.txt.gz" in proc.stderr and "--quarantine-bad-files" in proc.stderr
+    assert not (tmp_path / "out1" / "_manifest.json").exists()
+    proc = cli(good, bad, "--output", tmp_path / "out2", "--quarantine-bad-files")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((tmp_path / "out2" / "_manifest.json").read_text())
+    assert manifest["quarantined"] == [str(bad)] and (tmp_path / "out2" / "a.txt.parquet").exists()
+    assert not (tmp_path / "out2" / "bad.txt.gz.parquet").exists()
+    proc = cli(empty, "--output", tmp_path / "out3")
+    assert proc.returncode == 2 and "no sentences" in proc.stderr
+    proc = cli(good, "--output", tmp_path / "out4", "--layers", "mix:1,2")
+    assert proc.returncode == 2 and "3 weights" in proc.stderr
