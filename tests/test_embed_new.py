@@ -37,11 +37,21 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster(s3):
-    """A local Ray whose workers see the S3 server's settings (as a cluster's nodes would have them)."""
+def actor_fault(tmp_path_factory):
+    """Where an embedding actor looks for its kill order (`embed_pipeline.ACTOR_FAULT_ENV`)."""
+    return tmp_path_factory.mktemp("fault") / "kill-one-actor"
+
+
+@pytest.fixture(scope="module")
+def cluster(s3, actor_fault):
+    """A local Ray whose workers see the S3 server's settings (as a cluster's nodes would have
+    them) and the actor fault file's path."""
+    from workflows.embed_pipeline import ACTOR_FAULT_ENV
+
     with pytest.MonkeyPatch.context() as mp:
         for key, value in (s3[0] if s3 else {}).items():
             mp.setenv(key, value)
+        mp.setenv(ACTOR_FAULT_ENV, str(actor_fault))
         ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -159,6 +169,19 @@ def test_killed_at_every_point_then_rerun_gives_one_output_per_input(cluster, re
     f0 = [e for e in entries if e["input"]["key"] == "f0.txt"]
     assert len(f0) == 2 and [e["sentences"] for e in f0] == [30, 12]
     assert all(os.path.exists(os.path.join(out, e["output"])) for e in f0)
+
+
+def test_a_killed_actor_is_replaced_and_nothing_is_lost(cluster, registry, actor_fault, tmp_path):
+    source, out = tmp_path / "incoming", tmp_path / "out"
+    source.mkdir()
+    for i in range(2):
+        write_text(source / f"g{i}.txt", seed=50 + i, n=40)
+    actor_fault.write_text("kill")
+    proc = cli(cluster, registry, source, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not actor_fault.exists() and actor_fault.with_name(actor_fault.name + ".taken").exists()  # one died
+    entries = assert_exactly_once(out, ["g0.txt", "g1.txt"])
+    assert [e["sentences"] for e in entries] == [40, 40]
 
 
 def test_one_scheduler_at_a_time_and_a_crashed_holder_expires(cluster, registry, tmp_path):

@@ -17,6 +17,8 @@ batching, actors or their number (every sentence starts from a zero state).
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -173,6 +175,21 @@ def vector_column(matrices: list[np.ndarray], dim: int, dtype) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), per_token)
 
 
+# Tests: an actor that finds this file (path in its environment) claims it and SIGKILLs itself,
+# to show a lost actor is replaced and its block embedded again.
+ACTOR_FAULT_ENV = "ELMO_EMBED_ACTOR_FAULT_FILE"
+
+
+def _actor_fault() -> None:
+    path = os.environ.get(ACTOR_FAULT_ENV)
+    if path and os.path.exists(path):
+        try:
+            os.rename(path, path + ".taken")  # one actor claims it
+        except OSError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class EmbedActor:
     """Loads the model once (from the object store), then embeds block after block."""
 
@@ -197,6 +214,7 @@ class EmbedActor:
         self.dtype = DTYPES[dtype]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        _actor_fault()
         is_sentence = pc.equal(batch.column("kind"), KIND_SENTENCE).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(is_sentence)
         outputs = self.embedder.embed_all(batch.column("tokens").take(pa.array(rows)).to_pylist()) if len(rows) else []
