@@ -47,17 +47,21 @@ class Vocabulary:
         return self.index.get(token, self.unk)
 
     def sentence_ids(self, tokens: Iterable[str], add_boundaries: bool = True) -> list[int]:
-        ids = [self.id(t) for t in tokens]
-        return [self.bos, *ids, self.eos] if add_boundaries else ids
+        return self.batch_ids([list(tokens)], add_boundaries)[0].tolist()
 
     def batch_ids(self, sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> "torch.Tensor":
         """(B, T) word ids, right-padded with -1 (matching `characters.batch_to_ids`)."""
+        import numpy as np
         import torch
 
-        rows = [self.sentence_ids(s, add_boundaries) for s in sentences]
+        from .characters import wrap_padded
+
+        rows = [np.array([self.id(t) for t in s], dtype=np.int64) for s in sentences]
+        if add_boundaries:
+            return torch.from_numpy(wrap_padded(rows, self.bos, self.eos, -1)[0])
         out = torch.full((len(rows), max((len(r) for r in rows), default=0)), -1, dtype=torch.int64)
         for i, r in enumerate(rows):
-            out[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
+            out[i, : len(r)] = torch.from_numpy(r)
         return out
 
     @classmethod

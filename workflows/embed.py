@@ -149,6 +149,7 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
                 **totals, "seconds": round(seconds, 3), "tokens_per_second": round(totals["tokens"] / max(seconds, 1e-9), 1),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     store.write(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    store.clear_temp(remove_dir=True)
     say(f"[embed] done: {totals['sentences']:,} sentences, {totals['tokens']:,} tokens in {seconds:.1f}s "
         f"({manifest['tokens_per_second']:,.0f} tokens/s) -> {output}")
     return manifest

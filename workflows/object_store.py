@@ -58,11 +58,13 @@ class Store:
         os.close(fd)
         return path
 
-    def clear_temp(self) -> None:
-        """Files a killed writer left being written (local roots; S3 uploads never left one)."""
+    def clear_temp(self, remove_dir: bool = False) -> None:
+        """Files a killed writer left being written (local roots; S3 uploads never leave one)."""
         if self.local and os.path.isdir(self._path(TMP_DIR)):
             for name in os.listdir(self._path(TMP_DIR)):
                 os.unlink(os.path.join(self._path(TMP_DIR), name))
+            if remove_dir:
+                os.rmdir(self._path(TMP_DIR))
 
     # ---------------------------------------------------------------- the three operations
     def publish(self, local_path: str, rel: str) -> None:

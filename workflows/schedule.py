@@ -148,6 +148,8 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
             return store.temp_file(suffix)
 
         embed_files(pending, model, config, temp_file, commit, say)
+        lease.check()
+        store.clear_temp(remove_dir=True)  # still ours: no other scheduler's files in there
         for f in failed:
             say(f"[embed-new] FAILED (will be tried again next run): {f['error']}")
         say(f"[embed-new] committed {len(embedded)} output(s) under {store.uri_of(folder)}"
