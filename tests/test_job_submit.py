@@ -1,6 +1,7 @@
 """`ray job submit` through the Jobs API against a real 2-node cluster on 127.0.0.1 (a head from
-`ray start --head` and a second node joined with `ray start --address`): preprocessing, then a
-smoke pretraining with one DDP worker per node that registers a model."""
+`ray start --head` and a second node joined with `ray start --address`): preprocessing, a smoke
+pretraining with one DDP worker per node that registers a model, then embedding with that model
+from the registry (batch, and scheduled)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,20 @@ def test_preprocess_and_pretrain_as_ray_jobs(head):
         workers = db.execute("select value from metrics where key='num_workers'").fetchall()
     assert sorted(aliases) == [("candidate", 1), ("champion", 1)]
     assert nodes and {v for (v,) in nodes} == {2.0} and {v for (v,) in workers} == {2.0}  # one worker per node
+
+    # the registered model embeds the corpus: a batch job, then the scheduler (nothing new the second time)
+    embed = submit(address, env, runtime_env, sys.executable, "-m", "workflows.embed", str(corpus),
+                   "--model", "models:/smoke@champion", "--output", str(tmp / "emb"), "--tokenizer", "whitespace",
+                   "--num-actors", "2")
+    assert embed.returncode == 0 and "succeeded" in embed.stdout.lower(), embed.stdout[-3000:] + embed.stderr[-2000:]
+    manifest = json.loads((tmp / "emb" / "_manifest.json").read_text())
+    assert manifest["model_version"] == "smoke/1" and manifest["sentences"] == 300
+    for _ in range(2):
+        new = submit(address, env, runtime_env, sys.executable, "-m", "workflows.schedule", str(corpus),
+                     "--model", "models:/smoke@champion", "--output", str(tmp / "emb-new"), "--tokenizer", "whitespace")
+        assert new.returncode == 0 and "succeeded" in new.stdout.lower(), new.stdout[-3000:] + new.stderr[-2000:]
+    assert "0 to embed" in new.stdout + new.stderr  # the second run: nothing new
+    from workflows.ledger import committed_outputs
+
+    (entry,) = committed_outputs(str(tmp / "emb-new"))
+    assert entry["model_version"] == "smoke/1" and entry["sentences"] == 300
