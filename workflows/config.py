@@ -124,7 +124,11 @@ class EmbedJobConfig:
     cpus_per_actor: float = 1.0  # also its torch threads (rounded, at least 1)
     use_gpu: bool = False  # one GPU per actor
     batch_tokens: int = 6000  # positions per LSTM batch (sentences x longest, <S>/</S> included)
-    lines_per_block: int = 1024  # lines read per block: the unit of tokenizing and embedding
+    lines_per_block: int = 1024  # lines read per block; sentences per tokenizing and embedding call
+    # Ray Data blocks of at most this size (KiB). Ray Data joins what a task yields into blocks up
+    # to this size (128 MiB by default: a whole file became one block). 8 MiB was measured
+    # (benchmarks/README.md); with 256 KiB the benchmark took over 16 min instead of 9 (stopped).
+    block_kb: int = 8192
 
     def __post_init__(self) -> None:
         from elmo_core.layer_selection import LayerSelection
@@ -138,7 +142,7 @@ class EmbedJobConfig:
             raise ValueError(f"format must be parquet or hdf5, not {self.format!r}")
         if self.format == "hdf5" and self.input_format != "sentence":
             raise ValueError("--format hdf5 writes one dataset per line, as elmo embed: it needs --input-format sentence")
-        for name in ("num_actors", "batch_tokens", "lines_per_block", "max_sentence_tokens"):
+        for name in ("num_actors", "batch_tokens", "lines_per_block", "max_sentence_tokens", "block_kb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
         if self.cpus_per_actor <= 0:

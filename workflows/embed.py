@@ -51,7 +51,10 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--cpus-per-actor", type=float, default=_DEFAULTS.cpus_per_actor)
     run.add_argument("--batch-tokens", type=int, default=_DEFAULTS.batch_tokens,
                      help="positions per LSTM batch (default %(default)s)")
-    run.add_argument("--lines-per-block", type=int, default=_DEFAULTS.lines_per_block)
+    run.add_argument("--lines-per-block", type=int, default=_DEFAULTS.lines_per_block,
+                     help="lines read per block; sentences per embedding call (default %(default)s)")
+    run.add_argument("--block-kb", type=int, default=_DEFAULTS.block_kb,
+                     help="Ray Data block size bound in KiB (default %(default)s)")
     run.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
     run.add_argument("--address", metavar="RAY_ADDRESS",
                      help="Ray cluster (default: the job's cluster, else a local Ray started now)")
@@ -70,7 +73,7 @@ def job_config(args: argparse.Namespace) -> EmbedJobConfig:
         input_format=args.input_format, tokenizer=args.tokenizer, max_sentence_tokens=args.max_sentence_tokens,
         layers=args.layers, dtype=args.dtype, format=args.format, quarantine_bad_files=args.quarantine_bad_files,
         num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor, use_gpu=args.use_gpu,
-        batch_tokens=args.batch_tokens, lines_per_block=args.lines_per_block)
+        batch_tokens=args.batch_tokens, lines_per_block=args.lines_per_block, block_kb=args.block_kb)
 
 
 def check_layers(config: EmbedJobConfig, model) -> None:

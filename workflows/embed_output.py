@@ -45,19 +45,35 @@ def sentence_vectors(table: pa.Table, row: int, names: list[str]) -> np.ndarray:
     return np.stack(mats) if len(names) > 1 else mats[0]
 
 
+ROW_GROUP_BYTES = 64 << 20  # rows are gathered into Parquet row groups of about this size
+
+
 class ParquetOutput:
     def __init__(self, path: str, vector_names: list[str]) -> None:
         self.path = path
         self.names = vector_names
         self.writer: pq.ParquetWriter | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_bytes = 0
 
     def add(self, rows: pa.Table) -> None:
         table = rows.select([*ROW_COLUMNS, *self.names])
+        self.pending.append(table)
+        self.pending_bytes += table.nbytes
+        if self.pending_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending)
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
-        self.writer.write_table(table)
+        self.writer.write_table(table, row_group_size=table.num_rows)
+        self.pending, self.pending_bytes = [], 0
 
     def finish(self, description: dict, empty_schema: pa.Schema) -> None:
+        self._flush()
         if self.writer is None:  # a file without sentences still gets its (empty) output
             self.writer = pq.ParquetWriter(self.path, empty_schema, compression="zstd")
         self.writer.add_key_value_metadata({METADATA_KEY: json.dumps(description, sort_keys=True)})

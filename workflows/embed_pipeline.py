@@ -275,16 +275,32 @@ def embed_files(files: list[InputFile], model: ResolvedModel, config: EmbedJobCo
                 log: Callable[[str], None] | None = None) -> list[FileResult]:
     """Embed ``files``; each finished (or failed) file goes to ``on_file`` as soon as it is done,
     in input order, its output at ``result.local_path`` (from ``temp_file(suffix)``)."""
+    from ray.data import DataContext
+
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    started = time.monotonic()
+    context = DataContext.get_current()
+    saved = (context.execution_options.preserve_order, context.target_max_block_size)
+    context.execution_options.preserve_order = True  # a file's marker follows its rows
+    # Ray Data merges what a task yields into blocks of up to this size: left at 128 MiB, a whole
+    # input file became one block (one actor's work, its vectors held at once, growing with the
+    # file; measured in benchmarks/README.md). Small blocks spread a file over the actors, which
+    # take `lines_per_block` sentences a call, and keep memory independent of file size.
+    context.target_max_block_size = config.block_kb << 10
+    try:
+        return _run(files, model, config, temp_file, on_file, say, started)
+    finally:
+        context.execution_options.preserve_order, context.target_max_block_size = saved
+
+
+def _run(files, model, config, temp_file, on_file, say, started) -> list[FileResult]:
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy
 
     from elmo_core.config import BiLMConfig
     from elmo_core.layer_selection import LayerSelection
     from preprocessing.pipeline import read_shards
 
-    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    started = time.monotonic()
-    DataContext.get_current().execution_options.preserve_order = True  # a file's marker follows its rows
     model_config = BiLMConfig.from_options(model_config_of(model.blob))
     names = LayerSelection.parse(config.layers, config.dtype).column_names(model_config.n_output_layers)
     empty = output_schema(names, 2 * model_config.lstm.projection_dim, config.dtype)
@@ -298,11 +314,12 @@ def embed_files(files: list[InputFile], model: ResolvedModel, config: EmbedJobCo
     else:
         ds = (ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
                              fn_kwargs={"lines_per_block": config.lines_per_block})
-              .map_batches(tokenize_block, batch_size=None, batch_format="pyarrow", num_cpus=0.5,
+              .map_batches(tokenize_block, batch_size=config.lines_per_block, batch_format="pyarrow", num_cpus=0.5,
                            fn_kwargs={"config": config.preprocess_config().to_dict(),
                                       "keep_text": config.format == "hdf5"}))
     ds = ds.map_batches(
-        EmbedActor, batch_size=None, batch_format="pyarrow", compute=ActorPoolStrategy(size=config.num_actors),
+        EmbedActor, batch_size=config.lines_per_block, batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=config.num_actors),
         num_cpus=config.cpus_per_actor, num_gpus=1 if config.use_gpu else 0,
         fn_constructor_kwargs={"blob_ref": blob_ref, "layers": config.layers, "dtype": config.dtype,
                                "batch_tokens": config.batch_tokens, "use_gpu": config.use_gpu,
@@ -321,9 +338,11 @@ def embed_files(files: list[InputFile], model: ResolvedModel, config: EmbedJobCo
     try:
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
             kinds = block.column("kind")
-            sentences = block.filter(pc.equal(kinds, KIND_SENTENCE))
-            for uri in pc.unique(sentences.column("input")).to_pylist():
-                rows = sentences.filter(pc.equal(sentences.column("input"), uri))
+            is_sentence = pc.equal(kinds, KIND_SENTENCE)
+            sentences = block if pc.all(is_sentence).as_py() else block.filter(is_sentence)
+            inputs = pc.unique(sentences.column("input")).to_pylist()
+            for uri in inputs:
+                rows = sentences if len(inputs) == 1 else sentences.filter(pc.equal(sentences.column("input"), uri))
                 current = opened(uri)
                 current.output.add(rows)
                 n_tokens = int(pc.sum(pc.list_value_length(rows.column("tokens"))).as_py() or 0)
@@ -331,7 +350,7 @@ def embed_files(files: list[InputFile], model: ResolvedModel, config: EmbedJobCo
                 current.result.tokens += n_tokens
                 current.lines_seen.update(rows.column("line").to_numpy().tolist())
                 total_tokens += n_tokens
-            for marker in block.filter(pc.not_equal(kinds, KIND_SENTENCE)).to_pylist():
+            for marker in ([] if sentences is block else block.filter(pc.invert(is_sentence)).to_pylist()):
                 current = opened(marker["input"])
                 del arriving[marker["input"]]
                 result = current.result
