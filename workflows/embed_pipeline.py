@@ -146,11 +146,13 @@ def tokenize_block(batch: pa.Table, config: dict, keep_text: bool) -> pa.Table:
     key = repr(sorted(config.items()))
     if key not in _PROCESSORS:
         _PROCESSORS[key] = LineProcessor(PreprocessConfig.from_dict(config))
-    is_line = pc.equal(batch.column("kind"), KIND_LINE)
     out = []
-    lines = batch.filter(is_line)
-    if lines.num_rows:
-        tokenized = tokenize_lines(lines.select(["source", "key", "line"]), lines.column("raw").to_pylist(),
+    # in order: a batch may hold the last lines of a file, its end marker and the next file's lines
+    for run in _runs(batch, "kind", "source"):
+        if run.column("kind")[0].as_py() != KIND_LINE:
+            out += [_marker(m["kind"], m["source"], m["line"], m["detail"] or "") for m in run.to_pylist()]
+            continue
+        tokenized = tokenize_lines(run.select(["source", "key", "line"]), run.column("raw").to_pylist(),
                                    _PROCESSORS[key])
         rows = tokenized.rows
         n = rows.num_rows
@@ -160,8 +162,6 @@ def tokenize_block(batch: pa.Table, config: dict, keep_text: bool) -> pa.Table:
             "kind": pa.repeat(pa.scalar(KIND_SENTENCE), n), "input": rows.column("source"),
             **{c: rows.column(c) for c in ("sentence_id", "source", "line", "sentence_index", "tokens")},
             "text": text, "lines": pa.nulls(n, pa.int64()), "detail": pa.nulls(n, pa.string())}, schema=ROWS))
-    for marker in batch.filter(pc.invert(is_line)).to_pylist():
-        out.append(_marker(marker["kind"], marker["source"], marker["line"], marker["detail"] or ""))
     return pa.concat_tables(out) if out else ROWS.empty_table()
 
 
@@ -261,6 +261,18 @@ def output_name(key: str, fmt: str) -> str:
     return key + FORMATS[fmt]
 
 
+def _runs(block: pa.Table, *columns: str):
+    """The block as consecutive slices of equal ``columns`` values, in order (zero-copy slices)."""
+    n = block.num_rows
+    if n == 0:
+        return
+    values = [block.column(c).to_numpy(zero_copy_only=False) for c in columns]
+    change = np.flatnonzero(np.any([v[1:] != v[:-1] for v in values], axis=0)) + 1
+    bounds = [0, *change.tolist(), n]
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        yield block.slice(start, end - start)
+
+
 class _OpenFile:
     """An input file whose rows are arriving: its output being written and its counts."""
 
@@ -337,40 +349,41 @@ def _run(files, model, config, temp_file, on_file, say, started) -> list[FileRes
 
     try:
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-            kinds = block.column("kind")
-            is_sentence = pc.equal(kinds, KIND_SENTENCE)
-            sentences = block if pc.all(is_sentence).as_py() else block.filter(is_sentence)
-            inputs = pc.unique(sentences.column("input")).to_pylist()
-            for uri in inputs:
-                rows = sentences if len(inputs) == 1 else sentences.filter(pc.equal(sentences.column("input"), uri))
-                current = opened(uri)
-                current.output.add(rows)
-                n_tokens = int(pc.sum(pc.list_value_length(rows.column("tokens"))).as_py() or 0)
-                current.result.sentences += rows.num_rows
-                current.result.tokens += n_tokens
-                current.lines_seen.update(rows.column("line").to_numpy().tolist())
-                total_tokens += n_tokens
-            for marker in ([] if sentences is block else block.filter(pc.invert(is_sentence)).to_pylist()):
-                current = opened(marker["input"])
-                del arriving[marker["input"]]
-                result = current.result
-                result.lines = int(marker["lines"])
-                if marker["kind"] == pre_schema.KIND_FILE_ERROR:
-                    current.output.abort()
-                    result.status, result.error = "failed", marker["detail"]
-                    result.sentences = result.tokens = 0
-                    say(f"[embed] {result.input.uri}: FAILED: {marker['detail']}")
-                else:
-                    result.sha256 = marker["detail"]
-                    if config.input_format != "parquet":  # parquet rows are sentences, never blank
-                        result.blank_lines = result.lines - len(current.lines_seen)
-                    result.description = describe(result, model, config, names)
-                    current.output.finish(result.description, empty)
-                    result.local_path = current.output.path
-                    say(f"[embed {time.monotonic() - started:7.1f}s] {result.input.key}: {result.sentences:,} "
-                        f"sentences, {result.tokens:,} tokens ({result.blank_lines} blank lines skipped)")
-                results.append(result)
-                on_file(result)
+            # a block may hold the end of one file, its marker and the start of the next: take
+            # its runs of rows of one kind and one input in order (the marker closes its file)
+            for run in _runs(block, "kind", "input"):
+                uri = run.column("input")[0].as_py()
+                if run.column("kind")[0].as_py() == KIND_SENTENCE:
+                    current = opened(uri)
+                    current.output.add(run)
+                    n_tokens = int(pc.sum(pc.list_value_length(run.column("tokens"))).as_py() or 0)
+                    current.result.sentences += run.num_rows
+                    current.result.tokens += n_tokens
+                    current.lines_seen.update(run.column("line").to_numpy().tolist())
+                    total_tokens += n_tokens
+                    continue
+                for marker in run.to_pylist():
+                    current = opened(uri)
+                    del arriving[uri]
+                    result = current.result
+                    result.lines = int(marker["lines"])
+                    if marker["kind"] == pre_schema.KIND_FILE_ERROR:
+                        current.output.abort()
+                        result.status, result.error = "failed", marker["detail"]
+                        result.sentences = result.tokens = 0
+                        say(f"[embed] {result.input.uri}: FAILED: {marker['detail']}")
+                    else:
+                        result.sha256 = marker["detail"]
+                        if config.input_format != "parquet":  # parquet rows are sentences, never blank
+                            result.blank_lines = result.lines - len(current.lines_seen)
+                        result.description = describe(result, model, config, names)
+                        current.output.finish(result.description, empty)
+                        result.local_path = current.output.path
+                        say(f"[embed {time.monotonic() - started:7.1f}s] {result.input.key}: "
+                            f"{result.sentences:,} sentences, {result.tokens:,} tokens "
+                            f"({result.blank_lines} blank lines skipped)")
+                    results.append(result)
+                    on_file(result)
             if time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
                 say(f"[embed {last_report - started:7.1f}s] {total_tokens:,} tokens "
