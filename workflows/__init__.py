@@ -1,2 +1,2 @@
-"""`ray job submit` entrypoints (preprocessing, pretraining, adaptation) and the demo main job;
-batch and scheduled embedding are not built yet."""
+"""`ray job submit` entrypoints: preprocessing, pretraining, adaptation, batch embedding
+(`embed`) and scheduled exactly-once embedding (`schedule`); and the demo main job."""
