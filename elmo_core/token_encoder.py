@@ -42,11 +42,14 @@ class Highway(nn.Module):
         nn.init.normal_(self.w_transform, std=bound)
         nn.init.normal_(self.w_carry, std=bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, F) -> (N, F)."""
-        # one GEMM for both halves: (N, F) @ (F, 2F)
-        both = torch.addmm(torch.cat([self.b_transform, self.b_carry]), x,
-                           torch.cat([self.w_transform, self.w_carry], dim=1))
+    def joined(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both halves as one GEMM's operands: weight (F, 2F), bias (2F,)."""
+        return torch.cat([self.w_transform, self.w_carry], dim=1), torch.cat([self.b_transform, self.b_carry])
+
+    def forward(self, x: torch.Tensor, joined: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x: (N, F) -> (N, F). ``joined``: `joined()`, when the caller applies the layer to many groups."""
+        weight, bias = joined or self.joined()
+        both = torch.addmm(bias, x, weight)  # (N, 2F): one GEMM for both halves
         transform, carry = both.chunk(2, dim=1)
         gate = torch.sigmoid(carry)
         return torch.addcmul(x - gate * x, gate, torch.relu(transform))
@@ -68,8 +71,9 @@ class CharCNNTokenEncoder(nn.Module):
     (n_i,), ``projection`` (F, P) and ``projection_bias`` (P,).
     """
 
-    # Tokens encoded per length group; bounds the (tokens x positions x F) activation.
-    GROUP_SIZE = 512
+    # Tokens encoded per length group; bounds the (tokens x positions x F) activation and the
+    # highways' (tokens x 2F). 128 measured fastest on CPU (inference 1.2x of 512; training equal).
+    GROUP_SIZE = 128
 
     def __init__(self, config: CharCNNConfig, projection_dim: int) -> None:
         super().__init__()
@@ -124,7 +128,7 @@ class CharCNNTokenEncoder(nn.Module):
         starts = torch.arange(n_starts, device=ids.device)
         invalid = starts[:, None] > self.last_start[None, :]  # (S, F)
         if bool(invalid.any()):
-            conv = conv.masked_fill(invalid, float("-inf"))
+            conv.masked_fill_(invalid, float("-inf"))  # in place: the (N, S, F) tensor is the peak
         # max with indices when training: its backward scatters, amax's compares the whole tensor
         pooled = conv.max(dim=1).values if torch.is_grad_enabled() else conv.amax(dim=1)
         return pooled + bias
@@ -139,19 +143,25 @@ class CharCNNTokenEncoder(nn.Module):
         table = torch.cat([self.char_embedding.new_zeros(1, self.char_embedding.shape[1]), self.char_embedding])
         bank, bias = self._filter_bank()
         # real positions per token (begin, bytes, end); padding ids (and absent 0) excluded
+        highways = [h.joined() for h in self.highways]
         lengths = ((char_ids != PAD_ID) & (char_ids != 0)).sum(dim=1)
         if n_tokens <= self.GROUP_SIZE:
-            n_starts = min(int(lengths.max()) + 1, self.n_positions)
-            pooled = self._conv_max(char_ids, table, bank, bias, n_starts)
-        else:
-            order = torch.argsort(lengths)
-            pooled_sorted = []
-            for start in range(0, n_tokens, self.GROUP_SIZE):
-                idx = order[start:start + self.GROUP_SIZE]
-                n_starts = min(int(lengths[idx[-1]]) + 1, self.n_positions)
-                pooled_sorted.append(self._conv_max(char_ids[idx], table, bank, bias, n_starts))
-            pooled = torch.cat(pooled_sorted)[torch.argsort(order)]
+            return self._encode(char_ids, table, bank, bias, highways, min(int(lengths.max()) + 1, self.n_positions))
+        # whole groups (conv, highways, projection): the peak is one group's activations, however
+        # many tokens come in (the highways on 5,000 tokens at once took ~300 MB more)
+        order = torch.argsort(lengths)
+        encoded = []
+        for start in range(0, n_tokens, self.GROUP_SIZE):
+            idx = order[start:start + self.GROUP_SIZE]
+            n_starts = min(int(lengths[idx[-1]]) + 1, self.n_positions)
+            encoded.append(self._encode(char_ids[idx], table, bank, bias, highways, n_starts))
+        return torch.cat(encoded)[torch.argsort(order)]
+
+    def _encode(self, char_ids: torch.Tensor, table: torch.Tensor, bank: torch.Tensor, bias: torch.Tensor,
+                highways: list, n_starts: int) -> torch.Tensor:
+        """char_ids: (N, 50) of tokens with at most ``n_starts - 1`` real positions -> (N, P)."""
+        pooled = self._conv_max(char_ids, table, bank, bias, n_starts)
         x = torch.relu(pooled) if self.config.activation == "relu" else torch.tanh(pooled)
-        for highway in self.highways:
-            x = highway(x)
+        for highway, joined in zip(self.highways, highways):
+            x = highway(x, joined)
         return torch.addmm(self.projection_bias, x, self.projection)
