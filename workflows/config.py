@@ -129,6 +129,9 @@ class EmbedJobConfig:
     # to this size (128 MiB by default: a whole file became one block). 8 MiB was measured
     # (benchmarks/README.md); with 256 KiB the benchmark took over 16 min instead of 9 (stopped).
     block_kb: int = 8192
+    # embedding calls queued at an actor at once. Ray Data's default (4) let the first actor to
+    # start take every block of a small corpus; 1 spreads them over the pool (benchmarks/README.md)
+    tasks_per_actor: int = 1
 
     def __post_init__(self) -> None:
         from elmo_core.layer_selection import LayerSelection
@@ -142,7 +145,8 @@ class EmbedJobConfig:
             raise ValueError(f"format must be parquet or hdf5, not {self.format!r}")
         if self.format == "hdf5" and self.input_format != "sentence":
             raise ValueError("--format hdf5 writes one dataset per line, as elmo embed: it needs --input-format sentence")
-        for name in ("num_actors", "batch_tokens", "lines_per_block", "max_sentence_tokens", "block_kb"):
+        for name in ("num_actors", "batch_tokens", "lines_per_block", "max_sentence_tokens", "block_kb",
+                     "tasks_per_actor"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
         if self.cpus_per_actor <= 0:

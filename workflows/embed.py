@@ -96,7 +96,8 @@ def identity_of(files, model, config: EmbedJobConfig) -> str:
 
 def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: EmbedJobConfig,
                      address: str | None = None, overwrite: bool = False, log=None) -> dict:
-    """Embed ``inputs`` into ``output``; returns the committed manifest. Raises `InputError`
+    """Embed ``inputs`` into ``output``; returns the committed manifest (with ``reused``: True
+    when it was already there and nothing was done). Raises `InputError`
     (bad inputs), `ValueError` (bad model or settings) or `EmbedError` naming the cause."""
     from .embed_model import resolve_model
     from preprocessing.pipeline import ensure_ray
@@ -115,7 +116,7 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
         previous = json.loads(existing)
         if previous.get("identity") == identity:
             say(f"[embed] {output} already holds these embeddings (same inputs, model and settings): nothing to do")
-            return previous
+            return {**previous, "reused": True}
         if not overwrite:
             raise EmbedError(f"{output} already holds other embeddings ({MANIFEST}); "
                              "choose another --output or pass --overwrite")

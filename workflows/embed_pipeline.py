@@ -190,6 +190,27 @@ def _actor_fault() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by the last call back to the OS (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Each call allocates and frees ~100 MB (activations, the block's vectors); glibc keeps the freed
+    pages, so an actor's resident memory wandered between 0.9 and 1.2 GB and its peak grew with the
+    number of calls, i.e. with the corpus. Trimmed, it stays flat (benchmarks/README.md)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC(0)
+
+
+_LIBC = None
+
+
 class EmbedActor:
     """Loads the model once (from the object store), then embeds block after block."""
 
@@ -226,6 +247,8 @@ class EmbedActor:
             column = vector_column(per_row, self.dim, self.dtype)
             mask = pa.array(~is_sentence)
             batch = batch.append_column(name, pa.ListArray.from_arrays(column.offsets, column.values, mask=mask))
+        del outputs, per_row, column
+        release_freed_memory()
         return batch
 
 
@@ -326,12 +349,17 @@ def _run(files, model, config, temp_file, on_file, say, started) -> list[FileRes
     else:
         ds = (ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
                              fn_kwargs={"lines_per_block": config.lines_per_block})
-              .map_batches(tokenize_block, batch_size=config.lines_per_block, batch_format="pyarrow", num_cpus=0.5,
+              # batch_size=None: each block the reader yields, as it comes (a batch size here would
+              # make the fused read+tokenize task gather that many input rows, i.e. files, first)
+              .map_batches(tokenize_block, batch_size=None, batch_format="pyarrow", num_cpus=0.5,
                            fn_kwargs={"config": config.preprocess_config().to_dict(),
                                       "keep_text": config.format == "hdf5"}))
+    # blocks of `lines_per_block` sentences whatever the files' sizes: one actor call each, spread
+    # over the pool (a small corpus was otherwise one block: one call, one actor)
+    ds = ds.repartition(target_num_rows_per_block=config.lines_per_block)
     ds = ds.map_batches(
         EmbedActor, batch_size=config.lines_per_block, batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=config.num_actors),
+        compute=ActorPoolStrategy(size=config.num_actors, max_tasks_in_flight_per_actor=config.tasks_per_actor),
         num_cpus=config.cpus_per_actor, num_gpus=1 if config.use_gpu else 0,
         fn_constructor_kwargs={"blob_ref": blob_ref, "layers": config.layers, "dtype": config.dtype,
                                "batch_tokens": config.batch_tokens, "use_gpu": config.use_gpu,
@@ -384,6 +412,7 @@ def _run(files, model, config, temp_file, on_file, say, started) -> list[FileRes
                             f"({result.blank_lines} blank lines skipped)")
                     results.append(result)
                     on_file(result)
+                    release_freed_memory()  # the file's row groups
             if time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
                 say(f"[embed {last_report - started:7.1f}s] {total_tokens:,} tokens "
