@@ -1,26 +1,97 @@
-"""The KubeRay manifests in infra/ validate against KubeRay's CRDs (read in place from
-../shared/fixtures/kuberay-crds; skipped with that reason where absent)."""
+"""Offline checks of everything in infra/ (nothing here talks to a Kubernetes cluster, a cloud or a
+registry):
+
+1. the KubeRay manifests (RayCluster, RayJob, RayCronJob) validate against KubeRay's CRDs, read in
+   place from ../shared/fixtures/kuberay-crds (ELMO_KUBERAY_CRDS overrides the path; skipped with
+   that reason where absent), with unknown fields made an error;
+2. the built-in Kubernetes kinds (infra/kubernetes/) validate against the Kubernetes JSON schemas
+   that the pinned PyPI package kubernetes-validate ships, in its strict (no unknown fields) mode;
+3. the Ray cluster launcher config validates against the ray-schema.json inside the installed ray
+   package and passes ray's own offline config preparation;
+4. consistency: every command the manifests run exists and accepts the flags it is given (each
+   parsed by the real argparse/click parser), the pipelines' stages hand each other the same data,
+   one image tag (pyproject's version), rayVersion == the installed ray, the Dockerfiles install
+   the pinned torch/mlflow, every Secret/ConfigMap a pod reads is defined, the MLflow URL matches
+   the MLflow Service.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import copy
+import functools
+import importlib
+import importlib.util
+import io
+import json
 import os
+import re
+import shlex
+import tomllib
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+INFRA = REPO / "infra"
 CRDS = Path(os.environ.get("ELMO_KUBERAY_CRDS", REPO.parent / "shared" / "fixtures" / "kuberay-crds"))
-MANIFESTS = sorted((REPO / "infra" / "kuberay").glob("*.yaml"))
+MANIFESTS = sorted((INFRA / "kuberay").glob("*.yaml"))
+K8S_FILES = sorted((INFRA / "kubernetes").glob("*.yaml"))
+LAUNCHER_FILES = sorted((INFRA / "ray-cluster-launcher").glob("*.yaml"))
+DOCKERFILE = INFRA / "docker" / "Dockerfile"
+MLFLOW_DOCKERFILE = INFRA / "docker" / "mlflow.Dockerfile"
+# Kubernetes API versions the built-in manifests must be valid for (schemas shipped by kubernetes-validate).
+K8S_VERSIONS = ("1.30", "1.34")
+PROJECT_IMAGE = "elmo-workflow"
+MLFLOW_IMAGE = "elmo-mlflow"
+THIRD_PARTY_IMAGES = {"postgres:16"}  # infra/kubernetes/postgres.yaml (optional)
+NAMESPACE = "elmo"
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_docs(path: Path) -> list[dict]:
+    return [d for d in yaml.load_all(path.read_text(), Loader=_Loader) if d is not None]
+
+
+def pinned(name: str) -> str:
+    """The version requirements.txt pins for `name` (extras ignored)."""
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        m = re.match(rf"^{re.escape(name)}(\[[^\]]*\])?==([^\s;#]+)", line.strip(), re.IGNORECASE)
+        if m:
+            return m.group(2)
+    raise AssertionError(f"requirements.txt pins no {name}")
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def all_docs() -> list[tuple[str, dict]]:
+    return [(f"{p.parent.name}/{p.name}", d) for p in [*MANIFESTS, *K8S_FILES] for d in load_docs(p)]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. KubeRay manifests against KubeRay's CRDs
+
+@functools.lru_cache(maxsize=None)
+def _crd_v1_schema(kind: str) -> dict | None:
+    path = CRDS / f"ray.io_{kind.lower()}s.yaml"
+    if not path.is_file():
+        return None
+    crd = yaml.load(path.read_text(), Loader=_Loader)
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return version["schema"]["openAPIV3Schema"]
 
 
 def crd_schema(kind: str) -> dict:
-    path = CRDS / f"ray.io_{kind.lower()}s.yaml"
-    if not path.is_file():
+    schema = _crd_v1_schema(kind)
+    if schema is None:
         pytest.skip(f"KubeRay CRDs not found at {CRDS} (set ELMO_KUBERAY_CRDS); they live in ../shared")
-    crd = yaml.safe_load(path.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return version["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def strict(schema):
@@ -38,26 +109,639 @@ def strict(schema):
     return schema
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
-def test_manifest_validates_against_the_kuberay_crd(path):
+@functools.lru_cache(maxsize=None)
+def _crd_validator(kind: str):
     import jsonschema
 
-    manifest = yaml.safe_load(path.read_text())
-    assert manifest["apiVersion"] == "ray.io/v1"
-    schema = strict(crd_schema(manifest["kind"]))
-    schema["properties"]["metadata"] = {"type": "object"}
-    jsonschema.validate(manifest, schema)
-    if manifest["kind"] == "RayCronJob":
-        entry = manifest["spec"]["jobTemplate"]["entrypoint"]
-        assert entry.startswith("python -m workflows.schedule ") and "--output" in entry and "--model" in entry
+    schema = strict(crd_schema(kind))
+    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta: checked by test_kuberay_metadata_*
+    return jsonschema.Draft202012Validator(schema)
+
+
+def crd_validate(manifest: dict) -> None:
+    crd_schema(manifest["kind"])  # skips where the CRDs are absent
+    _crd_validator(manifest["kind"]).validate(manifest)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
+def test_manifest_validates_against_the_kuberay_crd(path):
+    docs = load_docs(path)
+    assert docs, f"{path} is empty"
+    for manifest in docs:
+        assert manifest["apiVersion"] == "ray.io/v1"
+        assert manifest["kind"] in ("RayCluster", "RayJob", "RayCronJob")
+        crd_validate(manifest)
+        if manifest["kind"] == "RayCronJob":
+            entry = manifest["spec"]["jobTemplate"]["entrypoint"]
+            assert entry.startswith("python -m workflows.schedule ") and "--output" in entry and "--model" in entry
 
 
 def test_the_validation_catches_a_misspelt_field():
     import jsonschema
 
-    manifest = yaml.safe_load((REPO / "infra" / "kuberay" / "embed-new-raycronjob.yaml").read_text())
+    manifest = load_docs(INFRA / "kuberay" / "embed-new-raycronjob.yaml")[0]
     manifest["spec"]["jobTemplate"]["entrypiont"] = manifest["spec"]["jobTemplate"].pop("entrypoint")
-    schema = strict(crd_schema("RayCronJob"))
-    schema["properties"]["metadata"] = {"type": "object"}
     with pytest.raises(jsonschema.ValidationError, match="entrypiont"):
-        jsonschema.validate(manifest, schema)
+        crd_validate(manifest)  # strict(crd_schema("RayCronJob")), built once
+
+
+@pytest.mark.parametrize("where, mutate, message", [
+    ("worker group", lambda s: s["workerGroupSpecs"][1].__setitem__("rayStartParms", {}), "rayStartParms"),
+    ("container in a pod template",
+     lambda s: s["workerGroupSpecs"][1]["template"]["spec"]["containers"][0].__setitem__(
+         "resouces", {"limits": {"nvidia.com/gpu": "1"}}), "resouces"),
+    ("wrong type", lambda s: s["workerGroupSpecs"][1].__setitem__("maxReplicas", "four"), "four"),
+    ("enum", lambda s: s["authOptions"].__setitem__("mode", "tokens"), "tokens"),
+])
+def test_the_crd_validation_reaches_into_cluster_specs_and_pod_templates(where, mutate, message):
+    import jsonschema
+
+    manifest = load_docs(INFRA / "kuberay" / "raycluster.yaml")[0]
+    mutate(manifest["spec"])
+    with pytest.raises(jsonschema.ValidationError, match=message):
+        crd_validate(manifest)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
+def test_kuberay_metadata_is_valid_object_meta(path):
+    """The CRDs leave metadata to the API server: check it as Kubernetes' strict ObjectMeta."""
+    from kubernetes_validate import validate
+
+    for manifest in load_docs(path):
+        carrier = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": manifest["metadata"]}
+        for version in K8S_VERSIONS:
+            validate(carrier, version, strict=True)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Built-in Kubernetes kinds against the Kubernetes schemas (kubernetes-validate, offline)
+
+K8S_DOCS = [(p, i) for p in K8S_FILES for i, _ in enumerate(load_docs(p))]
+
+
+def _k8s_validate(doc: dict) -> None:
+    from kubernetes_validate import validate
+    from kubernetes_validate.utils import SchemaNotFoundError
+
+    for version in K8S_VERSIONS:
+        try:
+            validate(doc, version, strict=True)
+        except SchemaNotFoundError as exc:  # never a silent pass for an unknown kind
+            pytest.fail(exc.message)
+
+
+@pytest.mark.parametrize("path, index", K8S_DOCS, ids=[f"{p.name}#{i}" for p, i in K8S_DOCS])
+def test_builtin_manifest_validates_against_the_kubernetes_schema(path, index):
+    doc = load_docs(path)[index]
+    assert doc["apiVersion"] in ("v1", "apps/v1"), "infra/kubernetes/ holds built-in kinds only"
+    _k8s_validate(doc)
+
+
+def test_the_kubernetes_validator_is_offline_and_pinned():
+    from importlib.metadata import version
+
+    import kubernetes_validate.utils as kv
+
+    pin = f"kubernetes-validate=={pinned('kubernetes-validate')}"
+    assert version("kubernetes-validate") == pinned("kubernetes-validate")
+    assert pin in pyproject()["project"]["optional-dependencies"]["test"], f"pyproject's test extra lacks {pin}"
+    for v in K8S_VERSIONS:  # the schemas are files inside the package
+        assert kv.schema_contents(f"kubernetes-json-schema/v{v}.0-local-strict/deployment-apps-v1.json", v)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["spec"]["template"]["spec"]["containers"][0].__setitem__("imagePullPolicyy", "Always"),
+     "imagePullPolicyy"),
+    (lambda d: d["spec"].__setitem__("replica", 2), "replica"),
+    (lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"].__setitem__(
+        "secretKeyReff", {"name": "x", "key": "y"}), "secretKeyReff"),
+    (lambda d: d["spec"].__setitem__("replicas", "one"), "one"),
+])
+def test_the_kubernetes_validation_catches_a_misspelt_field(mutate, message):
+    from kubernetes_validate.utils import ValidationError
+
+    (deployment,) = [d for d in load_docs(INFRA / "kubernetes" / "mlflow.yaml") if d["kind"] == "Deployment"]
+    mutate(deployment)
+    with pytest.raises(ValidationError, match=message):
+        _k8s_validate(deployment)
+
+
+def test_an_unknown_kind_is_not_a_silent_pass():
+    with pytest.raises(pytest.fail.Exception, match="Couldn't find schema"):
+        _k8s_validate({"apiVersion": "v1", "kind": "Deploymnet", "metadata": {"name": "x"}})
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Ray cluster launcher config against ray's own schema
+
+def ray_schema() -> dict:
+    import ray
+
+    path = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
+    assert path.is_file(), f"{path}: the installed ray ships no cluster launcher schema"
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("path", LAUNCHER_FILES, ids=[p.name for p in LAUNCHER_FILES])
+def test_cluster_launcher_config_validates_against_rays_schema(path):
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = load_docs(path)[0]
+    jsonschema.validate(config, ray_schema())
+    validate_config(prepare_config(copy.deepcopy(config)))  # ray's defaults filled in, then checked again
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types
+    assert any(re.match(r"^(g|p)\d", t["node_config"]["InstanceType"]) for t in types.values()), "no GPU node type"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c.__setitem__("worker_start_ray_command", c.pop("worker_start_ray_commands")),
+     "worker_start_ray_command"),
+    (lambda c: c["available_node_types"]["gpu_worker"].__setitem__("min_worker", 1), "min_worker"),
+    (lambda c: c["docker"].__setitem__("imagee", "x"), "imagee"),
+])
+def test_the_launcher_validation_catches_a_misspelt_field(mutate, message):
+    import jsonschema
+
+    config = load_docs(INFRA / "ray-cluster-launcher" / "gpu-cluster.yaml")[0]
+    mutate(config)
+    with pytest.raises(jsonschema.ValidationError, match=message):
+        jsonschema.validate(config, ray_schema())
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Consistency: commands, flags, data flow, images, versions, references
+
+class CommandError(AssertionError):
+    pass
+
+
+def _argparse(prog: str, add_arguments, argv: list[str]) -> argparse.Namespace:
+    # allow_abbrev=False: a manifest spells flags out (`--num-actor` would pass as `--num-actors`
+    # today and break the day another flag shares the prefix)
+    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False)
+    add_arguments(parser)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return parser.parse_args(argv)
+    except SystemExit:
+        raise CommandError(f"`{prog} {shlex.join(argv)}`: {err.getvalue().strip()}") from None
+
+
+def _click(prog: str, command, argv: list[str]) -> dict:
+    import click
+
+    try:
+        return command.make_context(prog, list(argv)).params
+    except click.ClickException as exc:
+        raise CommandError(f"`{prog} {shlex.join(argv)}`: {exc.format_message()}") from None
+
+
+def _runnable_module(name: str):
+    """`python -m NAME` must exist and do something (a module without a __main__ block exits 0 doing nothing)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        raise CommandError(f"`python -m {name}`: no such module")
+    if spec.submodule_search_locations:  # a package: needs __main__
+        if importlib.util.find_spec(f"{name}.__main__") is None:
+            raise CommandError(f"`python -m {name}`: package without __main__")
+        return importlib.import_module(f"{name}.__main__")
+    if not re.search(r"""^if __name__ == ["']__main__["']:""", Path(spec.origin).read_text(), re.MULTILINE):
+        raise CommandError(f"`python -m {name}`: the module does nothing when run (no __main__ block)")
+    return importlib.import_module(name)
+
+
+def check_command(argv: list[str]) -> tuple[str, object]:
+    """Parse one command as its program would: ('elmo pretrain', Namespace) etc.; CommandError if not."""
+    from elmo_core.cli import COMMANDS
+
+    prog, args = argv[0], argv[1:]
+    if prog == "elmo":
+        assert "elmo" in pyproject()["project"]["scripts"], "pyproject installs no `elmo` script"
+        if args in (["--help"], ["-h"]):
+            return "elmo", None
+        if not args or args[0] not in COMMANDS:
+            raise CommandError(f"`elmo {shlex.join(args)}`: no such subcommand (elmo_core.cli.COMMANDS: "
+                               f"{', '.join(COMMANDS)})")
+        module = importlib.import_module(COMMANDS[args[0]][0])
+        return f"elmo {args[0]}", _argparse(f"elmo {args[0]}", module.add_arguments, args[1:])
+    if prog in ("python", "python3") and args[:1] == ["-m"] and len(args) > 1:
+        module = _runnable_module(args[1])
+        add = getattr(module, "add_arguments", None)
+        if add is None:  # e.g. workflows.preprocess runs preprocessing.cli's main
+            add = importlib.import_module(module.main.__module__).add_arguments
+        owner = next((f"elmo {sub}" for sub, (m, _) in COMMANDS.items()
+                      if m in (args[1], getattr(getattr(module, "main", None), "__module__", None))), args[1])
+        return owner, _argparse(f"python -m {args[1]}", add, args[2:])
+    if prog == "mlflow":
+        with warnings.catch_warnings():  # SQLAlchemy deprecation warnings from MLflow's stores
+            warnings.simplefilter("ignore")
+            from mlflow.cli import cli as mlflow_cli
+
+        if not args or args[0] not in mlflow_cli.commands:
+            raise CommandError(f"`mlflow {shlex.join(args)}`: no such mlflow command")
+        return f"mlflow {args[0]}", _click(f"mlflow {args[0]}", mlflow_cli.commands[args[0]], args[1:])
+    if prog == "ray":
+        with warnings.catch_warnings():  # ray.scripts imports Ray Serve, whose pydantic models warn
+            warnings.simplefilter("ignore")
+            from ray.scripts.scripts import cli as ray_cli
+
+        if not args or args[0] not in ray_cli.commands:
+            raise CommandError(f"`ray {shlex.join(args)}`: no such ray command")
+        return f"ray {args[0]}", _click(f"ray {args[0]}", ray_cli.commands[args[0]], args[1:])
+    if prog == "ulimit":
+        return "ulimit", None
+    raise CommandError(f"`{shlex.join(argv)}`: not a command these tests know how to check")
+
+
+def shell_commands(script: str) -> list[list[str]]:
+    """The simple commands of a shell line joined by && or ; (output redirections dropped)."""
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands, current, tokens = [], [], list(lexer)
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok in ("&&", ";"):
+            commands.append(current)
+            current = []
+        elif tok in (">", ">>"):
+            i += 1  # the file
+        elif tok and set(tok) <= set("();<>|&"):
+            raise CommandError(f"`{script}`: shell operator {tok!r} not understood by the checks")
+        else:
+            current.append(tok)
+        i += 1
+    commands.append(current)
+    if not all(commands):
+        raise CommandError(f"`{script}`: empty command")
+    return commands
+
+
+def cluster_spec(doc: dict) -> dict | None:
+    return {"RayCluster": lambda s: s, "RayJob": lambda s: s.get("rayClusterSpec"),
+            "RayCronJob": lambda s: s["jobTemplate"].get("rayClusterSpec")}[doc["kind"]](doc["spec"])
+
+
+def entrypoint(doc: dict) -> str | None:
+    return {"RayCluster": lambda s: None, "RayJob": lambda s: s.get("entrypoint"),
+            "RayCronJob": lambda s: s["jobTemplate"].get("entrypoint")}[doc["kind"]](doc["spec"])
+
+
+def walk(obj):
+    if isinstance(obj, dict):
+        yield obj
+        for v in obj.values():
+            yield from walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from walk(v)
+
+
+def containers(doc) -> list[dict]:
+    return [c for d in walk(doc) for key in ("containers", "initContainers") for c in d.get(key, []) or []
+            if isinstance(c, dict) and "image" in c]
+
+
+SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash"}
+LAUNCHER_COMMAND_KEYS = ("initialization_commands", "setup_commands", "head_setup_commands",
+                         "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+
+
+def all_commands() -> list[tuple[str, str | list[str]]]:
+    """(where, a shell line or an exec argv) for every command infra/ runs: RayJob/RayCronJob
+    entrypoints (run by a shell), container command + args, the launcher's commands (shell lines)."""
+    out = []
+    for path in MANIFESTS:
+        for doc in load_docs(path):
+            if entrypoint(doc):
+                out.append((f"{path.name}: entrypoint", entrypoint(doc)))
+    for where, doc in all_docs():
+        for c in containers(doc):
+            argv = [*c.get("command", []), *c.get("args", [])]
+            if argv and argv[0] in SHELLS and "-c" in argv:
+                out.append((f"{where}: container {c['name']}", argv[argv.index("-c") + 1]))
+            elif argv:
+                out.append((f"{where}: container {c['name']}", argv))
+    for path in LAUNCHER_FILES:
+        config = load_docs(path)[0]
+        for key in LAUNCHER_COMMAND_KEYS:
+            out += [(f"{path.name}: {key}", line) for line in config.get(key, [])]
+    return out
+
+
+COMMANDS_RUN = all_commands()
+
+
+@pytest.mark.parametrize("where, command", COMMANDS_RUN, ids=[w for w, _ in COMMANDS_RUN])
+def test_commands_in_manifests_are_real_and_accept_their_flags(where, command):
+    for argv in shell_commands(command) if isinstance(command, str) else [command]:
+        check_command(argv)
+
+
+def test_every_ray_job_runs_a_checked_command():
+    jobs = [d for p in MANIFESTS for d in load_docs(p) if d["kind"] in ("RayJob", "RayCronJob")]
+    assert {d["metadata"]["name"] for d in jobs} >= {"elmo-pretrain", "elmo-adapt", "elmo-embed-new"}
+    for doc in jobs:
+        assert entrypoint(doc), f"{doc['metadata']['name']} has no entrypoint"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("elmo pretrian --data s3://b/d --registered-model m", "no such subcommand"),
+    ("elmo pretrain --data s3://b/d --registered-model m --use-gpus", "unrecognized arguments: --use-gpus"),
+    ("elmo pretrain --data s3://b/d", "required: --registered-model"),
+    ("elmo embed-new s3://b/in --output s3://b/o --model m --num-actor 2", "unrecognized arguments: --num-actor"),
+    ("elmo pretrain --data s3://b/d --registered-model m --preset huge", "invalid choice: 'huge'"),
+    ("elmo preprocess s3://b/in s3://b/out", "required: --output"),
+    ("elmo adapt --data s3://b/d --registered-model m", "required: --from"),
+    ("python -m workflows.config --help", "does nothing when run"),
+    ("python -m workflows.nonexistent --help", "no such module"),
+    ("true && elmo embed-new s3://b/in", "not a command"),
+    ("elmo embed-new s3://b/in --model models:/m@champion", "required: --output"),
+    ("elmo embed-corpus s3://b/in --output s3://b/o --model m | tee log", "shell operator '|'"),
+    ("mlflow server --artifact-destination s3://b", "No such option"),
+    ("ray start --headd", "No such option"),
+])
+def test_the_command_check_catches_wrong_commands_and_flags(line, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        for argv in shell_commands(line):
+            check_command(argv)
+
+
+def _job_stages(name: str) -> tuple[list[tuple[str, argparse.Namespace]], dict]:
+    """The parsed stages of a RayJob/RayCronJob's entrypoint, and the job."""
+    (doc,) = [d for p in MANIFESTS for d in load_docs(p) if d["metadata"]["name"] == name]
+    return [check_command(argv) for argv in shell_commands(entrypoint(doc))], doc
+
+
+def _pretraining() -> argparse.Namespace:
+    stages, _ = _job_stages("elmo-pretrain")
+    return dict(stages)["elmo pretrain"]
+
+
+def _quantity(q) -> float:
+    q = str(q)
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def _gpu_capacity(spec: dict) -> tuple[int, float]:
+    """(GPUs the cluster can grow to, CPUs of one GPU pod)."""
+    gpus, cpus = 0, 0.0
+    for group in spec.get("workerGroupSpecs", []):
+        for c in group["template"]["spec"]["containers"]:
+            limits = c.get("resources", {}).get("limits", {})
+            if "nvidia.com/gpu" in limits:
+                gpus += int(limits["nvidia.com/gpu"]) * group["maxReplicas"]
+                cpus = _quantity(limits.get("cpu", 0))
+    return gpus, cpus
+
+
+def test_the_pretraining_job_trains_on_what_it_preprocessed_on_gpus():
+    stages, doc = _job_stages("elmo-pretrain")
+    assert [s for s, _ in stages] == ["elmo preprocess", "elmo pretrain"]
+    (_, pre), (_, train) = stages
+    assert train.data == pre.output and pre.output.startswith("s3://")
+    assert all(i.startswith("s3://") for i in pre.inputs)
+    assert train.storage.startswith("s3://"), "checkpoints must be on storage every node sees"
+    assert train.use_gpu and train.run_name, "--run-name lets a retried attempt resume"
+    gpus, gpu_pod_cpus = _gpu_capacity(cluster_spec(doc))
+    assert 1 <= train.num_workers <= gpus and train.cpus_per_worker <= gpu_pod_cpus
+
+
+def test_the_adaptation_job_starts_from_the_pretrained_champion_with_its_vocabulary():
+    train = _pretraining()
+    stages, doc = _job_stages("elmo-adapt")
+    assert [s for s, _ in stages] == ["elmo preprocess", "elmo adapt"]
+    (_, pre), (_, adapt) = stages
+    assert adapt.source == f"models:/{train.registered_model}@champion"
+    assert adapt.data == pre.output and adapt.source_data == train.data
+    assert pre.vocab == f"{train.data.rstrip('/')}/vocab.txt", "adaptation data needs the model's vocabulary"
+    assert adapt.storage.startswith("s3://") and adapt.use_gpu and adapt.run_name
+    assert adapt.registered_model != train.registered_model
+    gpus, gpu_pod_cpus = _gpu_capacity(cluster_spec(doc))
+    assert 1 <= adapt.num_workers <= gpus and adapt.cpus_per_worker <= gpu_pod_cpus
+
+
+def test_the_embedding_cron_job_uses_the_champion_and_fits_its_cluster():
+    train = _pretraining()
+    stages, doc = _job_stages("elmo-embed-new")
+    ((command, embed),) = stages
+    assert command == "elmo embed-new"
+    assert embed.model == f"models:/{train.registered_model}@champion"
+    assert embed.source.startswith("s3://") and embed.output.startswith("s3://")
+    per_actor = embed.cpus_per_actor or 1
+    slots = 0  # actors the workers can hold at once
+    for group in cluster_spec(doc)["workerGroupSpecs"]:
+        pod_cpus = _quantity(group["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+        slots += group["maxReplicas"] * int(pod_cpus // per_actor)
+    assert 1 <= embed.num_actors <= slots
+
+
+def test_ray_start_params_are_ray_start_options_and_match_the_pods():
+    for where, doc in all_docs():
+        spec = cluster_spec(doc) if doc["apiVersion"] == "ray.io/v1" else None
+        if spec is None:
+            continue
+        groups = [("head", spec["headGroupSpec"]), *((g["groupName"], g) for g in spec.get("workerGroupSpecs", []))]
+        for name, group in groups:
+            params = group.get("rayStartParams", {})
+            argv = ["--head"] if name == "head" else ["--address=head:6379"]
+            check_command(["ray", "start", *argv, *(f"--{k}={v}" for k, v in params.items())])
+            limits = group["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {})
+            if "num-gpus" in params or "nvidia.com/gpu" in limits:
+                assert params.get("num-gpus") == str(limits.get("nvidia.com/gpu")), f"{where} {name}: GPUs"
+        assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0", f"{where}: the head only schedules"
+
+
+def test_kuberay_reconcile_time_rules():
+    """What KubeRay's operator checks when it reconciles (not in the CRD schema; the rules of
+    ray-operator/controllers/ray/utils/validation.go that these manifests could break)."""
+    from zoneinfo import ZoneInfo
+
+    max_name = {"RayCluster": 53, "RayJob": 47, "RayCronJob": 36}
+    for path in MANIFESTS:
+        for doc in load_docs(path):
+            name = doc["metadata"]["name"]
+            assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= max_name[doc["kind"]], name
+            spec = cluster_spec(doc)
+            groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
+            for group in groups:
+                params = group.get("rayStartParams", {})
+                in_params = {"num-cpus", "num-gpus", "memory", "resources"} & params.keys()
+                assert not (in_params and group.get("resources")), f"{name}: resources in two places"
+                assert "labels" not in params, f"{name}: use the group's labels field"
+                assert group["template"]["spec"]["containers"], name
+            for group in spec.get("workerGroupSpecs", []):
+                replicas = group.get("replicas", group["minReplicas"])
+                assert 0 <= group["minReplicas"] <= replicas <= group["maxReplicas"], \
+                    f"{name}/{group['groupName']}: minReplicas <= replicas <= maxReplicas"
+            job = doc["spec"] if doc["kind"] == "RayJob" else doc["spec"].get("jobTemplate")
+            if job is not None:
+                assert job.get("activeDeadlineSeconds", 1) > 0 and job.get("backoffLimit", 0) >= 0
+                assert job.get("ttlSecondsAfterFinished", 0) >= 0 and job.get("shutdownAfterJobFinishes")
+            if doc["kind"] == "RayCronJob":
+                assert len(doc["spec"]["schedule"].split()) == 5 and "TZ" not in doc["spec"]["schedule"]
+                ZoneInfo(doc["spec"]["timeZone"])
+
+
+def test_ray_version_is_the_installed_and_pinned_ray():
+    import ray
+
+    specs = [(w, cluster_spec(d)) for w, d in all_docs() if d["apiVersion"] == "ray.io/v1"]
+    assert specs
+    for where, spec in specs:
+        assert spec["rayVersion"] == ray.__version__ == pinned("ray"), where
+        assert spec.get("authOptions", {}).get("mode") == "token", f"{where}: Ray 2.60 expects token auth"
+
+
+def _images() -> list[tuple[str, str]]:
+    out = [(w, c["image"]) for w, d in all_docs() for c in containers(d)]
+    for path in LAUNCHER_FILES:
+        docker = load_docs(path)[0].get("docker", {})
+        out += [(path.name, docker[k]) for k in ("image", "head_image", "worker_image") if k in docker]
+    return out
+
+
+def test_images_are_one_project_image_tagged_with_the_pyproject_version():
+    version = pyproject()["project"]["version"]
+    images = _images()
+    project = {img for _, img in images if img.rsplit(":", 1)[0].endswith("/" + PROJECT_IMAGE)}
+    assert len(project) == 1, f"one project image expected, found {sorted(project)}"
+    (image,) = project
+    registry = image.rsplit("/", 1)[0]
+    assert image == f"{registry}/{PROJECT_IMAGE}:{version}"
+    mlflow = {img for _, img in images if img.rsplit(":", 1)[0].endswith("/" + MLFLOW_IMAGE)}
+    assert mlflow == {f"{registry}/{MLFLOW_IMAGE}:{pinned('mlflow')}"}
+    others = {img for _, img in images} - project - mlflow
+    assert others <= THIRD_PARTY_IMAGES, f"unexpected images {others - THIRD_PARTY_IMAGES}"
+    ray_nodes = [(w, img) for w, img in images if w.startswith("kuberay/") or w in {p.name for p in LAUNCHER_FILES}]
+    assert ray_nodes and all(img == image for _, img in ray_nodes), "every Ray node runs the project image"
+    readme = (INFRA / "README.md").read_text()
+    assert f"-t {image} " in readme and f"-t {registry}/{MLFLOW_IMAGE}:{pinned('mlflow')} " in readme
+    assert f"-t {image} ." in DOCKERFILE.read_text()
+    assert f"-t {registry}/{MLFLOW_IMAGE}:{pinned('mlflow')} " in MLFLOW_DOCKERFILE.read_text()
+
+
+def _dockerfile_args(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^ARG\s+(\w+)=(\S+)", path.read_text(), re.MULTILINE))
+
+
+def test_the_project_dockerfile_installs_the_pinned_cuda_torch_then_the_project():
+    text = DOCKERFILE.read_text()
+    args = _dockerfile_args(DOCKERFILE)
+    assert args["TORCH_VERSION"] == pinned("torch")
+    cuda = re.fullmatch(r"https://download\.pytorch\.org/whl/cu(\d+)", args["TORCH_INDEX_URL"])
+    assert cuda, "the CUDA build of torch comes from the PyTorch CUDA index"
+    base = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-(base|runtime|cudnn-runtime)-ubuntu\d\d\.\d\d",
+                        args["CUDA_BASE_IMAGE"])
+    assert base and base.group(1) + base.group(2) == cuda.group(1), "base image and torch index: the same CUDA"
+    assert re.fullmatch(r"3\.11", args["PYTHON_VERSION"])
+    assert pyproject()["project"]["requires-python"].startswith(">=3.11")
+    steps = [re.search(p, text) for p in (
+        r'pip install "torch==\$\{TORCH_VERSION\}" --index-url "\$\{TORCH_INDEX_URL\}"',
+        r"pip install -r requirements\.txt",
+        r"pip install --no-deps \.")]
+    assert all(steps), "torch from the CUDA index, requirements.txt, the project"
+    assert steps[0].start() < steps[1].start() < steps[2].start(), "torch first, then requirements, then the project"
+    assert f'org.opencontainers.image.version="{pyproject()["project"]["version"]}"' in text
+    packages = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = re.findall(r"^COPY\s+(\S+)\s", text, re.MULTILINE)
+    for pkg in packages:
+        assert pkg.rstrip("*") in copied, f"{pkg} is not copied into the image"
+    ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
+    for src in copied:
+        assert (REPO / src).exists(), f"COPY {src}: not in the repository"
+        assert f"!{src}" in ignore or f"!{src}/" in ignore, f"COPY {src}: excluded by Dockerfile.dockerignore"
+
+
+def test_the_mlflow_image_and_server_use_the_pinned_mlflow():
+    args = _dockerfile_args(MLFLOW_DOCKERFILE)
+    assert args["MLFLOW_VERSION"] == pinned("mlflow") and args["BOTO3_VERSION"] == pinned("boto3")
+    assert '"mlflow==${MLFLOW_VERSION}"' in MLFLOW_DOCKERFILE.read_text()
+    assert "psycopg2" in MLFLOW_DOCKERFILE.read_text(), "postgresql:// needs a driver"
+    (deployment,) = [d for d in load_docs(INFRA / "kubernetes" / "mlflow.yaml") if d["kind"] == "Deployment"]
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == pinned("mlflow")
+    (c,) = containers(deployment)
+    assert c["image"].endswith(f"/{MLFLOW_IMAGE}:{pinned('mlflow')}")
+
+
+def _defined(kind: str) -> dict[str, dict]:
+    """name -> data of every Secret / ConfigMap defined in infra/kubernetes (the secret template included)."""
+    return {d["metadata"]["name"]: {**d.get("data", {}), **d.get("stringData", {})}
+            for _, d in all_docs() if d["kind"] == kind}
+
+
+def test_every_secret_and_config_map_a_pod_reads_is_defined():
+    secrets, maps = _defined("Secret"), _defined("ConfigMap")
+    secret_text = (INFRA / "kubernetes" / "secrets.example.yaml").read_text()
+    for where, doc in all_docs():
+        for c in containers(doc):
+            for src in c.get("envFrom", []):
+                if "secretRef" in src:
+                    assert src["secretRef"]["name"] in secrets, f"{where}: {src}"
+                if "configMapRef" in src:
+                    assert src["configMapRef"]["name"] in maps, f"{where}: {src}"
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {})
+                for key, defined in (("secretKeyRef", secrets), ("configMapKeyRef", maps)):
+                    if key in ref:
+                        name, k = ref[key]["name"], ref[key]["key"]
+                        assert name in defined, f"{where}: {env['name']} reads undefined {name}"
+                        assert k in defined[name] or (ref[key].get("optional") and f"# {k}:" in secret_text), \
+                            f"{where}: {env['name']} reads {name}.{k}, which the template does not define"
+    for doc in [d for _, d in all_docs() if d["apiVersion"] == "ray.io/v1"]:
+        for c in containers(doc):
+            refs = {next(iter(s.values()))["name"] for s in c.get("envFrom", [])}
+            assert {"elmo-env", "elmo-s3-credentials"} <= refs, f"{doc['metadata']['name']}: {c['name']}"
+
+
+def test_the_secret_template_holds_placeholders_only():
+    for doc in load_docs(INFRA / "kubernetes" / "secrets.example.yaml"):
+        assert doc["kind"] == "Secret" and "data" not in doc
+        for key, value in doc["stringData"].items():
+            if re.search(r"password|secret|token|key_id", key, re.IGNORECASE):
+                assert value == "CHANGE_ME", f"{doc['metadata']['name']}.{key} must be a placeholder"
+    assert "secrets.yaml" in (INFRA / "kubernetes" / ".gitignore").read_text().split()
+
+
+def test_mlflow_is_reached_by_its_service_url_and_stores_in_postgres_and_s3():
+    docs = load_docs(INFRA / "kubernetes" / "mlflow.yaml")
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    port = service["spec"]["ports"][0]["port"]
+    host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+    assert _defined("ConfigMap")["elmo-env"]["MLFLOW_TRACKING_URI"] == f"http://{host}:{port}"
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (c,) = containers(deployment)
+    command, server = check_command([*c["command"], *c["args"]])
+    assert command == "mlflow server" and server["serve_artifacts"] and server["port"] == port
+    assert server["artifacts_destination"].startswith("s3://")
+    assert f"{host}:{port}" in server["allowed_hosts"].split(","), "MLflow 3 would refuse the Service's Host header"
+    env = {e["name"]: e for e in c["env"]}
+    if server["backend_store_uri"] is None:  # from MLFLOW_BACKEND_STORE_URI, built from the Secret
+        assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql://")
+        parts = re.findall(r"\$\((\w+)\)", env["MLFLOW_BACKEND_STORE_URI"]["value"])
+        assert parts and all("valueFrom" in env[v] for v in parts), "the URI's parts come from the Secret"
+    else:
+        assert server["backend_store_uri"].startswith("postgresql://")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "elmo-s3-credentials"
+
+
+def test_everything_is_in_one_namespace():
+    (ns,) = [d for _, d in all_docs() if d["kind"] == "Namespace"]
+    assert ns["metadata"]["name"] == NAMESPACE
+    for where, doc in all_docs():
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == NAMESPACE, where
+
+
+def test_the_infra_readme_names_every_file_and_says_what_was_not_run():
+    readme = (INFRA / "README.md").read_text()
+    files = [p for p in INFRA.rglob("*") if p.is_file() and p.name not in (".gitignore", "README.md")]
+    for p in files:
+        assert str(p.relative_to(INFRA)) in readme, f"infra/README.md does not mention {p.relative_to(INFRA)}"
+    said = "none of it has been run on a kubernetes cluster, a cloud, or a gpu"
+    assert said in " ".join(readme.lower().split()), "infra/README.md must say what was not run"

@@ -1,81 +1,569 @@
-"""Main job on embedded defaults (no network, local files only).
+"""`elmo demo`: the whole product on real text, on this machine, with no service running.
 
-Until pretraining lands (see the project's issues), this runs the stages built so far on
-English prose from CPython's own docs (``pydoc_data.topics``):
+    elmo demo [--output-dir out/demo] [--quick] [--fresh] [--verbose]
+    (= bash scripts/run.sh [...] = python -m workflows.demo [...])
 
-1. preprocessing on a local Ray: the prose as gzip shards -> ``out/demo/data`` (vocabulary,
-   character-encoded Parquet, manifest);
-2. embedding: a `small`-config biLM (random weights, saved in the native format) ->
-   ``elmo embed`` -> HDF5 in AllenNLP's layout.
+1. a local Ray, and a local MLflow store (``OUT/mlflow.db``, artifacts in ``OUT/mlartifacts``);
+2. ``elmo preprocess`` of general English (Wikipedia) and of a domain (Python's documentation),
+   the domain with the general vocabulary (`workflows.demo_text` says where the text comes from);
+3. ``elmo pretrain`` of a small biLM, registered as ``elmo-demo``, alias ``champion`` (the gate);
+4. ``elmo adapt`` from that version to the domain, registered as ``elmo-demo-python``, with
+   held-out perplexity of both domains before and after;
+5. ``elmo embed-corpus`` of new domain text with ``models:/elmo-demo-python@champion``;
+6. ``elmo embed-new`` on an incoming folder, a file added, ``elmo embed-new`` again (only that
+   file is embedded);
+7. plots (``OUT/plots``), a summary table and ``OUT/summary.json``.
 
-    python -m workflows.demo [--output-dir out/demo] [--sentences 500]
+Each stage prints one line with its elapsed time (a live bar for training on a terminal); what
+Ray and the stages print goes to ``OUT/demo.log`` (``--verbose``: to the terminal). Rerunning
+reuses every finished stage whose settings and inputs are unchanged, and says so; ``--fresh``
+starts over in the same directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+GENERAL_MODEL, DOMAIN_MODEL = "elmo-demo", "elmo-demo-python"
+EXPERIMENT = "elmo-demo"
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default="out/demo")
-    parser.add_argument("--sentences", type=int, default=500)
-    parser.add_argument("--preset", default="small")
-    args = parser.parse_args(argv)
 
-    import h5py
-    import torch
+@dataclass(frozen=True)
+class DemoProfile:
+    """Every number the demo uses. ``quick`` is what the test runs (< 3 min here); ``full`` is
+    the default (< 15 min here)."""
 
-    from elmo_core.bilm import BiLM
-    from elmo_core.cli import main as elmo
-    from elmo_core.config import BiLMConfig
-    from elmo_core.sample_text import pydoc_sentences
-    from elmo_core.weights import save_checkpoint
+    name: str
+    general_paragraphs: int | None  # Wikipedia paragraphs used (None: all, ~0.4M words)
+    domain_paragraphs: int | None  # Python reference paragraphs used
+    max_vocab: int  # words in the (general) vocabulary; the softmax's size
+    preset: str  # elmo_core.config.PRESETS: the sizes not given below
+    char_filters: tuple | None  # the char CNN's (width, count) filters (None: the preset's)
+    lstm_dim: int | None  # LSTM cell size (None: the preset's)
+    projection_dim: int | None  # LSTM projection = token vector size (None: the preset's)
+    negatives: int  # sampled-softmax negatives per batch (at most the vocabulary)
+    dropout: float
+    pretrain_steps: int
+    adapt_steps: int
+    eval_every: int
+    batch_tokens: int
+    eval_max_sentences: int
+    learning_rate: float
+    adapt_learning_rate: float
 
-    out = Path(args.output_dir)
+    def model_options(self, vocab_size: int) -> dict:
+        """bilm-tf options of the demo's biLM for a vocabulary of this size."""
+        from elmo_core.config import BiLMConfig
+
+        config = BiLMConfig.preset(self.preset, dropout=self.dropout, learning_rate=self.learning_rate,
+                                   n_tokens_vocab=vocab_size, n_negative_samples_batch=min(self.negatives, vocab_size))
+        lstm = dataclasses.replace(config.lstm, dim=self.lstm_dim or config.lstm.dim,
+                                   projection_dim=self.projection_dim or config.lstm.projection_dim)
+        cnn = dataclasses.replace(config.char_cnn, filters=self.char_filters or config.char_cnn.filters)
+        return config.replace(lstm=lstm, char_cnn=cnn).to_options()
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+PROFILES = {
+    "quick": DemoProfile("quick", general_paragraphs=1500, domain_paragraphs=600, max_vocab=5000, preset="tiny",
+                         char_filters=None, lstm_dim=None, projection_dim=None, negatives=5000, dropout=0.0,
+                         pretrain_steps=60, adapt_steps=30, eval_every=15, batch_tokens=2000,
+                         eval_max_sentences=300, learning_rate=0.01, adapt_learning_rate=0.005),
+    # Sized for the whole tour in under 15 minutes on 2 cores: `lm5m` itself trained at ~650
+    # tokens/s here (a fifth of an epoch of the Wikipedia text in 15 minutes); with LSTMs of
+    # 256/128 and 2,048 negatives ~1,170; these sizes ~1,500 (300 + 100 steps: 15m37s in all;
+    # 180 + 50 steps: 13m16s from an empty output directory, 9m49s of it pretraining).
+    "full": DemoProfile("full", general_paragraphs=None, domain_paragraphs=None, max_vocab=20000, preset="lm5m",
+                        char_filters=((1, 32), (2, 32), (3, 64), (4, 128)), lstm_dim=256, projection_dim=128,
+                        negatives=1024, dropout=0.1, pretrain_steps=180, adapt_steps=50, eval_every=30,
+                        batch_tokens=2560, eval_max_sentences=1000, learning_rate=0.002, adapt_learning_rate=0.001),
+}
+
+
+# --- what the user sees ------------------------------------------------------------------------------
+class Console:
+    """One line per stage on the terminal (kept from before any redirection); a live ticker with
+    the elapsed time, and a bar where a stage knows its progress, when it is a terminal."""
+
+    def __init__(self, stream, n_stages: int) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.n_stages = n_stages
+        self.index = 0
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    @contextlib.contextmanager
+    def stage(self, title: str, progress=None):
+        """``progress``: a callable -> (done, total) or None, polled for the bar."""
+        self.index += 1
+        head = f"[{self.index}/{self.n_stages}] {title}"
+        began = time.monotonic()
+        outcome = {"note": ""}
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(1.0):
+                line = f"{head} ... {_clock(time.monotonic() - began)}"
+                if progress is not None:
+                    with contextlib.suppress(Exception):
+                        state = progress()
+                        if state:
+                            done, total = state
+                            filled = int(24 * min(done, total) / max(total, 1))
+                            line += f" [{'#' * filled}{'.' * (24 - filled)}] {done}/{total}"
+                self.stream.write("\r" + line[:150].ljust(100))
+                self.stream.flush()
+
+        ticker = threading.Thread(target=tick, daemon=True) if self.live else None
+        if ticker:
+            ticker.start()
+        else:
+            self.say(f"{head} ...")
+        try:
+            yield outcome
+        except BaseException:
+            stop.set()
+            if ticker:
+                ticker.join()
+                self.stream.write("\r")
+            self.say(f"{head}: FAILED after {_clock(time.monotonic() - began)}")
+            raise
+        stop.set()
+        if ticker:
+            ticker.join()
+            self.stream.write("\r")
+        self.say(f"{head}: {outcome['note']} ({_clock(time.monotonic() - began)})".ljust(100))
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{seconds % 60:04.1f}s" if seconds >= 60 else f"{seconds:.1f}s"
+
+
+@contextlib.contextmanager
+def output_to(log_path: Path | None):
+    """Send this process's stdout/stderr (file descriptors, so Ray's C++ and worker output too)
+    to ``log_path``; nothing changes when it is None."""
+    if log_path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+# --- reuse ------------------------------------------------------------------------------------------
+class StageState:
+    """``OUT/state.json``: each finished stage's outcome under a key of what it depended on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, stage: str, key: str) -> dict | None:
+        entry = self.data.get(stage)
+        return entry["outcome"] if entry and entry["key"] == key else None
+
+    def put(self, stage: str, key: str, outcome: dict) -> None:
+        self.data[stage] = {"key": key, "outcome": outcome}
+        temp = self.path.with_suffix(".tmp")
+        temp.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(temp, self.path)
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_documents(path: Path, paragraphs: list[str]) -> None:
+    """One paragraph a line; rewritten only if different (an unchanged file keeps its mtime, so
+    preprocessing and the scheduler see the same file)."""
+    text = "".join(p + "\n" for p in paragraphs)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, path)
+
+
+def model_version_exists(name: str, version) -> bool:
+    import mlflow
+
+    from .tracking import tracking_uri
+
+    try:
+        mlflow.MlflowClient(tracking_uri()).get_model_version(name, str(version))
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
+def training_progress(experiment: str, run_prefix: str, total: int):
+    """A poller for the console bar: the newest step rank 0 logged to the stage's MLflow run."""
+    import mlflow
+
+    from .tracking import tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri())
+
+    def poll():
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        runs = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name LIKE '{run_prefix}%'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            return None
+        history = client.get_metric_history(runs[0].info.run_id, "train_loss")
+        return (max((m.step for m in history), default=0), total)
+
+    return poll
+
+
+# --- the tour ----------------------------------------------------------------------------------------
+def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool = False) -> dict:
+    sys.stderr.flush()
+    # the terminal, kept apart: fd 2 itself goes to the log while the stages run
+    console = Console(os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace"), n_stages=8)
+    if fresh and out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    preprocess_demo(out)
-    sentences = pydoc_sentences(args.sentences)
-    (out / "sentences.txt").write_text("".join(" ".join(s) + "\n" for s in sentences), encoding="utf-8")
-    torch.manual_seed(0)
-    save_checkpoint(BiLM(BiLMConfig.preset(args.preset)), out / "model")
-    rc = elmo(["embed", str(out / "sentences.txt"), str(out / "embeddings.hdf5"), "--all", "--model", str(out / "model")])
-    if rc:
-        return rc
-    with h5py.File(out / "embeddings.hdf5", "r") as f:
-        first = f["0"]
-        print(f"wrote {out / 'embeddings.hdf5'}: {len(f) - 1} sentences; sentence 0 has layers "
-              f"{tuple(first.shape)} (layers, tokens, 2 x projection)")
+    out = out.resolve()
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray, no token needed
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    log_path = None if verbose else out / "demo.log"
+    state = StageState(out / "state.json")
+    began = time.monotonic()
+    console.say(f"elmo demo ({profile.name}): everything goes to {out}"
+                + ("" if verbose else f"; Ray's and the stages' own output to {log_path}"))
+    summary: dict = {"profile": profile.name, "output_dir": str(out)}
+    with output_to(log_path):
+        _start_ray(out, verbose)
+        try:
+            _tour(out, profile, console, state, summary)
+        finally:
+            import ray
+
+            ray.shutdown()
+    summary["seconds"] = round(time.monotonic() - began, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print_summary(console, summary)
+    return summary
+
+
+def _start_ray(out: Path, verbose: bool) -> None:
+    import ray
+    from ray.data import DataContext
+
+    cpus = os.cpu_count() or 2
+    # one CPU more than the machine has: a training worker or an embedding actor takes whole CPUs,
+    # Ray Data's readers ask for fractions of one beside it
+    ray.init(address="local", num_cpus=cpus + 1, include_dashboard=False, log_to_driver=verbose,
+             logging_level="INFO" if verbose else "ERROR")
+    DataContext.get_current().enable_progress_bars = verbose
+    import logging
+
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, summary: dict) -> None:
+    from preprocessing.config import PreprocessConfig, RunOptions
+    from preprocessing.pipeline import run_preprocess
+
+    from . import demo_text
+    from .adapt import adapt
+    from .config import EmbedJobConfig, TrainJobConfig
+    from .embed import run_embed_corpus
+    from .pretrain import pretrain
+    from .schedule import run_once
+
+    cpus = os.cpu_count() or 2
+    corpora_dir, data_dir = out / "corpora", out / "data"
+
+    # 1. text -----------------------------------------------------------------------------------
+    with console.stage("real text: Wikipedia (general English) and Python's documentation (the domain)") as s:
+        corpora = demo_text.load_corpora()
+        general = corpora.general[:profile.general_paragraphs]
+        domain = corpora.domain[:profile.domain_paragraphs]
+        for i in range(4):  # a few files: preprocessing reads them in parallel
+            write_documents(corpora_dir / "general" / f"wikipedia-{i}.txt", general[i::4])
+        for i in range(2):
+            write_documents(corpora_dir / "domain" / f"python-reference-{i}.txt", domain[i::2])
+        for i, paragraphs in enumerate(corpora.new):
+            write_documents(corpora_dir / "new" / f"python-modules-{i}.txt", paragraphs)
+        summary["text"] = {"general_words": demo_text.words(general), "domain_words": demo_text.words(domain),
+                           "new_words": [demo_text.words(p) for p in corpora.new]}
+        s["note"] = (f"{summary['text']['general_words']:,} + {summary['text']['domain_words']:,} words "
+                     f"({corpora_dir})")
+
+    # 2. preprocess -------------------------------------------------------------------------------
+    with console.stage("elmo preprocess: both corpora -> Parquet (the domain with the general vocabulary)") as s:
+        config = PreprocessConfig(input_format="document", max_vocab=profile.max_vocab, min_count=2,
+                                  validation_fraction=0.05, test_fraction=0.02)
+        options = RunOptions(num_workers=cpus, cpus_per_worker=0.5)
+        say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731 (to the log)
+        before = {name: _read_json(data_dir / name / "manifest.json") for name in ("general", "domain")}
+        general_manifest = run_preprocess([str(corpora_dir / "general")], str(data_dir / "general"), config,
+                                          options, log=say)
+        domain_manifest = run_preprocess([str(corpora_dir / "domain")], str(data_dir / "domain"), config, options,
+                                         vocab_path=str(data_dir / "general" / "vocab.txt"), log=say)
+        reused = [name for name, m in (("general", general_manifest), ("domain", domain_manifest))
+                  if before[name] and before[name]["created_unix"] == m["created_unix"]]
+        summary["data"] = {name: {"dir": str(data_dir / name), "sentences": m["sentences_out"],
+                                  "tokens": m["tokens_out"], "oov_rate": m["oov_rate"], "version": m["version"]}
+                           for name, m in (("general", general_manifest), ("domain", domain_manifest))}
+        s["note"] = (f"general {general_manifest['tokens_out']:,} tokens, vocabulary "
+                     f"{general_manifest['vocab']['size']:,}; domain {domain_manifest['tokens_out']:,} tokens, "
+                     f"OOV {domain_manifest['oov_rate']:.1%}"
+                     + (f" (reused: {' and '.join(reused)}, same text and settings)" if reused else ""))
+
+    storage = str(out / "ray_results")
+    _ensure_experiment(out)
+    job = TrainJobConfig(data=str(data_dir / "general"), max_steps=profile.pretrain_steps,
+                         batch_tokens=profile.batch_tokens, eval_every=profile.eval_every,
+                         checkpoint_every=profile.eval_every, report_every=max(1, profile.eval_every // 6),
+                         eval_max_sentences=profile.eval_max_sentences, num_workers=1, cpus_per_worker=cpus,
+                         torch_threads=cpus, shuffle_buffer=5000)
+
+    # 3. pretrain -------------------------------------------------------------------------------
+    key = _digest(profile.key(), general_manifest["version"])
+    pretrained = state.get("pretrain", key)
+    if pretrained and not model_version_exists(GENERAL_MODEL, pretrained["version"]):
+        pretrained = None
+    run_name = f"demo-pretrain-{key}"
+    lstm = profile.model_options(general_manifest["vocab"]["size"])["lstm"]
+    with console.stage(f"elmo pretrain: a biLM (LSTMs {lstm['dim']}/{lstm['projection_dim']}) on general English, "
+                       f"registered as {GENERAL_MODEL}",
+                       None if pretrained else training_progress(EXPERIMENT, run_name, profile.pretrain_steps)) as s:
+        if pretrained:
+            s["note"] = f"reused {GENERAL_MODEL} v{pretrained['version']} (same data and settings)"
+        else:
+            result = pretrain(job, profile.preset, GENERAL_MODEL, storage, experiment=EXPERIMENT,
+                              model_config=profile.model_options(general_manifest["vocab"]["size"]),
+                              run_name=run_name)
+            pretrained = {k: result[k] for k in ("name", "version", "promoted", "val_ppl", "run_id")}
+            pretrained["tokens_per_s"] = _median([h["tokens_per_second"] for h in
+                                                  metric_history(result["run_id"], "tokens_per_second")])
+            state.put("pretrain", key, pretrained)
+            s["note"] = (f"held-out perplexity {pretrained['val_ppl']:.1f}; {GENERAL_MODEL} v{pretrained['version']}"
+                         f"{', champion' if pretrained['promoted'] else ' (the champion is better: alias kept)'}")
+    summary["pretrain"] = pretrained
+
+    # 4. adapt ------------------------------------------------------------------------------------
+    parent = f"models:/{GENERAL_MODEL}/{pretrained['version']}"
+    key = _digest(profile.key(), parent, domain_manifest["version"])
+    adapted = state.get("adapt", key)
+    if adapted and not model_version_exists(DOMAIN_MODEL, adapted["version"]):
+        adapted = None
+    run_name = f"demo-adapt-{key}"
+    with console.stage(f"elmo adapt: {GENERAL_MODEL} v{pretrained['version']} -> Python's documentation, "
+                       f"registered as {DOMAIN_MODEL}",
+                       None if adapted else training_progress(EXPERIMENT, run_name, profile.adapt_steps)) as s:
+        if adapted:
+            s["note"] = f"reused {DOMAIN_MODEL} v{adapted['version']}"
+        else:
+            adapt_job = job.replace(data=str(data_dir / "domain"), max_steps=profile.adapt_steps)
+            result = adapt(adapt_job, parent, DOMAIN_MODEL, storage, source_data=str(data_dir / "general"),
+                           experiment=EXPERIMENT, run_name=run_name,
+                           recipe={"learning_rate": profile.adapt_learning_rate, "dropout": profile.dropout})
+            adapted = {k: result[k] for k in ("name", "version", "promoted", "run_id", "target_ppl_before",
+                                              "target_ppl_after", "source_ppl_before", "source_ppl_after")}
+            adapted["tokens_per_s"] = _median([h["tokens_per_second"] for h in
+                                               metric_history(result["run_id"], "tokens_per_second")])
+            state.put("adapt", key, adapted)
+        s["note"] = (f"{s['note'] + '; ' if s['note'] else ''}domain perplexity {adapted['target_ppl_before']:.1f} -> "
+                     f"{adapted['target_ppl_after']:.1f}, general {adapted['source_ppl_before']:.1f} -> "
+                     f"{adapted['source_ppl_after']:.1f}; {DOMAIN_MODEL} v{adapted['version']}"
+                     + (", champion" if adapted["promoted"] else " (the champion is as good or better: alias kept)"))
+    summary["adapt"] = adapted
+
+    # 5. embed-corpus -------------------------------------------------------------------------------
+    champion = f"models:/{DOMAIN_MODEL}@champion"
+    embed_config = EmbedJobConfig(input_format="document", num_actors=1, cpus_per_actor=float(cpus))
+    new_files = sorted(str(p) for p in (corpora_dir / "new").glob("*.txt"))
+    with console.stage(f"elmo embed-corpus: new domain text with {champion}") as s:
+        manifest = run_embed_corpus(new_files[:2], str(out / "embeddings" / "corpus"), champion, embed_config)
+        summary["embed_corpus"] = {"output": str(out / "embeddings" / "corpus"), "model": manifest["model_version"],
+                                   "files": len(manifest["files"]), "sentences": manifest["sentences"],
+                                   "tokens": manifest["tokens"], "tokens_per_s": manifest["tokens_per_second"],
+                                   "reused": manifest.get("reused", False)}
+        s["note"] = (f"{manifest['sentences']:,} sentences from {len(manifest['files'])} files with "
+                     f"{manifest['model_version']}, {manifest['tokens_per_second']:,.0f} tokens/s"
+                     + (" (reused: same inputs, model and settings)" if manifest.get("reused") else ""))
+
+    # 6. embed-new, twice ---------------------------------------------------------------------------
+    incoming, scheduled = out / "incoming", out / "embeddings" / "scheduled"
+    incoming.mkdir(exist_ok=True)
+    for path in new_files[:2]:
+        if not (incoming / Path(path).name).exists():
+            shutil.copy2(path, incoming / Path(path).name)
+    passes = []
+    with console.stage(f"elmo embed-new: {incoming} -> {scheduled}, then one file added and run again") as s:
+        passes.append(run_once(str(incoming), str(scheduled), champion, embed_config))
+        added = incoming / Path(new_files[2]).name
+        if not added.exists():
+            shutil.copy2(new_files[2], added)
+        passes.append(run_once(str(incoming), str(scheduled), champion, embed_config))
+        summary["embed_new"] = {"output": str(scheduled), "passes": passes}
+        s["note"] = "; ".join(f"pass {i + 1}: {_pass_note(p)}" for i, p in enumerate(passes))
+
+    # 7. plots --------------------------------------------------------------------------------------
+    with console.stage("plots: perplexity curves, and ELMo vectors of ambiguous words by layer") as s:
+        summary["plots"] = make_plots(out, pretrained, adapted, corpora, champion)
+        s["note"] = ", ".join(summary["plots"].values())
+
+    # 8. where to look ------------------------------------------------------------------------------
+    with console.stage("MLflow: runs, curves and registered models") as s:
+        summary["mlflow_ui"] = (f"mlflow ui --backend-store-uri sqlite:///{out / 'mlflow.db'} "
+                                f"--host 127.0.0.1 --port 5000")
+        s["note"] = f"open with: {summary['mlflow_ui']}  (then http://127.0.0.1:5000)"
+
+
+def _pass_note(summary: dict) -> str:
+    embedded = summary.get("embedded", [])
+    status = summary.get("status")
+    if embedded:
+        names = ", ".join(Path(e).name.split(".txt.")[0] + ".txt" for e in embedded)
+        return f"{len(embedded)} new file{'s' if len(embedded) > 1 else ''} embedded ({names})"
+    return "nothing new" if status in ("nothing", "done") else str(status)
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _median(values: list[float]) -> float | None:
+    import statistics
+
+    return statistics.median(values) if values else None
+
+
+def _ensure_experiment(out: Path) -> None:
+    """The demo's experiment with its artifacts under OUT (not ./mlruns of the working directory)."""
+    import mlflow
+
+    from .tracking import tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri())
+    if client.get_experiment_by_name(EXPERIMENT) is None:
+        client.create_experiment(EXPERIMENT, artifact_location=(out / "mlartifacts").as_uri())
+
+
+def metric_history(run_id: str, key: str) -> list[dict]:
+    """[{"step": s, key: value}, ...] of an MLflow run, in step order (what the run recorded)."""
+    import mlflow
+
+    from .tracking import tracking_uri
+
+    history = mlflow.MlflowClient(tracking_uri()).get_metric_history(run_id, key)
+    return [{"step": m.step, key: m.value} for m in sorted(history, key=lambda m: m.step)]
+
+
+def make_plots(out: Path, pretrained: dict, adapted: dict, corpora, model_uri: str) -> dict:
+    import numpy as np
+
+    from elmo_core.embedder import Embedder
+    from elmo_core.weights import load_checkpoint
+
+    from . import demo_plots
+    from .tracking import download_model, pin_model_uri
+
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    curves = demo_plots.perplexity_curves(
+        metric_history(pretrained["run_id"], "val_ppl"), metric_history(adapted["run_id"], "val_ppl"),
+        before={"domain": adapted["target_ppl_before"], "general": adapted["source_ppl_before"]},
+        after={"domain": adapted["target_ppl_after"], "general": adapted["source_ppl_after"]},
+        path=plots / "perplexity.png")
+    general = demo_plots.tokenize_for_plot(corpora.general, 6000)
+    domain = demo_plots.tokenize_for_plot(corpora.domain + [p for f in corpora.new for p in f], 6000)
+    occurrences = demo_plots.find_occurrences(general, domain)
+    pinned, _ = pin_model_uri(model_uri)
+    model, _ = load_checkpoint(download_model(pinned, str(out / "plots" / ".model")))
+    vectors = Embedder(model, batch_size=64, layers="all").embed_all([o.tokens for o in occurrences])
+    layers = np.stack([v[:, o.position] for v, o in zip(vectors, occurrences)])  # (n, L+1, 2P)
+    contexts = demo_plots.context_projection(occurrences, layers, plots / "contexts.png")
+    shutil.rmtree(out / "plots" / ".model", ignore_errors=True)
+    return {"perplexity": str(curves), "contexts": str(contexts)}
+
+
+def print_summary(console: Console, summary: dict) -> None:
+    p, a, e = summary["pretrain"], summary["adapt"], summary["embed_corpus"]
+    rows = [
+        ("pretrained", f"{GENERAL_MODEL} v{p['version']}", f"held-out general perplexity {p['val_ppl']:.1f}",
+         f"{p['tokens_per_s']:,.0f} tokens/s" if p.get("tokens_per_s") else ""),
+        ("adapted", f"{DOMAIN_MODEL} v{a['version']}",
+         f"domain {a['target_ppl_before']:.1f} -> {a['target_ppl_after']:.1f}; "
+         f"general {a['source_ppl_before']:.1f} -> {a['source_ppl_after']:.1f}",
+         f"{a['tokens_per_s']:,.0f} tokens/s" if a.get("tokens_per_s") else ""),
+        ("embed-corpus", f"{e['sentences']:,} sentences", e["output"],
+         f"{e['tokens_per_s']:,.0f} tokens/s" if e.get("tokens_per_s") else ""),
+        *[(f"embed-new #{i + 1}", _pass_note(x), summary["embed_new"]["output"] if i == 0 else "", "")
+          for i, x in enumerate(summary["embed_new"]["passes"])],
+        ("plots", "", ", ".join(summary["plots"].values()), ""),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    console.say("")
+    for row in rows:
+        console.say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    console.say(f"\ndone in {_clock(summary['seconds'])}; summary: {summary['output_dir']}/summary.json")
+    console.say(f"MLflow UI: {summary['mlflow_ui']}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", default="out/demo", type=Path, help="where everything goes (default: out/demo)")
+    parser.add_argument("--quick", action="store_true", help="a smaller run (< 3 min here; what the test runs)")
+    parser.add_argument("--fresh", action="store_true", help="delete the output directory first")
+    parser.add_argument("--verbose", action="store_true", help="Ray's and the stages' output on the terminal")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .demo_text import TextSourceError
+
+    try:
+        run_demo(args.output_dir, PROFILES["quick" if args.quick else "full"], args.verbose, args.fresh)
+    except TextSourceError as exc:
+        print(f"elmo demo: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
-def preprocess_demo(out: Path) -> None:
-    """Stage 1: the pydoc prose as 4 gzip shards -> a preprocessed dataset under ``out/data``."""
-    import gzip
-    import os
-
-    import pydoc_data.topics
-
-    from preprocessing.config import PreprocessConfig
-    from preprocessing.pipeline import run_preprocess
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray, no token needed
-    corpus = out / "corpus"
-    corpus.mkdir(exist_ok=True)
-    topics = sorted(pydoc_data.topics.topics.items())
-    for shard in range(4):
-        paragraphs = [" ".join(text.split()) for i, (_, text) in enumerate(topics) if i % 4 == shard]
-        with gzip.open(corpus / f"pydoc-{shard}.txt.gz", "wt", encoding="utf-8") as f:
-            f.write("".join(p + "\n" for p in paragraphs))
-    # few, long documents: hold out 10% + 5% of them so that perplexity can be measured
-    config = PreprocessConfig(input_format="document", min_count=2, shard_size_mb=16,
-                              validation_fraction=0.1, test_fraction=0.05)
-    m = run_preprocess([str(corpus)], str(out / "data"), config)
-    print(f"preprocessed {out / 'data'}: {m['lines_in']:,} documents -> {m['sentences_out']:,} sentences, "
-          f"{m['tokens_out']:,} tokens; vocabulary {m['vocab']['size']:,}; "
-          f"train/validation/test {', '.join(str(m['splits'][s]['sentences']) for s in ('train', 'validation', 'test'))}")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="elmo demo", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
