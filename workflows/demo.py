@@ -267,21 +267,27 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
     console.say(f"elmo demo ({profile.name}): everything goes to {out}"
                 + ("" if verbose else f"; Ray's and the stages' own output to {log_path}"))
     summary: dict = {"profile": profile.name, "output_dir": str(out)}
-    with output_to(log_path):
-        _start_ray(out, verbose)
-        try:
-            _tour(out, profile, console, state, summary)
-        finally:
-            import ray
+    try:
+        with output_to(log_path):
+            _start_ray(verbose)
+            try:
+                _tour(out, profile, console, state, summary)
+            finally:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
+    except Exception:
+        if log_path is not None:
+            console.say(f"elmo demo failed; the stages' own output is in {log_path}. Rerunning continues "
+                        "from the last finished stage.")
+        raise
     summary["seconds"] = round(time.monotonic() - began, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print_summary(console, summary)
     return summary
 
 
-def _start_ray(out: Path, verbose: bool) -> None:
+def _start_ray(verbose: bool) -> None:
     import ray
     from ray.data import DataContext
 
