@@ -129,8 +129,8 @@ class EmbedJobConfig:
     # to this size (128 MiB by default: a whole file became one block). 8 MiB was measured
     # (benchmarks/README.md); with 256 KiB the benchmark took over 16 min instead of 9 (stopped).
     block_kb: int = 8192
-    # embedding calls queued at an actor at once. Ray Data's default (4) let the first actor to
-    # start take every block of a small corpus; 1 spreads them over the pool (benchmarks/README.md)
+    # embedding calls queued at an actor at once (Ray Data's default: 4). With 1, an actor that is
+    # ready first cannot queue blocks the others could start on (benchmarks/README.md)
     tasks_per_actor: int = 1
 
     def __post_init__(self) -> None:

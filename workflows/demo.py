@@ -184,9 +184,12 @@ def output_to(log_path: Path | None):
 class StageState:
     """``OUT/state.json``: each finished stage's outcome under a key of what it depended on."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {}
+    NAME = "state.json"
+
+    def __init__(self, store) -> None:
+        self.store = store  # `workflows.object_store.Store` of OUT
+        saved = store.read(self.NAME)
+        self.data = json.loads(saved) if saved is not None else {}
 
     def get(self, stage: str, key: str) -> dict | None:
         entry = self.data.get(stage)
@@ -194,25 +197,24 @@ class StageState:
 
     def put(self, stage: str, key: str, outcome: dict) -> None:
         self.data[stage] = {"key": key, "outcome": outcome}
-        temp = self.path.with_suffix(".tmp")
-        temp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(temp, self.path)
+        self.store.write(self.NAME, json.dumps(self.data, indent=2, default=str).encode())
+
+    def registered(self, stage: str, key: str, model_name: str) -> dict | None:
+        """The stage's outcome, if it registered a version of ``model_name`` that still exists."""
+        outcome = self.get(stage, key)
+        return outcome if outcome and model_version_exists(model_name, outcome["version"]) else None
 
 
 def _digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_documents(path: Path, paragraphs: list[str]) -> None:
+def write_documents(store, rel: str, paragraphs: list[str]) -> None:
     """One paragraph a line; rewritten only if different (an unchanged file keeps its mtime, so
     preprocessing and the scheduler see the same file)."""
-    text = "".join(p + "\n" for p in paragraphs)
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    data = "".join(p + "\n" for p in paragraphs).encode("utf-8")
+    if store.read(rel) != data:
+        store.write(rel, data)
 
 
 def model_version_exists(name: str, version) -> bool:
@@ -251,6 +253,8 @@ def training_progress(experiment: str, run_prefix: str, total: int):
 
 # --- the tour ----------------------------------------------------------------------------------------
 def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool = False) -> dict:
+    from .object_store import Store
+
     sys.stderr.flush()
     # the terminal, kept apart: fd 2 itself goes to the log while the stages run
     console = Console(os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace"), n_stages=8)
@@ -262,7 +266,8 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray, no token needed
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     log_path = None if verbose else out / "demo.log"
-    state = StageState(out / "state.json")
+    store = Store(str(out))
+    state = StageState(store)
     began = time.monotonic()
     console.say(f"elmo demo ({profile.name}): everything goes to {out}"
                 + ("" if verbose else f"; Ray's and the stages' own output to {log_path}"))
@@ -271,7 +276,7 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
         with output_to(log_path):
             _start_ray(verbose)
             try:
-                _tour(out, profile, console, state, summary)
+                _tour(out, profile, console, state, store, summary)
             finally:
                 import ray
 
@@ -281,6 +286,7 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
             console.say(f"elmo demo failed; the stages' own output is in {log_path}. Rerunning continues "
                         "from the last finished stage.")
         raise
+    store.clear_temp(remove_dir=True)
     summary["seconds"] = round(time.monotonic() - began, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print_summary(console, summary)
@@ -303,7 +309,7 @@ def _start_ray(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, summary: dict) -> None:
+def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, store, summary: dict) -> None:
     from preprocessing.config import PreprocessConfig, RunOptions
     from preprocessing.pipeline import run_preprocess
 
@@ -323,11 +329,11 @@ def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, 
         general = corpora.general[:profile.general_paragraphs]
         domain = corpora.domain[:profile.domain_paragraphs]
         for i in range(4):  # a few files: preprocessing reads them in parallel
-            write_documents(corpora_dir / "general" / f"wikipedia-{i}.txt", general[i::4])
+            write_documents(store, f"corpora/general/wikipedia-{i}.txt", general[i::4])
         for i in range(2):
-            write_documents(corpora_dir / "domain" / f"python-reference-{i}.txt", domain[i::2])
+            write_documents(store, f"corpora/domain/python-reference-{i}.txt", domain[i::2])
         for i, paragraphs in enumerate(corpora.new):
-            write_documents(corpora_dir / "new" / f"python-modules-{i}.txt", paragraphs)
+            write_documents(store, f"corpora/new/python-modules-{i}.txt", paragraphs)
         summary["text"] = {"general_words": demo_text.words(general), "domain_words": demo_text.words(domain),
                            "new_words": [demo_text.words(p) for p in corpora.new]}
         s["note"] = (f"{summary['text']['general_words']:,} + {summary['text']['domain_words']:,} words "
@@ -364,11 +370,10 @@ def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, 
 
     # 3. pretrain -------------------------------------------------------------------------------
     key = _digest(profile.key(), general_manifest["version"])
-    pretrained = state.get("pretrain", key)
-    if pretrained and not model_version_exists(GENERAL_MODEL, pretrained["version"]):
-        pretrained = None
+    pretrained = state.registered("pretrain", key, GENERAL_MODEL)
     run_name = f"demo-pretrain-{key}"
-    lstm = profile.model_options(general_manifest["vocab"]["size"])["lstm"]
+    model_options = profile.model_options(general_manifest["vocab"]["size"])
+    lstm = model_options["lstm"]
     with console.stage(f"elmo pretrain: a biLM (LSTMs {lstm['dim']}/{lstm['projection_dim']}) on general English, "
                        f"registered as {GENERAL_MODEL}",
                        None if pretrained else training_progress(EXPERIMENT, run_name, profile.pretrain_steps)) as s:
@@ -376,11 +381,10 @@ def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, 
             s["note"] = f"reused {GENERAL_MODEL} v{pretrained['version']} (same data and settings)"
         else:
             result = pretrain(job, profile.preset, GENERAL_MODEL, storage, experiment=EXPERIMENT,
-                              model_config=profile.model_options(general_manifest["vocab"]["size"]),
+                              model_config=model_options,
                               run_name=run_name)
             pretrained = {k: result[k] for k in ("name", "version", "promoted", "val_ppl", "run_id")}
-            pretrained["tokens_per_s"] = _median([h["tokens_per_second"] for h in
-                                                  metric_history(result["run_id"], "tokens_per_second")])
+            pretrained["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")
             state.put("pretrain", key, pretrained)
             s["note"] = (f"held-out perplexity {pretrained['val_ppl']:.1f}; {GENERAL_MODEL} v{pretrained['version']}"
                          f"{', champion' if pretrained['promoted'] else ' (the champion is better: alias kept)'}")
@@ -389,9 +393,7 @@ def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, 
     # 4. adapt ------------------------------------------------------------------------------------
     parent = f"models:/{GENERAL_MODEL}/{pretrained['version']}"
     key = _digest(profile.key(), parent, domain_manifest["version"])
-    adapted = state.get("adapt", key)
-    if adapted and not model_version_exists(DOMAIN_MODEL, adapted["version"]):
-        adapted = None
+    adapted = state.registered("adapt", key, DOMAIN_MODEL)
     run_name = f"demo-adapt-{key}"
     with console.stage(f"elmo adapt: {GENERAL_MODEL} v{pretrained['version']} -> Python's documentation, "
                        f"registered as {DOMAIN_MODEL}",
@@ -405,8 +407,7 @@ def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, 
                            recipe={"learning_rate": profile.adapt_learning_rate, "dropout": profile.dropout})
             adapted = {k: result[k] for k in ("name", "version", "promoted", "run_id", "target_ppl_before",
                                               "target_ppl_after", "source_ppl_before", "source_ppl_after")}
-            adapted["tokens_per_s"] = _median([h["tokens_per_second"] for h in
-                                               metric_history(result["run_id"], "tokens_per_second")])
+            adapted["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")
             state.put("adapt", key, adapted)
         s["note"] = (f"{s['note'] + '; ' if s['note'] else ''}domain perplexity {adapted['target_ppl_before']:.1f} -> "
                      f"{adapted['target_ppl_after']:.1f}, general {adapted['source_ppl_before']:.1f} -> "
@@ -469,9 +470,10 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _median(values: list[float]) -> float | None:
+def median_metric(run_id: str, key: str) -> float | None:
     import statistics
 
+    values = [h[key] for h in metric_history(run_id, key)]
     return statistics.median(values) if values else None
 
 

@@ -6,7 +6,6 @@ Both write PNGs with matplotlib's Agg backend (no display needed).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,17 +108,15 @@ def context_projection(occurrences: list[Occurrence], layers: np.ndarray, path: 
 
 
 def tokenize_for_plot(paragraphs: list[str], limit: int) -> list[list[str]]:
-    """Paragraphs -> up to ``limit`` sentences, tokenized as `elmo preprocess` does (Moses)."""
+    """Paragraphs -> up to ``limit`` sentences of at least 5 tokens, split and tokenized as
+    `elmo preprocess --input-format document` does."""
     from preprocessing.config import PreprocessConfig
-    from preprocessing.text import make_tokenizer, split_document
+    from preprocessing.text import LineProcessor
 
-    tokenize = make_tokenizer(PreprocessConfig())
+    sentences_of = LineProcessor(PreprocessConfig(input_format="document"))
     out = []
     for paragraph in paragraphs:
-        for sentence in split_document(paragraph):
-            tokens = tokenize(sentence).split()
-            if 5 <= len(tokens) and re.search(r"[a-z]", sentence):
-                out.append(tokens)
-                if len(out) >= limit:
-                    return out
+        out += [tokens for tokens in sentences_of(paragraph)[0] if len(tokens) >= 5]
+        if len(out) >= limit:
+            return out[:limit]
     return out

@@ -190,6 +190,9 @@ def _actor_fault() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+_LIBC = None  # glibc's malloc_trim once found; False where there is none
+
+
 def release_freed_memory() -> None:
     """Hand memory freed by the last call back to the OS (glibc's ``malloc_trim``; nothing elsewhere).
 
@@ -206,9 +209,6 @@ def release_freed_memory() -> None:
             _LIBC = False
     if _LIBC:
         _LIBC(0)
-
-
-_LIBC = None
 
 
 class EmbedActor:
