@@ -88,7 +88,7 @@ class TrainingConfig:
     unroll_steps: int = 20  # bilm-tf options.json field (window length); kept for round trips
     batch_size: int = 128  # bilm-tf options.json field (windows per device); kept for round trips
     optimizer: str = "adam"  # "adam", "adagrad" (bilm-tf) or "sgd"
-    learning_rate: float = 2e-3
+    learning_rate: float = 2e-3  # the optimizer's step size (bilm-tf's Adagrad: 0.2)
     initial_accumulator_value: float = 1.0  # Adagrad only
     max_grad_norm: float = 5.0  # global gradient-norm clip
 

@@ -29,18 +29,18 @@ class PreprocessConfig:
     # bilm-tf trains on 20-token windows; 256 keeps LSTM memory bounded while splitting almost no
     # real sentence (1B Word Benchmark sentences are under 100 tokens).
     max_sentence_tokens: int = 256
-    # Vocabulary (ignored when an existing vocabulary file is given). bilm-tf's 1B-Word
-    # vocabulary keeps words seen at least 3 times in the training split.
-    max_vocab: int | None = None
-    min_count: int = 3
+    # Vocabulary, counted on the train split (neither applies when an existing vocabulary file is
+    # given).
+    max_vocab: int | None = None  # entries kept, specials included (None: no limit)
+    min_count: int = 3  # words seen fewer times are left out (bilm-tf's 1B Word vocabulary: 3)
     # Deterministic split by hash of each line's id (pieces of a line stay together).
     validation_fraction: float = 0.01
-    test_fraction: float = 0.01
-    split_salt: str = "elmo-split-v1"
+    test_fraction: float = 0.01  # the same, for the test split
+    split_salt: str = "elmo-split-v1"  # names the hash scheme; a new salt is a new split (and dataset version)
     # Shards whose every line goes to one split, whatever the hash says: (shard key, split) pairs,
     # e.g. a benchmark's own validation and test files (`--validation-input`, `--test-input`).
     assigned_splits: tuple[tuple[str, str], ...] = ()
-    # Roughly this much in-memory Arrow data per Parquet file (Ray's min_bytes_per_file).
+    # Parquet file size target: the writer starts a new file once one reaches this many MB.
     shard_size_mb: int = 128
     quarantine_bad_files: bool = False  # False: a bad shard fails the job
 

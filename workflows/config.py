@@ -21,7 +21,7 @@ class TrainJobConfig:
     # uses the model); any corpus size. "stream": windows of the running text in corpus order,
     # the state carried from window to window (truncated BPTT; bilm-tf and Kim et al. 2016); the
     # train split is held in memory (~8 bytes a token). Validation perplexity, the LR schedule and
-    # the best model follow the training mode; `elmo evaluate` reports both.
+    # the best model follow the training mode; `--evaluate-test` scores the test split in both.
     mode: str = "sentence"
     stream_rows: int = 20  # stream mode: rows of running text per global batch (Kim et al.: 20)
     unroll_steps: int = 35  # stream mode: tokens per window (Kim et al.: 35; bilm-tf: 20)
@@ -35,19 +35,19 @@ class TrainJobConfig:
     # for later epochs: each Ray Data pass costs a restart (~10 s or more on 2 vCPUs), paid every
     # epoch of a small (e.g. domain-adaptation) corpus otherwise. 0 turns the cache off.
     cache_train_mb: int = 256
-    seed: int = 0
+    seed: int = 0  # data order, shuffling, dropout and sampled negatives all follow from it
     # --- schedule ------------------------------------------------------------------------------
     max_steps: int = 1000
     max_epochs: int | None = None  # also stop at the end of this epoch (None: max_steps only)
     eval_each_epoch: bool = False  # evaluate (and schedule) at the end of every epoch as well
-    # Validation-driven schedule (`workflows.schedule`): LR times lr_decay after lr_decay_patience
+    # Validation-driven schedule (`workflows/plateau.py`): LR times lr_decay after lr_decay_patience
     # evaluations without improving by more than plateau_threshold (relative); stop after
     # early_stop_patience such evaluations (0: never). The model of the best evaluation is kept
     # (`best_model/` in the checkpoint) and is the one registered.
     lr_decay: float = 0.5
-    lr_decay_patience: int = 1
-    plateau_threshold: float = 0.0
-    early_stop_patience: int = 0
+    lr_decay_patience: int = 1  # evaluations without improvement before the LR is decayed
+    plateau_threshold: float = 0.0  # relative improvement an evaluation must beat to count as one
+    early_stop_patience: int = 0  # stop after this many evaluations without improvement (0: never)
     # Per-epoch decay instead of the plateau rule: LR times lr_decay at the end of every epoch from
     # this one (1-based) on (Zaremba et al. 2014); anneals within a fixed --max-epochs budget.
     lr_decay_start_epoch: int | None = None
@@ -58,9 +58,9 @@ class TrainJobConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept in the storage path
     report_every: int = 10  # steps between metric reports (Ray Train report + MLflow)
     # --- placement -----------------------------------------------------------------------------
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    num_workers: int = 1  # DDP workers (Ray Train), one process each
+    use_gpu: bool = False  # one GPU per worker (NCCL); CPU: gloo
+    cpus_per_worker: float = 1.0  # CPUs Ray reserves per worker
     torch_threads: int | None = None  # per worker; None: cpus_per_worker rounded up
     placement_strategy: str = "PACK"  # Ray placement of workers; "SPREAD"/"STRICT_SPREAD": one per node
     bf16: bool = True  # autocast to bfloat16 on GPU (ignored on CPU)

@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -201,6 +202,8 @@ class StageState:
 
     def registered(self, stage: str, key: str, model_name: str) -> dict | None:
         """The stage's outcome, if it registered a version of ``model_name`` that still exists."""
+        from .tracking import model_version_exists
+
         outcome = self.get(stage, key)
         return outcome if outcome and model_version_exists(model_name, outcome["version"]) else None
 
@@ -217,36 +220,31 @@ def write_documents(store, rel: str, paragraphs: list[str]) -> None:
         store.write(rel, data)
 
 
-def model_version_exists(name: str, version) -> bool:
-    import mlflow
+def export_model(model_uri: str, destination: Path) -> Path:
+    """The registered model as a native model directory (config.json, model.safetensors,
+    vocab.txt) at ``destination``, for ``elmo embed --model``; kept if it already holds that model."""
+    from .tracking import download_model
 
-    from .tracking import tracking_uri
-
-    try:
-        mlflow.MlflowClient(tracking_uri()).get_model_version(name, str(version))
-        return True
-    except mlflow.exceptions.MlflowException:
-        return False
+    stamp = destination / "source.txt"
+    if stamp.exists() and stamp.read_text(encoding="utf-8").strip() == model_uri:
+        return destination
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".model-") as tmp:
+        staged = Path(tmp) / "model"
+        shutil.copytree(download_model(model_uri, str(Path(tmp) / "download")), staged)
+        (staged / "source.txt").write_text(model_uri + "\n", encoding="utf-8")
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staged, destination)
+    return destination
 
 
 def training_progress(experiment: str, run_prefix: str, total: int):
     """A poller for the console bar: the newest step rank 0 logged to the stage's MLflow run."""
-    import mlflow
-
-    from .tracking import tracking_uri
-
-    client = mlflow.MlflowClient(tracking_uri())
+    from .tracking import latest_step
 
     def poll():
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            return None
-        runs = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name LIKE '{run_prefix}%'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
-        if not runs:
-            return None
-        history = client.get_metric_history(runs[0].info.run_id, "train_loss")
-        return (max((m.step for m in history), default=0), total)
+        step = latest_step(experiment, run_prefix, "train_loss")
+        return None if step is None else (step, total)
 
     return poll
 
@@ -414,6 +412,7 @@ def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, 
                      f"{adapted['source_ppl_after']:.1f}; {DOMAIN_MODEL} v{adapted['version']}"
                      + (", champion" if adapted["promoted"] else " (the champion is as good or better: alias kept)"))
     summary["adapt"] = adapted
+    adapted["model_dir"] = str(export_model(f"models:/{DOMAIN_MODEL}/{adapted['version']}", out / "model"))
 
     # 5. embed-corpus -------------------------------------------------------------------------------
     champion = f"models:/{DOMAIN_MODEL}@champion"
@@ -473,29 +472,17 @@ def _read_json(path: Path) -> dict | None:
 def median_metric(run_id: str, key: str) -> float | None:
     import statistics
 
+    from .tracking import metric_history
+
     values = [h[key] for h in metric_history(run_id, key)]
     return statistics.median(values) if values else None
 
 
 def _ensure_experiment(out: Path) -> None:
     """The demo's experiment with its artifacts under OUT (not ./mlruns of the working directory)."""
-    import mlflow
+    from .tracking import ensure_experiment
 
-    from .tracking import tracking_uri
-
-    client = mlflow.MlflowClient(tracking_uri())
-    if client.get_experiment_by_name(EXPERIMENT) is None:
-        client.create_experiment(EXPERIMENT, artifact_location=(out / "mlartifacts").as_uri())
-
-
-def metric_history(run_id: str, key: str) -> list[dict]:
-    """[{"step": s, key: value}, ...] of an MLflow run, in step order (what the run recorded)."""
-    import mlflow
-
-    from .tracking import tracking_uri
-
-    history = mlflow.MlflowClient(tracking_uri()).get_metric_history(run_id, key)
-    return [{"step": m.step, key: m.value} for m in sorted(history, key=lambda m: m.step)]
+    ensure_experiment(EXPERIMENT, (out / "mlartifacts").as_uri())
 
 
 def make_plots(out: Path, pretrained: dict, adapted: dict, corpora, model_uri: str) -> dict:
@@ -505,7 +492,7 @@ def make_plots(out: Path, pretrained: dict, adapted: dict, corpora, model_uri: s
     from elmo_core.weights import load_checkpoint
 
     from . import demo_plots
-    from .tracking import download_model, pin_model_uri
+    from .tracking import download_model, metric_history, pin_model_uri
 
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
@@ -535,6 +522,7 @@ def print_summary(console: Console, summary: dict) -> None:
          f"domain {a['target_ppl_before']:.1f} -> {a['target_ppl_after']:.1f}; "
          f"general {a['source_ppl_before']:.1f} -> {a['source_ppl_after']:.1f}",
          f"{a['tokens_per_s']:,.0f} tokens/s" if a.get("tokens_per_s") else ""),
+        ("model dir", f"{DOMAIN_MODEL} v{a['version']}", a["model_dir"], "elmo embed --model"),
         ("embed-corpus", f"{e['sentences']:,} sentences", e["output"],
          f"{e['tokens_per_s']:,.0f} tokens/s" if e.get("tokens_per_s") else ""),
         *[(f"embed-new #{i + 1}", _pass_note(x), summary["embed_new"]["output"] if i == 0 else "", "")

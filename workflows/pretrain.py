@@ -214,11 +214,16 @@ def run(args: argparse.Namespace) -> int:
     for key, value in outcome["test"].items():
         print(f"{key} {value:.2f}")
     print(f"final checkpoint: {outcome['checkpoint_dir']}")
-    if args.summary_json:
-        with open(args.summary_json, "w", encoding="utf-8") as f:
+    write_summary_json(args.summary_json, outcome)
+    return 0
+
+
+def write_summary_json(path: str | None, outcome: dict) -> None:
+    """``--summary-json``: the stage's outcome (metrics, registered version, run id) as JSON."""
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
             json.dump(outcome, f, indent=2, default=str)
             f.write("\n")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

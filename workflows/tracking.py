@@ -1,6 +1,6 @@
 """MLflow: runs, metrics, the logged model, registration and the champion gate.
 
-The only module that imports mlflow. Runs are created and closed by the driver; rank 0 adds
+With `pyfunc_model.py` (the logged model's own code), the only module that imports mlflow. Runs are created and closed by the driver; rank 0 adds
 metrics to the driver's run while training (`WorkerTracker`). The tracking URI comes from
 ``MLFLOW_TRACKING_URI`` (default: a local sqlite store, ``sqlite:///mlflow.db``).
 """
@@ -243,3 +243,47 @@ def pin_model_uri(model_uri: str) -> tuple[str, str]:
                 raise ValueError(f"{model_uri}: no such registered model version ({exc.message})") from None
         return f"models:/{name}/{version}", f"{name}/{version}"
     return model_uri, model_uri
+
+
+# --- reading the store back (the demo's progress bar, reuse checks and plots) --------------------
+def model_version_exists(name: str, version) -> bool:
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(tracking_uri()).get_model_version(name, str(version))
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
+def ensure_experiment(name: str, artifact_location: str) -> None:
+    """Create experiment ``name`` with its artifacts at ``artifact_location`` unless it exists."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=artifact_location)
+
+
+def latest_step(experiment: str, run_prefix: str, key: str) -> int | None:
+    """The newest step of metric ``key`` in the latest run of ``experiment`` whose name starts with
+    ``run_prefix``; None before there is one."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name LIKE '{run_prefix}%'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    return max((m.step for m in client.get_metric_history(runs[0].info.run_id, key)), default=0)
+
+
+def metric_history(run_id: str, key: str) -> list[dict]:
+    """[{"step": s, key: value}, ...] of an MLflow run, in step order (what the run recorded)."""
+    import mlflow
+
+    history = mlflow.MlflowClient(tracking_uri()).get_metric_history(run_id, key)
+    return [{"step": m.step, key: m.value} for m in sorted(history, key=lambda m: m.step)]
