@@ -22,6 +22,7 @@ data, a 5,120-token run of 16+ steps crosses epoch boundaries, whose Ray Data re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -65,7 +66,7 @@ def phase_single(data: Path, preset: str, steps: int, warmup: int, batch_tokens:
     from workflows.batches import COLUMNS, global_batches
     from workflows.config import TrainJobConfig
     from workflows.pretrain import model_options
-    from workflows.train_loop import LMLoss, _null, _train_step, make_optimizer
+    from workflows.train_step import LMLoss, StepContext, make_optimizer, sentence_step
 
     torch.set_num_threads(threads)
     vocab = load_vocabulary(str(data))
@@ -84,8 +85,8 @@ def phase_single(data: Path, preset: str, steps: int, warmup: int, batch_tokens:
             start, tokens = time.perf_counter(), 0
         if batch.step == steps:
             break
-        _train_step(step_module, model, optimizer, batch, vocab, rank, world, job, model.config.training, "cpu",
-                    _null())
+        sentence_step(step_module, model, optimizer, batch,
+                      StepContext(vocab, rank, world, job, model.config.training, "cpu", contextlib.nullcontext()))
         tokens += batch.num_tokens()
     seconds = time.perf_counter() - start
     return {"tokens_per_s": tokens / seconds, "seconds": seconds, "threads": threads}
@@ -134,7 +135,7 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     from preprocessing.dataset import load_vocabulary
     from workflows.config import TrainJobConfig
     from workflows.pretrain import model_options
-    from workflows.training import run_stage, unique_name
+    from workflows.train_driver import run_stage, unique_name
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")

@@ -1,5 +1,5 @@
 """How training reads its epochs: the next epoch opened in the background (`workflows.read_ahead`),
-a small train split kept in memory after the first (`workflows.train_loop.epoch_reader`); neither
+a small train split kept in memory after the first (`workflows.train_worker.epoch_reader`); neither
 changes the batches."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from workflows.batches import global_batches
 from workflows.read_ahead import ReadAhead
-from workflows.train_loop import epoch_reader
+from workflows.train_worker import epoch_reader
 
 
 def test_items_arrive_in_order_and_errors_after_them():

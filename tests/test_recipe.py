@@ -17,7 +17,8 @@ from elmo_core.sample_text import pydoc_sentences
 from elmo_core.vocabulary import Vocabulary
 from workflows.config import TrainJobConfig
 from workflows.evaluation import perplexity_of, sentence_sums
-from workflows.train_loop import LMLoss, StreamTrainer, make_optimizer
+from workflows.train_step import LMLoss, make_optimizer
+from workflows.train_worker import StreamTrainer
 
 
 class TablesShard:

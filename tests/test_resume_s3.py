@@ -54,7 +54,7 @@ def pretrain_command(tmp: Path, address: str, run_name: str) -> list[str]:
 
 
 def final_parameters(stdout: str) -> dict:
-    from workflows.train_loop import load_training_checkpoint
+    from workflows.checkpoints import load_training_checkpoint
 
     directory = re.search(r"^final checkpoint: (.+)$", stdout, re.M).group(1)
     model, _, _, state = load_training_checkpoint(Path(directory))

@@ -3,6 +3,8 @@ as one pass over the whole global batch; batch tensors follow the `<S> w .. </S>
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from elmo_core.config import BiLMConfig
 from elmo_core.vocabulary import Vocabulary
 from workflows.batches import GlobalBatch, Sentence, to_tensors
 from workflows.config import TrainJobConfig
-from workflows.train_loop import LMLoss, _null, _train_step, make_optimizer
+from workflows.train_step import LMLoss, StepContext, make_optimizer, sentence_step
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
 
@@ -44,8 +46,8 @@ def test_gradient_accumulation_equals_one_pass(accum):
         optimizer = make_optimizer(model)
         job = TrainJobConfig(grad_accum=grad_accum)
         batch = make_batch(np.random.default_rng(1), vocab, 7)
-        loss = _train_step(LMLoss(model), model, optimizer, batch, vocab, 0, 1, job, model.config.training, "cpu",
-                           _null())
+        ctx = StepContext(vocab, 0, 1, job, model.config.training, "cpu", contextlib.nullcontext())
+        loss = sentence_step(LMLoss(model), model, optimizer, batch, ctx)
         # the step's (clipped) gradients: parameters after an Adam step would magnify rounding noise
         # in near-zero gradients into whole steps
         results.append((loss, {k: p.grad.clone() for k, p in model.named_parameters()}))

@@ -84,7 +84,7 @@ def job(data_dir: str, **changes) -> TrainJobConfig:
 
 
 def final_state(result) -> dict[str, torch.Tensor]:
-    from workflows.train_loop import load_training_checkpoint
+    from workflows.checkpoints import load_training_checkpoint
 
     model, _, _, state = load_training_checkpoint(Path(result.checkpoint_dir))
     assert state["step"] == result.final["step"]
@@ -99,7 +99,7 @@ def assert_same_parameters(a: dict, b: dict, atol: float) -> None:
 
 @pytest.fixture(scope="module")
 def one_worker_run(cluster, data):
-    from workflows.training import run_stage, unique_name
+    from workflows.train_driver import run_stage, unique_name
 
     vocab = load_vocabulary(data["source"])
     return run_stage(job(data["source"]), vocab, str(cluster), unique_name("w1"),
@@ -107,7 +107,7 @@ def one_worker_run(cluster, data):
 
 
 def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
-    from workflows.training import run_stage, unique_name
+    from workflows.train_driver import run_stage, unique_name
 
     vocab = load_vocabulary(data["source"])
     two = run_stage(job(data["source"], num_workers=2), vocab, str(cluster), unique_name("w2"),
@@ -120,7 +120,7 @@ def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
 
 
 def test_worker_failure_resumes_and_ends_equal(cluster, data, one_worker_run):
-    from workflows.training import run_stage, unique_name
+    from workflows.train_driver import run_stage, unique_name
 
     vocab = load_vocabulary(data["source"])
     name = unique_name("fault")
@@ -169,7 +169,7 @@ def footer_readers_started() -> int:
 
 def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, monkeypatch):
     from preprocessing.dataset import split_files
-    from workflows.training import FOOTER_READER_ENV, split_dataset
+    from workflows.train_driver import FOOTER_READER_ENV, split_dataset
 
     def started_by_reading(split: str) -> int:
         before = footer_readers_started()
@@ -203,7 +203,7 @@ def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_wor
     from safetensors.torch import load_file
 
     from workflows.pretrain import model_options
-    from workflows.training import run_stage, unique_name
+    from workflows.train_driver import run_stage, unique_name
 
     vocab = load_vocabulary(data["source"])
     stream = dict(mode="stream", stream_rows=4, unroll_steps=10, max_steps=6, eval_every=3, checkpoint_every=2)

@@ -78,18 +78,17 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
           source_data: str | None = None, experiment: str = "elmo", parent_run_id: str | None = None,
           run_name: str | None = None, recipe: dict | None = None) -> dict:
     """The whole stage; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout)."""
-    from elmo_core.weights import load_checkpoint
     from preprocessing.dataset import load_manifest, load_vocabulary
 
     from . import tracking
-    from .train_loop import MODEL_DIR, final_model_dir
-    from .training import ensure_ray, run_stage, unique_name
+    from .checkpoints import final_model_dir, load_model
+    from .train_driver import ensure_ray, run_stage, unique_name
 
     workdir = tempfile.mkdtemp(prefix="elmo-adapt-")
     data_vocab = load_vocabulary(job.data)
     start_dir, lineage = resolve_start(source, workdir, len(data_vocab))
     start = Path(start_dir)
-    _, model_vocab = load_checkpoint(start / MODEL_DIR if (start / MODEL_DIR).exists() else start)
+    _, model_vocab = load_model(start)
     if model_vocab is not None and model_vocab != data_vocab:
         raise ValueError(f"{job.data} was preprocessed with a different vocabulary than {source}: rerun "
                          "`elmo preprocess ... --vocab <the model's vocab.txt>` so word ids match the softmax")

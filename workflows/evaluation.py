@@ -129,12 +129,10 @@ def evaluate_model(model: BiLM, vocab: Vocabulary, tables: list[pa.Table], modes
 
 def load_for_evaluation(model_dir: str, data_dir: str) -> tuple[BiLM, Vocabulary]:
     """A native model directory or a training checkpoint (its model) and the vocabulary to use."""
-    from elmo_core.weights import load_checkpoint
-
-    from .train_loop import MODEL_DIR, load_training_checkpoint
+    from .checkpoints import load_model
 
     path = Path(model_dir)
-    model, vocab = load_training_checkpoint(path)[:2] if (path / MODEL_DIR).exists() else load_checkpoint(path)
+    model, vocab = load_model(path)
     if vocab is None:
         from preprocessing.dataset import load_vocabulary
 

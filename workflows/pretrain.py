@@ -133,8 +133,8 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
     from preprocessing.dataset import load_manifest, load_vocabulary
 
     from . import tracking
-    from .train_loop import final_model_dir
-    from .training import ensure_ray, run_stage, unique_name
+    from .checkpoints import final_model_dir
+    from .train_driver import ensure_ray, run_stage, unique_name
 
     manifest = load_manifest(job.data)
     vocab = load_vocabulary(job.data)

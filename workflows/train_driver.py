@@ -1,7 +1,7 @@
 """The driver side of a training stage: datasets, the Ray Train `TorchTrainer`, the result.
 
 Used by `workflows.pretrain` and `workflows.adapt`; the per-worker loop is
-`workflows.train_loop`.
+`workflows.train_worker`.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *
 
     from preprocessing.dataset import load_manifest
 
-    from .train_loop import train_loop_per_worker
+    from .train_worker import train_loop_per_worker
 
     splits = load_manifest(job.data)["splits"]
     for split in ("train", "validation"):

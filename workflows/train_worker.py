@@ -1,12 +1,11 @@
-"""The per-worker training loop (Ray Train), its checkpoints and held-out evaluation.
+"""The worker side of training: the loop each Ray Train worker runs (`train_loop_per_worker`),
+its two training modes and held-out evaluation. The driver side is `workflows.train_driver`;
+one step is `workflows.train_step`; checkpoints are `workflows.checkpoints`.
 
-Every worker builds the same global batches (`workflows.batches`) and trains on its share;
-DDP averages gradients, and each worker's loss is scaled by the *global* target count, so W
-workers compute exactly the gradient of one worker on the whole batch. Randomness (dropout,
-sampled-softmax candidates) is drawn from generators seeded by (seed, step[, rank]), so a run
+Every worker builds the same global batches (`workflows.batches`) and trains on its share. A run
 resumed from a checkpoint at step k continues exactly as the uninterrupted run: the checkpoint
 holds the model, the optimizer state, the step (the data position follows from the step), the
-validation schedule (learning rate, best perplexity; `workflows.schedule`), the best model so far
+validation schedule (learning rate, best perplexity; `workflows.plateau`), the best model so far
 and, in stream mode, every row's carried LSTM state.
 
 Two training modes (`TrainJobConfig.mode`): `SentenceTrainer` (full sentences, zero state) and
@@ -15,7 +14,6 @@ Two training modes (`TrainJobConfig.mode`): `SentenceTrainer` (full sentences, z
 
 from __future__ import annotations
 
-import json
 import math
 import posixpath
 import tempfile
@@ -25,89 +23,21 @@ from typing import Callable, Iterator
 
 import torch
 
-from safetensors.torch import load_file, save_file
-
 from elmo_core.bilm import BiLM, Perplexity
 from elmo_core.config import BiLMConfig
 from elmo_core.lstm import LstmState
 from elmo_core.vocabulary import Vocabulary
-from elmo_core.weights import load_checkpoint, save_checkpoint
+from elmo_core.weights import load_checkpoint
 
-from .batches import GlobalBatch, global_batches, split_micro, to_tensors
+from .batches import GlobalBatch, global_batches
+from .checkpoints import (is_training_checkpoint, load_best_state, load_stream_state, load_training_checkpoint,
+                          save_training_checkpoint)
 from .config import TrainJobConfig
 from .evaluation import all_reduce, perplexity_of, sentence_sums, stream_sums
 from .read_ahead import ReadAhead
 from .plateau import PlateauSchedule
 from .streams import StreamBatch, StreamLayout, running_text
-
-OPTIMIZER_FILE = "optimizer.pt"
-STATE_FILE = "train_state.json"
-MODEL_DIR = "model"
-BEST_MODEL_DIR = "best_model"  # the model of the best validation evaluation so far
-STREAM_STATE_FILE = "stream_state.safetensors"  # stream mode: every row's carried LSTM state
-
-
-class LMLoss(torch.nn.Module):
-    """Wraps the biLM so that DDP sees the language-model loss as ``forward``: sentence batches
-    (``next_ids``/``prev_ids``) or stream windows (``targets``, with the carried state)."""
-
-    def __init__(self, bilm: BiLM) -> None:
-        super().__init__()
-        self.bilm = bilm
-
-    def forward(self, tensors: dict, n_samples, generator, state=None):
-        if "targets" in tensors:
-            _, stats, final = self.bilm.stream_loss(tensors["char_ids"], tensors["targets"], state,
-                                                    n_samples=n_samples, generator=generator)
-            return stats, final
-        _, stats, _ = self.bilm.lm_loss(tensors["char_ids"], tensors["next_ids"], tensors["prev_ids"],
-                                        n_samples=n_samples, generator=generator)
-        return stats, None
-
-
-def make_optimizer(model: BiLM) -> torch.optim.Optimizer:
-    """The optimizer `TrainingConfig` names, at its learning rate."""
-    t = model.config.training
-    if t.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=t.learning_rate)
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.learning_rate)
-    return torch.optim.Adagrad(model.parameters(), lr=t.learning_rate,
-                               initial_accumulator_value=t.initial_accumulator_value)
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = learning_rate
-
-
-def save_training_checkpoint(directory: Path, model: BiLM, vocab: Vocabulary, optimizer, step: int, extra: dict,
-                             best_model: BiLM | None = None, stream_state: dict | None = None) -> None:
-    save_checkpoint(model, directory / MODEL_DIR, vocab)
-    if best_model is not None:
-        save_checkpoint(best_model, directory / BEST_MODEL_DIR, vocab)
-    if stream_state is not None:
-        save_file(stream_state, str(directory / STREAM_STATE_FILE))
-    torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
-    (directory / STATE_FILE).write_text(json.dumps({"step": step, **extra}, indent=2))
-
-
-def load_training_checkpoint(directory: Path) -> tuple[BiLM, Vocabulary, dict | None, dict]:
-    """(model, vocabulary, optimizer state or None, train state); nothing is unpickled except
-    the optimizer's tensors, read with ``weights_only=True``."""
-    model, vocab = load_checkpoint(directory / MODEL_DIR)
-    optimizer = None
-    if (directory / OPTIMIZER_FILE).exists():
-        optimizer = torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-    state = json.loads((directory / STATE_FILE).read_text()) if (directory / STATE_FILE).exists() else {}
-    return model, vocab, optimizer, state
-
-
-def final_model_dir(checkpoint_dir: str | Path) -> Path:
-    """The model a finished run stands for: its best evaluation's (``best_model/``) if recorded,
-    else its last (``model/``)."""
-    best = Path(checkpoint_dir) / BEST_MODEL_DIR
-    return best if best.exists() else Path(checkpoint_dir) / MODEL_DIR
+from .train_step import LMLoss, StepContext, make_optimizer, sentence_step, set_learning_rate
 
 
 def evaluate(model: BiLM, vocab: Vocabulary, tables, rank: int, world_size: int, batch_tokens: int,
@@ -141,16 +71,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if checkpoint is not None:  # resuming this run after a failure
         with checkpoint.as_directory() as d:
             model, vocab, optimizer_state, state = load_training_checkpoint(Path(d))
-            if (Path(d) / BEST_MODEL_DIR).exists():
-                best_state = load_checkpoint(Path(d) / BEST_MODEL_DIR)[0].state_dict()
-            if (Path(d) / STREAM_STATE_FILE).exists():
-                stream_state = load_file(str(Path(d) / STREAM_STATE_FILE))
+            best_state, stream_state = load_best_state(Path(d)), load_stream_state(Path(d))
         start_step = int(state["step"])
         if rank == 0:
             print(f"resuming from the checkpoint of step {start_step}", flush=True)
     elif loop_config.get("init_checkpoint"):  # adaptation: start from another model
         init = Path(loop_config["init_checkpoint"])
-        if (init / MODEL_DIR).exists():
+        if is_training_checkpoint(init):
             model, _, optimizer_state, _ = load_training_checkpoint(init)
         else:
             model, _ = load_checkpoint(init)
@@ -272,8 +199,8 @@ class SentenceTrainer:
                 yield batch
 
     def train_step(self, ddp, model, optimizer, batch: GlobalBatch, autocast) -> float:
-        return _train_step(ddp, model, optimizer, batch, self.vocab, self.rank, self.world, self.job,
-                           model.config.training, self.device, autocast)
+        ctx = StepContext(self.vocab, self.rank, self.world, self.job, model.config.training, self.device, autocast)
+        return sentence_step(ddp, model, optimizer, batch, ctx)
 
     def evaluate(self, model: BiLM, tables) -> Perplexity:
         return evaluate(model, self.vocab, tables, self.rank, self.world, self.job.batch_tokens,
@@ -440,35 +367,3 @@ def _first_failure(marker: str) -> bool:
     return True
 
 
-def _train_step(ddp, model: BiLM, optimizer, batch: GlobalBatch, vocab, rank, world, job, t, device, autocast) -> float:
-    """One optimizer step on this worker's share; returns the global loss of the batch."""
-    n_targets = sum(len(s) + 1 for s in batch.sentences)  # per direction, whole global batch
-    share = batch.share(rank, world)
-    micro = split_micro(share, job.grad_accum)
-    sampler = torch.Generator().manual_seed(job.seed * 1_000_003 + batch.step)
-    torch.manual_seed((job.seed * 1_000_003 + batch.step) * 1_009 + rank)  # dropout masks
-    optimizer.zero_grad(set_to_none=True)
-    local = 0.0
-    for i, sentences in enumerate(micro):
-        tensors = {k: v.to(device) for k, v in to_tensors(sentences, vocab).items()}
-        sync = i == len(micro) - 1
-        context = ddp.no_sync() if (not sync and hasattr(ddp, "no_sync")) else _null()
-        with context:
-            with autocast:
-                # the same candidate set for every micro-batch and worker of this step
-                generator = torch.Generator().set_state(sampler.get_state())
-                stats, _ = ddp(tensors, t.train_negative_samples, generator)
-            loss = 0.5 * (stats["forward_nll"] + stats["backward_nll"]) / n_targets
-            (loss * world).backward()  # DDP averages over workers: undo it for a global mean
-        local += float(loss.detach())
-    torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-    optimizer.step()
-    return all_reduce([local], device)[0]
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

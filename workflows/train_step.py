@@ -1,0 +1,98 @@
+"""One optimizer step, the same on every worker: the language-model loss as DDP sees it, the
+optimizer, and the sentence-mode step (stream mode's is `StreamTrainer.train_step`).
+
+Each worker's loss is scaled by the *global* target count and multiplied back by the world size
+(DDP averages gradients), so W workers compute exactly the gradient of one worker on the whole
+batch. Dropout masks and sampled-softmax candidates are drawn from generators seeded by
+(seed, step[, rank]): a resumed run continues exactly as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from elmo_core.bilm import BiLM
+from elmo_core.config import TrainingConfig
+from elmo_core.vocabulary import Vocabulary
+
+from .batches import GlobalBatch, split_micro, to_tensors
+from .config import TrainJobConfig
+from .evaluation import all_reduce
+
+
+class LMLoss(torch.nn.Module):
+    """Wraps the biLM so that DDP sees the language-model loss as ``forward``: sentence batches
+    (``next_ids``/``prev_ids``) or stream windows (``targets``, with the carried state)."""
+
+    def __init__(self, bilm: BiLM) -> None:
+        super().__init__()
+        self.bilm = bilm
+
+    def forward(self, tensors: dict, n_samples, generator, state=None):
+        if "targets" in tensors:
+            _, stats, final = self.bilm.stream_loss(tensors["char_ids"], tensors["targets"], state,
+                                                    n_samples=n_samples, generator=generator)
+            return stats, final
+        _, stats, _ = self.bilm.lm_loss(tensors["char_ids"], tensors["next_ids"], tensors["prev_ids"],
+                                        n_samples=n_samples, generator=generator)
+        return stats, None
+
+
+def make_optimizer(model: BiLM) -> torch.optim.Optimizer:
+    """The optimizer `TrainingConfig` names, at its learning rate."""
+    t = model.config.training
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.learning_rate)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.learning_rate)
+    return torch.optim.Adagrad(model.parameters(), lr=t.learning_rate,
+                               initial_accumulator_value=t.initial_accumulator_value)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step needs besides the model, optimizer and batch: this worker's place, the job's
+    batching and seed, the model's recipe, the device and the autocast context."""
+
+    vocab: Vocabulary
+    rank: int
+    world: int
+    job: TrainJobConfig
+    training: TrainingConfig
+    device: torch.device | str
+    autocast: object  # a torch.autocast (disabled on CPU) or contextlib.nullcontext()
+
+
+def sentence_step(ddp, model: BiLM, optimizer, batch: GlobalBatch, ctx: StepContext) -> float:
+    """One optimizer step on this worker's share of a sentence batch; returns the batch's global loss."""
+    job, t, device, world = ctx.job, ctx.training, ctx.device, ctx.world
+    n_targets = sum(len(s) + 1 for s in batch.sentences)  # per direction, whole global batch
+    share = batch.share(ctx.rank, world)
+    micro = split_micro(share, job.grad_accum)
+    sampler = torch.Generator().manual_seed(job.seed * 1_000_003 + batch.step)
+    torch.manual_seed((job.seed * 1_000_003 + batch.step) * 1_009 + ctx.rank)  # dropout masks
+    optimizer.zero_grad(set_to_none=True)
+    local = 0.0
+    for i, sentences in enumerate(micro):
+        tensors = {k: v.to(device) for k, v in to_tensors(sentences, ctx.vocab).items()}
+        sync = i == len(micro) - 1
+        context = ddp.no_sync() if (not sync and hasattr(ddp, "no_sync")) else contextlib.nullcontext()
+        with context:
+            with ctx.autocast:
+                # the same candidate set for every micro-batch and worker of this step
+                generator = torch.Generator().set_state(sampler.get_state())
+                stats, _ = ddp(tensors, t.train_negative_samples, generator)
+            loss = 0.5 * (stats["forward_nll"] + stats["backward_nll"]) / n_targets
+            (loss * world).backward()  # DDP averages over workers: undo it for a global mean
+        local += float(loss.detach())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+    optimizer.step()
+    return all_reduce([local], device)[0]
