@@ -92,6 +92,11 @@ class TrainingConfig:
     initial_accumulator_value: float = 1.0  # Adagrad only
     max_grad_norm: float = 5.0  # global gradient-norm clip
 
+    def for_vocabulary(self, vocab_size: int) -> "TrainingConfig":
+        """This recipe for a softmax over ``vocab_size`` words (negatives capped by it)."""
+        return dataclasses.replace(self, n_tokens_vocab=vocab_size,
+                                   n_negative_samples_batch=min(self.n_negative_samples_batch, vocab_size))
+
     @property
     def train_negative_samples(self) -> int | None:
         """Negatives for the training softmax, or None for the exact softmax."""
@@ -238,6 +243,13 @@ class BiLMConfig:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def from_known_fields(cls, values: dict):
+    """A config dataclass from a dict (a manifest, a job's JSON), ignoring keys it has no field for
+    (written by another version of the project)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
 
 
 PRESETS: dict[str, tuple[CharCNNConfig, LSTMConfig]] = {

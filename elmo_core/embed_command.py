@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from .atomic import atomic_file
 from .layer_selection import DEFAULT_LAYERS, DTYPES, LayerSelection
 
 
@@ -124,21 +123,14 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     n_tokens = sum(len(s) for s in sentences)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
-    os.close(fd)
     started = time.perf_counter()
-    try:
+    with atomic_file(out_path, suffix=".part") as tmp:
         with h5py.File(tmp, "w") as fout, tqdm(total=n_tokens, unit="tok", disable=args.no_progress or None,
                                                desc="embedding", file=sys.stderr) as bar:
             for index, layers in embedder.embed(sentences):
                 fout.create_dataset(str(index), data=layers)
                 bar.update(layers.shape[-2])
             write_sentence_index(fout, {line: str(i) for i, line in enumerate(lines)})
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     elapsed = time.perf_counter() - started
     print(f"elmo embed: {len(sentences)} sentences, {n_tokens} tokens in {elapsed:.1f}s "
           f"({n_tokens / max(elapsed, 1e-9):.0f} tokens/s) -> {out_path}", file=sys.stderr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_directory, atomic_file
 from .bilm import BiLM
 from .config import BiLMConfig, TrainingConfig
 from .vocabulary import Vocabulary
@@ -124,7 +124,7 @@ def _tf_shape(ours, name: str) -> tuple[int, ...]:
 
 def save_bilm_tf_weights(model: BiLM, path: str | os.PathLike) -> None:
     """Write the bilm-tf hdf5 layout (261-row char table, no softmax), atomically."""
-    with _atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
         for name, ours, _, to_tf in _tf_pairs(model):
             value = ours.numpy_value() if isinstance(ours, _LstmW0) else ours.detach().cpu().numpy()
             f.create_dataset(name, data=to_tf(value).astype(np.float32, copy=False))
@@ -148,20 +148,12 @@ def _no_softmax(config: BiLMConfig) -> TrainingConfig:
 def save_checkpoint(model: BiLM, directory: str | os.PathLike, vocab: Vocabulary | None = None) -> Path:
     """Write config.json + model.safetensors (+ vocab.txt) into `directory`, atomically."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         model.config.save(tmp / CONFIG_NAME)
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "elmo_core/1"})
         if vocab is not None:
             vocab.save(tmp / VOCAB_NAME)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -233,23 +225,4 @@ def model_from_embedding_bytes(data: bytes, map_location: str | torch.device = "
     model = BiLM(BiLMConfig.from_options(json.loads(metadata["elmo_core"])["config"]))
     model.load_state_dict(load(data), strict=True)
     return model.to(map_location).eval()
-
-
-class _atomic_path:
-    """Context manager yielding a temp path that replaces `path` only on success."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.unlink(self.tmp)
 

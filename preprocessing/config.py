@@ -75,8 +75,9 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "PreprocessConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        from elmo_core.config import from_known_fields
+
+        return from_known_fields(cls, values)
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of every output-affecting field (no assigned splits: the

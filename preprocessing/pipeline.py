@@ -42,6 +42,7 @@ from elmo_core.vocabulary import Vocabulary
 from . import schema
 from .config import SPLITS, PreprocessConfig, RunOptions
 from .ids import SPLIT_HASH
+from .ray_session import ensure_ray
 from .sources import InputError, InputFile, ShardReader, resolve_inputs
 from .stage import KIND_LINE, RAW_LINES, BlockStager
 from .storage import OutputLocation
@@ -238,16 +239,6 @@ class _Progress:
 
     def __call__(self, message: str) -> None:
         self.log(f"[preprocess {time.monotonic() - self.start:7.1f}s] {message}")
-
-
-def ensure_ray(address: str | None) -> None:
-    """Connect to ``address``, or to the cluster a ``ray job submit`` job runs in, or start a
-    local Ray on the fly."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    ray.init(address=address) if address else ray.init()
 
 
 @contextlib.contextmanager

@@ -55,6 +55,21 @@ def bilm_tf() -> BilmTfFixture:
     return BilmTfFixture(FIXTURE_DIR)
 
 
+# Modules that start servers, Ray clusters or whole jobs: `pytest -m "not slow"` leaves them out
+SLOW_MODULES = {"test_demo", "test_local_cluster", "test_embed_new", "test_embed_corpus", "test_workflows",
+                "test_resume_s3", "test_preprocessing_s3", "test_pyfunc_portable", "test_preprocessing"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The declared markers, applied: `slow` by module, `fixture` to every test that reads bilm-tf's
+    reference model."""
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if "bilm_tf" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fixture)
+
+
 def assert_one_line_per_stage(output: str, stages: int) -> list[str]:
     """A console that reports ``[k/N] title: outcome (elapsed)`` once per stage, and never FAILED."""
     lines = output.splitlines()

@@ -43,15 +43,11 @@ def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]
     if "," in source:  # bilm-tf options + weights
         from elmo_core.weights import load_bilm_tf, save_checkpoint
 
-        import dataclasses
-
         from elmo_core.bilm import BiLM
 
         options, weights = source.split(",", 1)
         imported = load_bilm_tf(options, weights)
-        training = dataclasses.replace(imported.config.training, n_tokens_vocab=vocab_size,
-                                       n_negative_samples_batch=min(8192, vocab_size))
-        model = BiLM(imported.config.replace(training=training))
+        model = BiLM(imported.config.replace(training=imported.config.training.for_vocabulary(vocab_size)))
         missing, unexpected = model.load_state_dict(imported.state_dict(), strict=False)
         if unexpected or any(not k.startswith("softmax.") for k in missing):
             raise ValueError(f"{source}: imported weights do not fit the model ({unexpected or missing})")

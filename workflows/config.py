@@ -99,8 +99,9 @@ class TrainJobConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainJobConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        from elmo_core.config import from_known_fields
+
+        return from_known_fields(cls, values)
 
 
 EMBED_INPUT_FORMATS = ("sentence", "document", "parquet")

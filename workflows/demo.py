@@ -68,7 +68,8 @@ class DemoProfile:
         from elmo_core.config import BiLMConfig
 
         config = BiLMConfig.preset(self.preset, dropout=self.dropout, learning_rate=self.learning_rate,
-                                   n_tokens_vocab=vocab_size, n_negative_samples_batch=min(self.negatives, vocab_size))
+                                   n_negative_samples_batch=self.negatives)
+        config = config.replace(training=config.training.for_vocabulary(vocab_size))
         lstm = dataclasses.replace(config.lstm, dim=self.lstm_dim or config.lstm.dim,
                                    projection_dim=self.projection_dim or config.lstm.projection_dim)
         cnn = dataclasses.replace(config.char_cnn, filters=self.char_filters or config.char_cnn.filters)
@@ -228,13 +229,11 @@ def export_model(model_uri: str, destination: Path) -> Path:
     stamp = destination / "source.txt"
     if stamp.exists() and stamp.read_text(encoding="utf-8").strip() == model_uri:
         return destination
-    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".model-") as tmp:
-        staged = Path(tmp) / "model"
-        shutil.copytree(download_model(model_uri, str(Path(tmp) / "download")), staged)
+    from elmo_core.atomic import atomic_directory
+
+    with tempfile.TemporaryDirectory(prefix="elmo-demo-model-") as download, atomic_directory(destination) as staged:
+        shutil.copytree(download_model(model_uri, download), staged, dirs_exist_ok=True)
         (staged / "source.txt").write_text(model_uri + "\n", encoding="utf-8")
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staged, destination)
     return destination
 
 

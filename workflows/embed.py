@@ -100,7 +100,7 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
     when it was already there and nothing was done). Raises `InputError`
     (bad inputs), `ValueError` (bad model or settings) or `EmbedError` naming the cause."""
     from .embed_model import resolve_model
-    from preprocessing.pipeline import ensure_ray
+    from preprocessing.ray_session import ensure_ray
 
     from .embed_pipeline import EmbedError, embed_files, list_inputs, output_name
     from .object_store import Store

@@ -15,7 +15,6 @@ model of the best evaluation is registered. ``train_loss`` is the training softm
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -111,8 +110,7 @@ def recipe_overrides(args) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p)
     p.add_argument("--preset", choices=sorted(PRESETS), default="small",
-                   help="model size: tiny (tests), lm5m / lm20m (<= 5M / 20M-parameter forward LMs on a 10k "
-                        "vocabulary, dropout 0.5), small / medium / original (the released ELMo sizes)")
+                   help="model size (elmo_core.config.PRESETS; the README's configuration reference lists them)")
 
 
 def model_options(preset: str, vocab_size: int, **training) -> dict:
@@ -121,9 +119,7 @@ def model_options(preset: str, vocab_size: int, **training) -> dict:
     from elmo_core.config import BiLMConfig
 
     config = BiLMConfig.preset(preset, **training)
-    t = config.training
-    changes = {"n_tokens_vocab": vocab_size, "n_negative_samples_batch": min(t.n_negative_samples_batch, vocab_size)}
-    return config.replace(training=dataclasses.replace(t, **changes)).to_options()
+    return config.replace(training=config.training.for_vocabulary(vocab_size)).to_options()
 
 
 def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: str, address: str | None = None,

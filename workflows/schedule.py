@@ -74,7 +74,7 @@ def version_dir(version_key: str) -> str:
 def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, reembed: bool = False,
              address: str | None = None, lease_ttl: float = 120.0, log=None) -> dict:
     """One scheduler run; returns a summary (``status``: done / busy / nothing / failed)."""
-    from preprocessing.pipeline import ensure_ray
+    from preprocessing.ray_session import ensure_ray
     from preprocessing.sources import InputError
 
     from .embed import check_layers

@@ -27,8 +27,8 @@ class StageResult:
 
 
 def ensure_ray(address: str | None) -> None:
-    """`preprocessing.pipeline.ensure_ray`, with prompt `ray.train.report` (stack notes)."""
-    from preprocessing.pipeline import ensure_ray as connect
+    """`preprocessing.ray_session.ensure_ray`, with prompt `ray.train.report` (stack notes)."""
+    from preprocessing.ray_session import ensure_ray as connect
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     connect(address)

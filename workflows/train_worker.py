@@ -356,14 +356,10 @@ def _count_nodes(world: int) -> int:
 
 
 def _first_failure(marker: str) -> bool:
-    """Fault injection happens once per run: a marker file (local or on the storage's
-    filesystem) records that it did."""
-    from preprocessing.storage import OutputLocation
+    """Fault injection happens once per run: a marker file (local or on the storage's object
+    store), created only if absent, records that it did."""
+    from .object_store import Store
 
-    location, name = OutputLocation(posixpath.dirname(marker)), posixpath.basename(marker)
-    if location.exists(name):
-        return False
-    location.write_text("failed once\n", name)
-    return True
+    return Store(posixpath.dirname(marker)).put_if_absent(posixpath.basename(marker), b"failed once\n")
 
 
