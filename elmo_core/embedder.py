@@ -63,9 +63,6 @@ class Embedder:
         self.device = next(model.parameters()).device
         self._carried = CarriedState()
 
-    def reset_state(self) -> None:
-        self._carried.reset()
-
     @torch.inference_mode()
     def embed(self, sentences: Iterable[Sequence[str]]) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (input index, selected layers) for every sentence (n >= 1 tokens)."""

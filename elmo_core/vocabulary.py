@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:  # torch is imported only where tensors are made (preprocessing never needs it)
     import torch
@@ -45,9 +45,6 @@ class Vocabulary:
 
     def id(self, token: str) -> int:
         return self.index.get(token, self.unk)
-
-    def sentence_ids(self, tokens: Iterable[str], add_boundaries: bool = True) -> list[int]:
-        return self.batch_ids([list(tokens)], add_boundaries)[0].tolist()
 
     def batch_ids(self, sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> "torch.Tensor":
         """(B, T) word ids, right-padded with -1 (matching `characters.batch_to_ids`)."""

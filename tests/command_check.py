@@ -64,7 +64,7 @@ def _runnable_module(name: str):
 
 def check_command(argv: list[str]) -> tuple[str, object]:
     """Parse one command as its program would: ('elmo pretrain', Namespace) etc.; CommandError if not."""
-    from elmo_core.cli import COMMANDS
+    from elmo_cli import COMMANDS
 
     prog, args = argv[0], argv[1:]
     if prog == "elmo":
@@ -72,7 +72,7 @@ def check_command(argv: list[str]) -> tuple[str, object]:
         if args in (["--help"], ["-h"]):
             return "elmo", None
         if not args or args[0] not in COMMANDS:
-            raise CommandError(f"`elmo {shlex.join(args)}`: no such subcommand (elmo_core.cli.COMMANDS: "
+            raise CommandError(f"`elmo {shlex.join(args)}`: no such subcommand (elmo_cli.COMMANDS: "
                                f"{', '.join(COMMANDS)})")
         module = importlib.import_module(COMMANDS[args[0]][0])
         return f"elmo {args[0]}", _argparse(f"elmo {args[0]}", module.add_arguments, args[1:])

@@ -17,7 +17,7 @@ from elmo_core.weights import save_bilm_tf_weights, save_checkpoint
 
 
 def elmo(*args):
-    return subprocess.run([sys.executable, "-m", "elmo_core.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "elmo_cli", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

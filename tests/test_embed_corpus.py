@@ -139,7 +139,7 @@ def test_hdf5_is_what_elmo_embed_writes(cluster, registry, corpus, tmp_path):
                                 config(format="hdf5", layers="top", dtype="float16"))
     assert manifest["model_version"] == str(registry["dir"])  # outside the registry: the path and digest
     reference = tmp_path / "reference.hdf5"
-    proc = subprocess.run([sys.executable, "-m", "elmo_core.cli", "embed", str(plain), str(reference), "--top",
+    proc = subprocess.run([sys.executable, "-m", "elmo_cli", "embed", str(plain), str(reference), "--top",
                            "--dtype", "float16", "--model", str(registry["dir"])], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     with h5py.File(reference) as ref, h5py.File(out / "plain.txt.hdf5") as got:

@@ -54,7 +54,7 @@ def test_embed_command_stateful_top_matches_bilm_tf(bilm_tf, tmp_path):
     lines = [" ".join(s) for batch in batches for s in batch]  # batch i = lines 3i..3i+2
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.hdf5"
-    proc = subprocess.run([sys.executable, "-m", "elmo_core.cli", "embed", str(tmp_path / "in.txt"), str(out),
+    proc = subprocess.run([sys.executable, "-m", "elmo_cli", "embed", str(tmp_path / "in.txt"), str(out),
                            "--top", "--stateful", "--batch-size", "3", "--options-file", str(bilm_tf.options),
                            "--weight-file", str(bilm_tf.weights)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

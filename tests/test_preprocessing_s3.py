@@ -36,7 +36,7 @@ def test_read_from_and_write_to_a_bucket(tmp_path):
             client.upload_file(path, "elmo", "corpus/" + os.path.relpath(path, root))
         client.put_object(Bucket="elmo", Key="corpus/_SUCCESS", Body=b"")  # ignored marker
         run = subprocess.run(
-            [sys.executable, "-m", "elmo_core.cli", "preprocess", "s3://elmo/corpus/", "--output", "s3://elmo/ds",
+            [sys.executable, "-m", "elmo_cli", "preprocess", "s3://elmo/corpus/", "--output", "s3://elmo/ds",
              "--tokenizer", "whitespace", "--max-sentence-tokens", "50", "--min-count", "1",
              "--validation-fraction", "0.1", "--test-fraction", "0.1"],
             env={**os.environ, **env, "PYTHONPATH": REPO}, cwd=REPO, capture_output=True, text=True, timeout=600)

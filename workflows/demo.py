@@ -23,7 +23,6 @@ starts over in the same directory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,10 +30,11 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .console import Console, elapsed, output_to
 
 GENERAL_MODEL, DOMAIN_MODEL = "elmo-demo", "elmo-demo-python"
 EXPERIMENT = "elmo-demo"
@@ -93,93 +93,6 @@ PROFILES = {
                         negatives=1024, dropout=0.1, pretrain_steps=180, adapt_steps=50, eval_every=30,
                         batch_tokens=2560, eval_max_sentences=1000, learning_rate=0.002, adapt_learning_rate=0.001),
 }
-
-
-# --- what the user sees ------------------------------------------------------------------------------
-class Console:
-    """One line per stage on the terminal (kept from before any redirection); a live ticker with
-    the elapsed time, and a bar where a stage knows its progress, when it is a terminal."""
-
-    def __init__(self, stream, n_stages: int) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
-        self.n_stages = n_stages
-        self.index = 0
-        self.started = time.monotonic()
-
-    def say(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-    @contextlib.contextmanager
-    def stage(self, title: str, progress=None):
-        """``progress``: a callable -> (done, total) or None, polled for the bar."""
-        self.index += 1
-        head = f"[{self.index}/{self.n_stages}] {title}"
-        began = time.monotonic()
-        outcome = {"note": ""}
-        stop = threading.Event()
-
-        def tick() -> None:
-            while not stop.wait(1.0):
-                line = f"{head} ... {_clock(time.monotonic() - began)}"
-                if progress is not None:
-                    with contextlib.suppress(Exception):
-                        state = progress()
-                        if state:
-                            done, total = state
-                            filled = int(24 * min(done, total) / max(total, 1))
-                            line += f" [{'#' * filled}{'.' * (24 - filled)}] {done}/{total}"
-                self.stream.write("\r" + line[:150].ljust(100))
-                self.stream.flush()
-
-        ticker = threading.Thread(target=tick, daemon=True) if self.live else None
-        if ticker:
-            ticker.start()
-        else:
-            self.say(f"{head} ...")
-        try:
-            yield outcome
-        except BaseException:
-            stop.set()
-            if ticker:
-                ticker.join()
-                self.stream.write("\r")
-            self.say(f"{head}: FAILED after {_clock(time.monotonic() - began)}")
-            raise
-        stop.set()
-        if ticker:
-            ticker.join()
-            self.stream.write("\r")
-        self.say(f"{head}: {outcome['note']} ({_clock(time.monotonic() - began)})".ljust(100))
-
-
-def _clock(seconds: float) -> str:
-    return f"{int(seconds // 60)}m{seconds % 60:04.1f}s" if seconds >= 60 else f"{seconds:.1f}s"
-
-
-@contextlib.contextmanager
-def output_to(log_path: Path | None):
-    """Send this process's stdout/stderr (file descriptors, so Ray's C++ and worker output too)
-    to ``log_path``; nothing changes when it is None."""
-    if log_path is None:
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 # --- reuse ------------------------------------------------------------------------------------------
@@ -532,7 +445,7 @@ def print_summary(console: Console, summary: dict) -> None:
     console.say("")
     for row in rows:
         console.say("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    console.say(f"\ndone in {_clock(summary['seconds'])}; summary: {summary['output_dir']}/summary.json")
+    console.say(f"\ndone in {elapsed(summary['seconds'])}; summary: {summary['output_dir']}/summary.json")
     console.say(f"MLflow UI: {summary['mlflow_ui']}")
 
 

@@ -36,15 +36,6 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarr
     return values, offsets - offsets[0]
 
 
-def sentence_vectors(table: pa.Table, row: int, names: list[str]) -> np.ndarray:
-    """Row ``row``'s vectors: (len(names), n, 2P) for per-layer columns, (n, 2P) for one column."""
-    mats = []
-    for name in names:
-        values, offsets = vectors_of(table.column(name).slice(row, 1))
-        mats.append(values[offsets[0]:offsets[1]])
-    return np.stack(mats) if len(names) > 1 else mats[0]
-
-
 ROW_GROUP_BYTES = 64 << 20  # rows are gathered into Parquet row groups of about this size
 
 

@@ -289,7 +289,7 @@ def prepare_workdir(work: Path) -> Path:
 
 
 def run(work: Path, config: LocalRunConfig, console) -> dict:
-    from workflows.demo import _clock
+    from workflows.console import elapsed
 
     work = prepare_workdir(work)
     began = time.monotonic()
@@ -332,7 +332,7 @@ def run(work: Path, config: LocalRunConfig, console) -> dict:
                           "seconds": round(time.monotonic() - stopping, 1)}
     summary["seconds"] = round(time.monotonic() - began, 1)
     (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print_summary(console, summary, _clock)
+    print_summary(console, summary, elapsed)
     return summary
 
 
@@ -365,7 +365,7 @@ def print_summary(console, summary: dict, clock) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workflows.demo import Console
+    from workflows.console import Console
 
     p = argparse.ArgumentParser(prog="infra/local/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=REPO / "out" / "local-cluster",

@@ -1,4 +1,6 @@
-"""The ``elmo`` command: one entry point, subcommands imported only when used (fast start)."""
+"""The ``elmo`` command, the product's one entry point, above the three packages it fronts
+(`elmo_core`, `preprocessing`, `workflows`; none of them imports this one). A subcommand's module
+is imported only when that subcommand runs (``elmo embed`` never loads Ray or MLflow)."""
 
 from __future__ import annotations
 
@@ -39,6 +41,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     return int(modules[args.command].run(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
