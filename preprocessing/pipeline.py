@@ -14,7 +14,7 @@ Two Ray Data executions; nothing is held in memory beyond a block per worker and
    rows of every good shard, and each task writes its sentences per split as Parquet files of
    about ``shard_size_mb``.
 
-Then the commit (`storage`): files moved into ``train/``, ``validation/``, ``test/``, the
+Then the manifest (`manifest`) and the commit (`storage`): files moved into ``train/``, ``validation/``, ``test/``, the
 manifest written last. The tokenizer runs once; character ids are computed from the tokens
 when read (see `schema`).
 """
@@ -42,10 +42,11 @@ from elmo_core.vocabulary import Vocabulary
 from . import schema
 from .config import SPLITS, PreprocessConfig, RunOptions
 from .ids import SPLIT_HASH
+from .manifest import PassResult, build_manifest
 from .ray_session import ensure_ray
 from .sources import InputError, InputFile, ShardReader, resolve_inputs
 from .stage import KIND_LINE, RAW_LINES, BlockStager
-from .storage import OutputLocation
+from .storage import OutputLocation, commit
 
 
 class PreprocessError(Exception):
@@ -306,9 +307,10 @@ def run_preprocess(inputs: list[str], output: str, config: PreprocessConfig, opt
     started = time.time()
     try:
         with _resource_reservation(enabled=workers == 1):
-            manifest = _run_passes(files, out, staging, config, options, given_vocab, vocab_path, workers, say)
+            job = PreprocessJob(files, out, staging, config, options, given_vocab, vocab_path, workers, say)
+            manifest = build_manifest(job.files, job.config, job.vocab_path, _run_passes(job))
         manifest.update(version=version, created_unix=round(started), elapsed_s=round(time.time() - started, 3))
-        _commit(out, staging, manifest, say)
+        commit(out, staging, manifest, say)
     finally:
         out.delete_dir(schema.STAGING_DIR)
     say(f"committed {out.uri}: {manifest['sentences_out']:,} sentences, {manifest['tokens_out']:,} tokens, "
@@ -316,8 +318,26 @@ def run_preprocess(inputs: list[str], output: str, config: PreprocessConfig, opt
     return manifest
 
 
-def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, workers, say) -> dict:
+@dataclass(frozen=True)
+class PreprocessJob:
+    """One run of the job, as the driver decided it."""
+
+    files: list[InputFile]
+    out: OutputLocation
+    staging: str  # the run's directory under DIR/_staging/
+    config: PreprocessConfig
+    options: RunOptions
+    given_vocab: Vocabulary | None  # --vocab, loaded
+    vocab_path: str | None
+    workers: int
+    say: Callable[[str], None]
+
+
+def _run_passes(job: PreprocessJob) -> PassResult:
     import ray
+
+    files, out, staging, config, options, workers, say = (job.files, job.out, job.staging, job.config, job.options,
+                                                           job.workers, job.say)
 
     sentences_dir = posixpath.join(staging, "sentences")
     pool = ray.data.TaskPoolStrategy(size=workers)  # at most `workers` tasks of each operator at a time
@@ -364,7 +384,7 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
             for r in token_counts(read_staged(out.fs, out.path(rel))).to_pylist():
                 counts[r["split"]][r["token"]] -= r["count"]
         counts = {s: Counter({t: n for t, n in c.items() if n > 0}) for s, c in counts.items()}
-    vocab = given_vocab or Vocabulary.from_counts(counts["train"], config.max_vocab, config.min_count)
+    vocab = job.given_vocab or Vocabulary.from_counts(counts["train"], config.max_vocab, config.min_count)
 
     good_files = [(rel, size) for rel, size in staged_files if rel not in bad_files]
     say(f"pass 2/2: word ids for {sum(c['sentences_out'] for c in per_split.values()):,} sentences")
@@ -383,93 +403,4 @@ def _run_passes(files, out, staging, config, options, given_vocab, vocab_path, w
     out.write_text(vocab.to_text(), staging, schema.VOCAB_NAME)
     train_counts = counts["train"]
     out.write_text("".join(f"{t}\t{train_counts.get(t, 0)}\n" for t in vocab.tokens), staging, schema.COUNTS_NAME)
-    return _manifest(files, markers, per_split, counts, vocab, vocab_path, config, written)
-
-
-def _manifest(files, markers, per_split, counts, vocab, vocab_path, config, written) -> dict:
-    errors = [m for m in markers.values() if m["kind"] == schema.KIND_FILE_ERROR]
-    quarantined_lines = sum(int(m["lines"]) for m in errors)
-    totals = Counter()
-    for c in per_split.values():
-        totals.update(c)
-    in_vocab = set(vocab.tokens)
-
-    def oov(split_counts: dict) -> tuple[int, int]:
-        total = sum(split_counts.values())
-        return total - sum(c for t, c in split_counts.items() if t in in_vocab), total
-
-    splits = {}
-    for split in SPLITS:
-        files_out = sorted(({"staged": w["path"], "bytes": w["bytes"], "rows": w["rows"]}
-                            for w in written if w["split"] == split), key=lambda w: w["staged"])
-        oov_tokens, total = oov(counts[split])
-        splits[split] = {"files": files_out, "sentences": per_split[split]["sentences_out"],
-                         "tokens": per_split[split]["tokens_out"], "oov_tokens": oov_tokens,
-                         "oov_rate": oov_tokens / total if total else 0.0}
-    oov_all = sum(s["oov_tokens"] for s in splits.values())
-    tokens_out = int(totals["tokens_out"])
-    inputs = []
-    for f in files:
-        marker = markers[f.uri]
-        entry = {"path": f.uri, "key": f.key, "size": f.size, "fingerprint": f.fingerprint, "lines": marker["lines"]}
-        if marker["kind"] == schema.KIND_FILE_ERROR:
-            entry.update(status="quarantined", error=marker["key"])
-        else:
-            entry.update(status="ok", sha256=marker["key"])
-        inputs.append(entry)
-    manifest = {
-        "format": schema.MANIFEST_FORMAT,
-        "config_hash": config.config_hash(),
-        "config": config.to_dict(),
-        "split_hash": SPLIT_HASH,
-        "lines_in": int(totals["lines"]) + quarantined_lines,
-        "lines_out": int(totals["lines_out"]),
-        "sentences_out": int(totals["sentences_out"]),
-        "tokens_out": tokens_out,
-        "empty_lines": int(totals["empty_lines"]),
-        "quarantined_lines": quarantined_lines,
-        "invalid_utf8_lines": int(totals["invalid_utf8_lines"]),
-        "split_sentences": int(totals["split_sentences"]),
-        "oov_tokens": oov_all,
-        "oov_rate": oov_all / tokens_out if tokens_out else 0.0,
-        "vocab": {"size": len(vocab), "digest": vocab.digest(), "file": schema.VOCAB_NAME,
-                  "counts_file": schema.COUNTS_NAME, "source": vocab_path or "built from the train split"},
-        "splits": splits,
-        "inputs": inputs,
-        "schema": {f.name: str(f.type) for f in schema.SENTENCES},
-    }
-    return manifest
-
-
-def _commit(out: OutputLocation, staging: str, manifest: dict, say) -> None:
-    """Archive the committed version (if any), move the new files in, write the manifest last."""
-    old = out.read_json(schema.MANIFEST_NAME)
-    if old is not None:
-        archive = posixpath.join(schema.VERSIONS_DIR, str(old.get("version", "unknown"))[:16])
-        out.write_json(old, archive, "manifest.incomplete.json")
-        out.delete_file(schema.MANIFEST_NAME)  # from here on no reader sees a dataset here
-        for rel in _manifest_files(old):
-            if out.exists(rel):
-                out.move(rel, posixpath.join(archive, rel))
-        out.write_json(old, archive, schema.MANIFEST_NAME)
-        out.delete_file(archive, "manifest.incomplete.json")
-        say(f"previous version {archive} archived")
-    for split in SPLITS:  # files of an interrupted commit, listed by no manifest
-        out.delete_dir(split)
-    for split in SPLITS:
-        for i, entry in enumerate(manifest["splits"][split]["files"]):
-            final = posixpath.join(split, f"part-{i:05d}.parquet")
-            out.move(entry.pop("staged"), final)
-            entry["path"] = final
-    for name in (schema.VOCAB_NAME, schema.COUNTS_NAME):
-        out.move(posixpath.join(staging, name), name)
-    out.write_json(manifest, schema.MANIFEST_NAME)
-
-
-def _manifest_files(manifest: dict) -> list[str]:
-    """Every file a manifest owns, relative to its directory."""
-    files = [manifest.get("vocab", {}).get("file", schema.VOCAB_NAME),
-             manifest.get("vocab", {}).get("counts_file", schema.COUNTS_NAME)]
-    for split in manifest.get("splits", {}).values():
-        files.extend(entry["path"] for entry in split.get("files", []))
-    return files
+    return PassResult(markers, per_split, counts, vocab, written)

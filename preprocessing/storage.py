@@ -16,6 +16,9 @@ import uuid
 
 import pyarrow.fs as pafs
 
+from . import schema
+from .config import SPLITS
+
 
 class OutputLocation:
     """Paths under one root on one filesystem, all given relative to the root."""
@@ -93,3 +96,30 @@ class OutputLocation:
     def delete_dir(self, *parts: str) -> None:
         if self.exists(*parts):
             self.fs.delete_dir(self.path(*parts))
+
+
+def commit(out: OutputLocation, staging: str, manifest: dict, say) -> None:
+    from .manifest import manifest_files
+
+    """Archive the committed version (if any), move the new files in, write the manifest last."""
+    old = out.read_json(schema.MANIFEST_NAME)
+    if old is not None:
+        archive = posixpath.join(schema.VERSIONS_DIR, str(old.get("version", "unknown"))[:16])
+        out.write_json(old, archive, "manifest.incomplete.json")
+        out.delete_file(schema.MANIFEST_NAME)  # from here on no reader sees a dataset here
+        for rel in manifest_files(old):
+            if out.exists(rel):
+                out.move(rel, posixpath.join(archive, rel))
+        out.write_json(old, archive, schema.MANIFEST_NAME)
+        out.delete_file(archive, "manifest.incomplete.json")
+        say(f"previous version {archive} archived")
+    for split in SPLITS:  # files of an interrupted commit, listed by no manifest
+        out.delete_dir(split)
+    for split in SPLITS:
+        for i, entry in enumerate(manifest["splits"][split]["files"]):
+            final = posixpath.join(split, f"part-{i:05d}.parquet")
+            out.move(entry.pop("staged"), final)
+            entry["path"] = final
+    for name in (schema.VOCAB_NAME, schema.COUNTS_NAME):
+        out.move(posixpath.join(staging, name), name)
+    out.write_json(manifest, schema.MANIFEST_NAME)

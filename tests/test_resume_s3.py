@@ -41,7 +41,7 @@ def cluster_with_s3(tmp_path_factory):
             pre = subprocess.run([sys.executable, "-m", "workflows.preprocess", str(corpus), "--output",
                                   str(tmp / "data"), "--tokenizer", "whitespace", "--min-count", "1",
                                   "--validation-fraction", "0.1", "--address", address],
-                                 env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+                                 env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
             assert pre.returncode == 0, pre.stderr[-3000:]
             yield env, client, address, tmp
 
@@ -78,12 +78,12 @@ def committed_checkpoint_step(client, run_name: str) -> int | None:
 
 def test_killed_driver_resumes_from_its_s3_checkpoint(cluster_with_s3):
     env, client, address, tmp = cluster_with_s3
-    whole = subprocess.run(pretrain_command(tmp, address, "whole"), env=env, cwd=REPO, capture_output=True,
+    whole = subprocess.run(pretrain_command(tmp, address, "whole"), env=env, cwd=tmp, capture_output=True,
                            text=True, timeout=600)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     log = open(tmp / "killed.log", "w")
-    driver = subprocess.Popen(pretrain_command(tmp, address, "killed"), env=env, cwd=REPO, stdout=log,
+    driver = subprocess.Popen(pretrain_command(tmp, address, "killed"), env=env, cwd=tmp, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     committed_step = None
@@ -96,7 +96,7 @@ def test_killed_driver_resumes_from_its_s3_checkpoint(cluster_with_s3):
     driver.wait()
     log.close()
 
-    again = subprocess.run(pretrain_command(tmp, address, "killed"), env=env, cwd=REPO, capture_output=True,
+    again = subprocess.run(pretrain_command(tmp, address, "killed"), env=env, cwd=tmp, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "continuing MLflow run" in again.stderr
