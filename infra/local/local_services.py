@@ -294,6 +294,10 @@ def ray_cluster(temp_dir: str | Path, nodes: int = 1, cpus_per_node: int = 2, en
         head.extra["nodes"] = started
         yield head
     finally:
+        # a job's driver runs in a session of its own (Ray stops it by process group), so it would
+        # outlive the nodes: stop every unfinished job through the Jobs API first
+        if started and started[0].proc.poll() is None:
+            stop_unfinished_jobs(started[0].address)
         # all nodes at once: after jobs have run, `ray start --block` often outlives its grace
         # period (its processes then get SIGTERM directly, their usual shutdown signal)
         from concurrent.futures import ThreadPoolExecutor
@@ -301,6 +305,29 @@ def ray_cluster(temp_dir: str | Path, nodes: int = 1, cpus_per_node: int = 2, en
         with ThreadPoolExecutor(max(1, len(started))) as pool:
             list(pool.map(lambda service: _stop(service, lambda proc: stop_session(proc, grace=RAY_STOP_GRACE_S)),
                           started))
+
+
+def stop_unfinished_jobs(dashboard: str, timeout: float = 30) -> list[str]:
+    """Ask the Jobs API to stop every pending or running job and wait until none is; returns their
+    submission ids."""
+    import json
+
+    def unfinished() -> list[str]:
+        with urllib.request.urlopen(dashboard + "/api/jobs/", timeout=5) as response:
+            jobs = json.loads(response.read())
+        return [j["submission_id"] for j in jobs if j.get("submission_id") and j.get("status") in ("PENDING", "RUNNING")]
+
+    try:
+        ids = unfinished()
+        for submission_id in ids:
+            request = urllib.request.Request(f"{dashboard}/api/jobs/{submission_id}/stop", method="POST")
+            urllib.request.urlopen(request, timeout=10).close()
+        deadline = time.time() + timeout
+        while ids and unfinished() and time.time() < deadline:
+            time.sleep(0.5)
+        return ids
+    except OSError:  # the head no longer answers: nothing to ask
+        return []
 
 
 def _alive_nodes(dashboard: str) -> int:
