@@ -4,7 +4,8 @@ MLflow tracking server, an S3-compatible server (SeaweedFS's ``weed mini`` from 
 
 Each is a context manager that starts the process in a session of its own, waits until it
 answers, yields where to reach it, and on exit stops it by its PID: SIGTERM to the process, then
-to whatever is left of its session, SIGKILL for stragglers. Nothing else on the machine is
+to whatever is left of its session, SIGKILL for stragglers (a Ray cluster first stops its
+unfinished jobs, whose drivers run in sessions of their own). Nothing else on the machine is
 touched (no ``ray stop``). ``infra/local/run.py`` and the test suite use these.
 """
 
