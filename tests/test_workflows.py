@@ -6,6 +6,8 @@ from __future__ import annotations
 import glob
 import inspect
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -290,6 +292,27 @@ def model_options_with_dropout(vocab_size: int) -> dict:
     from workflows.pretrain import model_options
 
     return model_options("tiny", vocab_size)
+
+
+def test_a_finished_run_is_registered_again_as_its_own_step(registered, mlflow_server, monkeypatch):
+    """`elmo register RUN_ID`: every tag from the run, the gate applied; refusals name the problem."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    client = mlflow.MlflowClient(mlflow_server)
+    original = client.get_model_version("elmo-test", "1")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    cli = [sys.executable, "-m", "elmo_cli", "register"]
+    done = subprocess.run([*cli, registered["run_id"], "--registered-model", "elmo-test-copy"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "registered elmo-test-copy version 1" in done.stdout, done.stderr[-2000:]
+    copy = client.get_model_version_by_alias("elmo-test-copy", "champion")
+    for tag in ("val_ppl", "data_manifest", "vocab_digest", "run_id", "training_mode"):
+        assert copy.tags[tag] == original.tags[tag], tag
+    assert copy.source == original.source  # the same logged model
+    refused = subprocess.run([*cli, "0" * 32, "--registered-model", "elmo-test-copy"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "no run" in refused.stderr
 
 
 def test_adaptation_lowers_target_perplexity(cluster, data, mlflow_server, registered, monkeypatch):

@@ -78,6 +78,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
 
     from . import tracking
     from .checkpoints import final_model_dir, load_model
+    from .register import register_run
     from .train_driver import ensure_ray, run_stage, unique_name
 
     workdir = tempfile.mkdtemp(prefix="elmo-adapt-")
@@ -112,14 +113,12 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
             after["source_ppl_after"] = held_out_ppl(str(chosen), source_data, job)
         run.log_metrics(after, int(result.final["step"]))
         run.log_curves(result.history)
-        model_uri = run.log_model(str(chosen))
-        outcome = tracking.register(model_uri, registered_model, {
-            "val_ppl": after["target_ppl_after"], "parent_model": lineage, "data_manifest": manifest.get("version"),
-            "vocab_digest": data_vocab.digest(), "run_id": run.run_id})
+        run.log_model(str(chosen))
         run.finish()
     except BaseException:
         run.finish("FAILED")
         raise
+    outcome = register_run(run.run_id, registered_model)  # its own step: `elmo register` can redo it
     return {**outcome, **before, **after, "run_id": run.run_id, "metrics": result.final,
             "checkpoint_dir": result.checkpoint_dir}
 

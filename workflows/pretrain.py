@@ -130,6 +130,7 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
 
     from . import tracking
     from .checkpoints import final_model_dir
+    from .register import register_run
     from .train_driver import ensure_ray, run_stage, unique_name
 
     manifest = load_manifest(job.data)
@@ -151,18 +152,14 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
         run.log_curves(result.history)
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
         model_uri = run.log_model(str(chosen))
-        val_ppl = result.final.get("best_val_ppl", result.final["val_ppl"])
         test = test_metrics(str(chosen), job) if evaluate_test else {}
         if test:
             run.log_metrics(test, int(result.final["step"]))
-        outcome = tracking.register(model_uri, registered_model, {
-            "val_ppl": val_ppl, "data_manifest": manifest.get("version"),
-            "vocab_digest": vocab.digest(), "run_id": run.run_id, "training_mode": job.mode,
-            **{k: round(v, 3) for k, v in test.items()}})
         run.finish()
     except BaseException:
         run.finish("FAILED")
         raise
+    outcome = register_run(run.run_id, registered_model)  # its own step: `elmo register` can redo it
     return {**outcome, "run_id": run.run_id, "run_name": name, "metrics": result.final, "test": test,
             "checkpoint_dir": result.checkpoint_dir, "model_dir": str(chosen), "model_uri": model_uri,
             "history": result.history}

@@ -44,6 +44,7 @@ def git_commit() -> str | None:
 
 
 TRAIN_RUN_TAG = "elmo.train_run"  # the Ray Train run name, the key to resume by
+MODEL_URI_TAG = "elmo.model_uri"  # the model the run logged (what `elmo register` registers)
 
 
 class StageRun:
@@ -153,6 +154,7 @@ class StageRun:
                     name="model", python_model=str(PYFUNC_FILE), artifacts={"model": staged},
                     code_paths=[os.path.dirname(os.path.abspath(elmo_core.__file__))],
                     pip_requirements=PIP_REQUIREMENTS, signature=signature, input_example=input_example)
+        self.client.set_tag(self.run_id, MODEL_URI_TAG, info.model_uri)
         return info.model_uri
 
     def finish(self, status: str = "FINISHED") -> None:

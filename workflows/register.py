@@ -1,0 +1,82 @@
+"""``elmo register``: put a finished training run's model in the registry, its own step (MLflow's
+registry workflow). `elmo pretrain` and `elmo adapt` end with it; run it yourself to register a
+run's model under another name, or again after a failed registration.
+
+    elmo register RUN_ID --registered-model NAME
+
+Everything the version is tagged with comes from the run: ``val_ppl`` (pretraining: the best
+held-out perplexity; adaptation: the target domain's after adapting), ``data_manifest``,
+``vocab_digest``, ``training_mode``, ``parent_model`` (adaptation), ``test_ppl*`` (with
+``--evaluate-test``), ``run_id``. Then the gate: alias ``candidate`` to the new version, and
+``champion`` only if its ``val_ppl`` beats the current champion's (`tracking.register`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def registration_tags(run) -> dict:
+    """The version's tags, read from an MLflow run (`mlflow.entities.Run`) of `elmo pretrain` or
+    `elmo adapt`."""
+    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
+    stage = tags.get("stage")
+    if stage == "pretrain":
+        val_ppl = metrics.get("best_val_ppl", metrics.get("val_ppl"))
+        out = {"data_manifest": tags.get("data.train.version"), "training_mode": params.get("job.mode"),
+               **{k: round(v, 3) for k, v in metrics.items() if k.startswith("test_ppl")}}
+    elif stage == "adapt":
+        val_ppl = metrics.get("target_ppl_after")
+        out = {"parent_model": tags.get("parent_model"), "data_manifest": tags.get("data.target.version")}
+    else:
+        raise ValueError(f"run {run.info.run_id} is not an `elmo pretrain` or `elmo adapt` run (tag stage={stage!r})")
+    if val_ppl is None:
+        raise ValueError(f"run {run.info.run_id} has no held-out perplexity to gate on")
+    return {"val_ppl": val_ppl, "vocab_digest": tags.get("vocab_digest"), "run_id": run.info.run_id, **out}
+
+
+def register_run(run_id: str, registered_model: str) -> dict:
+    """Register the model run ``run_id`` logged as a new version of ``registered_model`` and gate
+    it; returns `tracking.register`'s outcome."""
+    import mlflow
+
+    from . import tracking
+
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ValueError(f"no run {run_id} in {tracking.tracking_uri()}") from exc
+    if run.info.status != "FINISHED":
+        raise ValueError(f"run {run_id} is {run.info.status}: only a finished run's model is registered")
+    model_uri = run.data.tags.get(tracking.MODEL_URI_TAG)
+    if not model_uri:
+        raise ValueError(f"run {run_id} logged no model (no {tracking.MODEL_URI_TAG} tag)")
+    return tracking.register(model_uri, registered_model, registration_tags(run))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_id", metavar="RUN_ID", help="a finished `elmo pretrain` / `elmo adapt` MLflow run")
+    p.add_argument("--registered-model", required=True, metavar="NAME")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        outcome = register_run(args.run_id, args.registered_model)
+    except ValueError as exc:
+        print(f"elmo register: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"registered {outcome['name']} version {outcome['version']} (val_ppl {outcome['val_ppl']:.2f}); "
+          f"{'promoted to champion' if outcome['promoted'] else 'champion unchanged (gate)'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="elmo register", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
