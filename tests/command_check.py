@@ -105,10 +105,12 @@ def check_command(argv: list[str]) -> tuple[str, object]:
     raise CommandError(f"`{shlex.join(argv)}`: not a command these tests know how to check")
 
 
-def shell_commands(script: str) -> list[list[str]]:
-    """The simple commands of a shell line joined by && or ; (output redirections dropped)."""
+def shell_commands(script: str, comments: bool = False) -> list[list[str]]:
+    """The simple commands of a shell line joined by && or ; (output redirections dropped; with
+    ``comments``, a ``#`` starts a comment)."""
     lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
+    lexer.commenters = "#" if comments else ""
     commands, current, tokens = [], [], list(lexer)
     i = 0
     while i < len(tokens):

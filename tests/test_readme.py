@@ -5,14 +5,13 @@ schema table is the schema the code writes."""
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from command_check import check_command
+from command_check import check_command, shell_commands
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -28,29 +27,12 @@ def readme_shell_lines() -> list[str]:
     return lines
 
 
-def simple_commands(line: str) -> list[list[str]]:
-    """The simple commands of a shell line (split at && ; |, redirections and comments dropped)."""
-    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    lexer.commenters = "#"
-    commands, current, tokens = [], [], list(lexer)
-    i = 0
-    while i < len(tokens):
-        if tokens[i] in ("&&", ";", "|"):
-            commands.append(current)
-            current = []
-        elif tokens[i] in (">", ">>", "<"):
-            i += 1
-        else:
-            current.append(tokens[i])
-        i += 1
-    return [c for c in [*commands, current] if c]
-
-
 def program_commands(line: str) -> list[list[str]]:
     """The commands of one line that run our programs (and a `ray job submit`'s entrypoint)."""
     out = []
-    for argv in simple_commands(line):
+    if line.strip().startswith("#"):
+        return []
+    for argv in shell_commands(line, comments=True):
         if argv[0] not in CHECKED_PROGRAMS or (argv[0].endswith("python") and argv[1:2] != ["-m"]):
             continue
         argv = [CHECKED_PROGRAMS[argv[0]], *argv[1:]]

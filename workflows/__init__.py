@@ -1,2 +1,3 @@
 """`ray job submit` entrypoints: preprocessing, pretraining, adaptation, batch embedding
-(`embed`) and scheduled exactly-once embedding (`schedule`); and the demo main job."""
+(`embed`) and scheduled exactly-once embedding (`schedule`), registering a run's model
+(`register`); and the demo main job."""
