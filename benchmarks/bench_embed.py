@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_embed.py --out benchmarks/results/embed_cpu.json
 
-Input: CPython's pydoc prose (`elmo_core.sample_text.pydoc_sentences`, one sentence a line,
+Input: CPython's pydoc prose (`workflows.demo_text.pydoc_sentences`, one sentence a line,
 shuffled copies), written at run time as ``--files`` plain-text files of ``--tokens`` whitespace
 tokens in total (nothing is committed); the memory phases use a corpus of ``--memory-tokens``
 and one ``--memory-factor`` times larger (the same number of files, each that much longer).
@@ -92,7 +92,7 @@ def make_model(directory: Path, preset: str, seed: int = 0) -> dict:
 
 def make_corpus(directory: Path, tokens: int, files: int, seed: int = 0) -> dict:
     """Shuffled copies of the pydoc sentences, one a line, cut into ``files`` files of equal line counts."""
-    from elmo_core.sample_text import pydoc_sentences
+    from workflows.demo_text import pydoc_sentences
 
     sentences = [" ".join(s) for s in pydoc_sentences()]
     rng = random.Random(seed)

@@ -132,7 +132,7 @@ def phase_pipeline(corpus: Path, workers: int, output: Path, shard_limit: int | 
     import ray
 
     from preprocessing.config import PreprocessConfig, RunOptions
-    from preprocessing.pipeline import run_preprocess
+    from preprocessing.driver import run_preprocess
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     start = time.perf_counter()

@@ -41,9 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 def prepare(data: Path) -> None:
     import ray
 
-    from elmo_core.sample_text import pydoc_sentences
+    from workflows.demo_text import pydoc_sentences
     from preprocessing.config import PreprocessConfig
-    from preprocessing.pipeline import run_preprocess
+    from preprocessing.driver import run_preprocess
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     corpus = data.parent / "corpus"
@@ -94,7 +94,6 @@ def phase_single(data: Path, preset: str, steps: int, warmup: int, batch_tokens:
 
 def _ddp_worker(rank: int, world: int, port: int, data: Path, preset: str, steps: int, warmup: int,
                 batch_tokens: int, results) -> None:
-    import torch
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -172,12 +172,6 @@ class Perplexity:
         f, b = forward_nll / forward_count, backward_nll / backward_count
         return cls(math.exp(f), math.exp(b), math.exp(0.5 * (f + b)), int(forward_count))
 
-    @classmethod
-    def from_stats(cls, stats: dict[str, torch.Tensor]) -> "Perplexity":
-        """From the stats of `BiLM.lm_loss` computed with the full softmax."""
-        return cls.from_sums(float(stats["forward_nll"]), int(stats["forward_count"]),
-                             float(stats["backward_nll"]), int(stats["backward_count"]))
-
 
 def sentence_targets(word_ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets for sentences laid out as ``<S> w1 .. wn </S>``: word_ids (B, T) -> (next_ids, prev_ids).

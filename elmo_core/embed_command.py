@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,11 @@ from .layer_selection import DEFAULT_LAYERS, DTYPES, LayerSelection
 
 class InputError(ValueError):
     """Bad input the user can fix; reported as one line on stderr, exit status 2."""
+
+
+class OutputError(OSError):
+    """The output could not be written (disk full, file size limit, ...); reported as one line on
+    stderr, exit status 1, with no partial file left and an earlier output untouched."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,12 +86,70 @@ def write_sentence_index(fout, mapping: dict[str, str]) -> None:
     fout.create_dataset("sentence_to_index", data=np.array([json.dumps(mapping)], dtype=h5py.string_dtype()))
 
 
+# HDF5 bytes of a dataset beyond its values (object header, name, B-tree share); measured ~0.5 KiB
+HDF5_BYTES_PER_DATASET = 1024
+
+
+def check_room(path: Path, needed: int) -> None:
+    """OutputError unless the output's filesystem and the file-size limit leave ``needed`` bytes:
+    HDF5 cannot recover from a failed write (the library crashes the process), so a full disk is
+    found before writing."""
+    import resource
+
+    free = shutil.disk_usage(path.parent).free
+    if needed > free:
+        raise OutputError(f"{path}: the output needs about {needed / 1e6:,.1f} MB and {path.parent} has "
+                          f"{free / 1e6:,.1f} MB free; nothing was written")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and needed > limit:
+        raise OutputError(f"{path}: the output needs about {needed / 1e6:,.1f} MB and the file-size limit "
+                          f"(ulimit -f) is {limit / 1e6:,.1f} MB; nothing was written")
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM arrived while the output was being written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only set a flag that `check` turns into `Stopped` between
+    two datasets: an exception raised straight from a signal handler can land in a weakref
+    callback or a destructor, where Python swallows it (seen here with SIGTERM)."""
+
+    def __enter__(self) -> "StopSignals":
+        self.received: int | None = None
+        self.previous = {s: signal.signal(s, self._note) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.received = signum
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise Stopped(self.received)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except InputError as exc:
         print(f"elmo embed: error: {exc}", file=sys.stderr)
         return 2
+    except OutputError as exc:
+        print(f"elmo embed: error: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Stopped) as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        print(f"elmo embed: stopped ({signal.Signals(signum).name}); {args.output_file} was not written",
+              file=sys.stderr)
+        return 128 + signum
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -123,14 +188,23 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     n_tokens = sum(len(s) for s in sentences)
+    check_room(out_path, n_tokens * selection.bytes_per_token(model.config.n_output_layers, model.config.output_dim)
+               + len(sentences) * HDF5_BYTES_PER_DATASET)
     started = time.perf_counter()
-    with atomic_file(out_path, suffix=".part") as tmp:
-        with h5py.File(tmp, "w") as fout, tqdm(total=n_tokens, unit="tok", disable=args.no_progress or None,
-                                               desc="embedding", file=sys.stderr) as bar:
-            for index, layers in embedder.embed(sentences):
-                fout.create_dataset(str(index), data=layers)
-                bar.update(layers.shape[-2])
-            write_sentence_index(fout, {line: str(i) for i, line in enumerate(lines)})
+    written = 0
+    try:
+        with StopSignals() as stop, atomic_file(out_path, suffix=".part") as tmp:
+            with h5py.File(tmp, "w") as fout, tqdm(total=n_tokens, unit="tok", disable=args.no_progress or None,
+                                                   desc="embedding", file=sys.stderr) as bar:
+                for index, layers in embedder.embed(sentences):
+                    stop.check()
+                    fout.create_dataset(str(index), data=layers)
+                    written += 1
+                    bar.update(layers.shape[-2])
+                write_sentence_index(fout, {line: str(i) for i, line in enumerate(lines)})
+    except OSError as exc:  # the temporary file could not be made or written
+        raise OutputError(f"cannot write {out_path} (after {written} of {len(sentences)} sentences): "
+                          f"{exc}; nothing was written there") from None
     elapsed = time.perf_counter() - started
     print(f"elmo embed: {len(sentences)} sentences, {n_tokens} tokens in {elapsed:.1f}s "
           f"({n_tokens / max(elapsed, 1e-9):.0f} tokens/s) -> {out_path}", file=sys.stderr)

@@ -62,6 +62,10 @@ class LayerSelection:
     def keeps_layer_axis(self) -> bool:
         return self.kind == "all"
 
+    def bytes_per_token(self, n_layers: int, output_dim: int) -> int:
+        """Stored bytes of one token's vectors: (L+1) * 2P values for ``all``, else 2P."""
+        return (n_layers if self.kind == "all" else 1) * output_dim * np.dtype(DTYPES[self.dtype]).itemsize
+
     def column_names(self, n_layers: int) -> list[str]:
         """Output columns of the embedding jobs: ``layer_0..layer_L`` for ``all``, else ``embedding``."""
         return [f"layer_{j}" for j in range(n_layers)] if self.kind == "all" else ["embedding"]

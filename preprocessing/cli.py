@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .pipeline import PreprocessError, run_preprocess
+    from .driver import PreprocessError, run_preprocess
     from .sources import InputError
 
     if args.vocab and (args.max_vocab is not None or args.min_count != _DEFAULTS.min_count):

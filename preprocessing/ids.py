@@ -1,4 +1,7 @@
-"""Stable identities and the deterministic train/validation/test split."""
+"""The deterministic train/validation/test split of input lines.
+
+A line's identity is its shard's key and its 1-based line number; a sentence's id is
+``<key>:<line>:<index among the line's sentences>`` (built for whole blocks in `stage`)."""
 
 from __future__ import annotations
 
@@ -9,16 +12,6 @@ import numpy as np
 from .config import SPLITS, PreprocessConfig
 
 SPLIT_HASH = "blake2b(salt, shard) ^ line, splitmix64"  # part of a dataset's version: a new one re-splits
-
-
-def doc_id(shard_key: str, line: int) -> str:
-    """Identity of an input line: its shard's key and 1-based line number."""
-    return f"{shard_key}:{line}"
-
-
-def sentence_id(line_doc_id: str, index: int) -> str:
-    """Identity of a sentence: its line's id and its index among that line's sentences."""
-    return f"{line_doc_id}:{index}"
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -53,8 +46,3 @@ def line_split_codes(shard_key: str, lines: np.ndarray, config: PreprocessConfig
     codes[u < config.validation_fraction + config.test_fraction] = SPLITS.index("test")
     codes[u < config.validation_fraction] = SPLITS.index("validation")
     return codes
-
-
-def split_of(shard_key: str, line: int, config: PreprocessConfig) -> str:
-    """`line_split_codes` for one line."""
-    return SPLITS[int(line_split_codes(shard_key, np.array([line]), config)[0])]

@@ -1,4 +1,4 @@
-"""Pass 1 of the pipeline, one block at a time: raw lines -> staged sentence rows + statistics.
+"""Pass 1 of `elmo preprocess`, one block at a time: raw lines -> staged sentence rows + statistics.
 
 A block of raw lines (and the file markers the reader emits) becomes
 

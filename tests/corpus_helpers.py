@@ -11,12 +11,29 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import zstandard
 
-from elmo_core.sample_text import pydoc_sentences
-from preprocessing.config import PreprocessConfig
-from preprocessing.ids import doc_id, sentence_id, split_of
+from preprocessing.config import SPLITS, PreprocessConfig
+from preprocessing.ids import line_split_codes
 from preprocessing.text import LineProcessor
+from workflows.demo_text import pydoc_sentences
+
+
+def doc_id(shard_key: str, line: int) -> str:
+    """Identity of an input line: its shard's key and 1-based line number."""
+    return f"{shard_key}:{line}"
+
+
+def sentence_id(line_doc_id: str, index: int) -> str:
+    """Identity of a sentence: its line's id and its index among that line's sentences."""
+    return f"{line_doc_id}:{index}"
+
+
+def split_of(shard_key: str, line: int, config: PreprocessConfig) -> str:
+    """`line_split_codes` for one line."""
+    return SPLITS[int(line_split_codes(shard_key, np.array([line]), config)[0])]
+
 
 HOSTILE_LINES = [
     b"caf\xe9 au lait \xff\xfe is not UTF-8 .",  # invalid bytes (Latin-1 and junk)

@@ -111,14 +111,58 @@ def test_mismatched_options_and_weights(model_files, tmp_path, sentences):
     _fails(elmo("embed", inp, out, "--model", tmp_path), out, "not a model directory")
 
 
-def test_failure_midway_leaves_an_existing_output_untouched(model_files, tmp_path, sentences):
+def test_no_room_for_the_output_is_found_before_writing(model_files, tmp_path):
+    """HDF5 crashes the process when a write fails (measured: SIGSEGV under ``ulimit -f``), so a
+    file-size limit (or a full disk) below the output's size is an error before anything is written."""
+    import resource
+    import signal
+
     _, root = model_files
+    inp = _write(tmp_path / "in.txt", random_sentences(300, seed=3, max_len=14))
+    complete = tmp_path / "complete.hdf5"
+    assert elmo("embed", inp, complete, "--model", root / "native").returncode == 0
+    limit = complete.stat().st_size // 2
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     out = tmp_path / "out.hdf5"
     out.write_bytes(b"previous result")
-    inp = tmp_path / "in.txt"
-    inp.write_text("ok\n  \n", encoding="utf-8")
-    proc = elmo("embed", inp, out, "--model", root / "native")
-    assert proc.returncode != 0 and out.read_bytes() == b"previous result"
+    proc = subprocess.run([sys.executable, "-m", "elmo_cli", "embed", str(inp), str(out), "--model",
+                           str(root / "native")], capture_output=True, text=True, preexec_fn=limit_file_size)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "the file-size limit (ulimit -f)" in proc.stderr and "nothing was written" in proc.stderr
+    assert out.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["complete.hdf5", "in.txt", "out.hdf5"]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_stopped_midway_through_writing_leaves_an_existing_output_untouched(model_files, tmp_path, signal_name):
+    """Ctrl-C or a kill once the temporary output holds part of the datasets: one clear line,
+    no temporary file, and the earlier output as it was."""
+    import signal
+    import time
+
+    _, root = model_files
+    inp = _write(tmp_path / "in.txt", random_sentences(20_000, seed=4, max_len=14))
+    out = tmp_path / "out.hdf5"
+    out.write_bytes(b"previous result")
+    proc = subprocess.Popen([sys.executable, "-m", "elmo_cli", "embed", str(inp), str(out), "--model",
+                             str(root / "native"), "--no-progress"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # until the temporary file grows
+        parts = [p for p in tmp_path.iterdir() if p.name.startswith(".out.hdf5.")]
+        if parts and parts[0].stat().st_size > 200_000:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "finished before it could be stopped: give it more sentences"
+    proc.send_signal(getattr(signal, signal_name))
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 128 + getattr(signal, signal_name), stderr
+    assert "Traceback" not in stderr and f"{out} was not written" in stderr.strip().splitlines()[-1], stderr
+    assert out.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.hdf5"]
 
 
 def test_cuda_request_without_gpu_is_explained(model_files, tmp_path, sentences):

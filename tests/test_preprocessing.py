@@ -42,7 +42,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def moses_run(ray_cluster, corpus, tmp_path_factory):
-    from preprocessing.pipeline import run_preprocess
+    from preprocessing.driver import run_preprocess
 
     root, paths = corpus
     out = str(tmp_path_factory.mktemp("out") / "ds")
@@ -130,7 +130,7 @@ def test_vocabulary_equals_single_process_count(moses_run):
 
 
 def test_split_and_rows_stable_across_workers_and_blocks(ray_cluster, corpus, tmp_path):
-    from preprocessing.pipeline import run_preprocess
+    from preprocessing.driver import run_preprocess
 
     root, _ = corpus
     config = PreprocessConfig(tokenizer="whitespace", max_sentence_tokens=50, min_count=1,
@@ -148,7 +148,7 @@ def test_split_and_rows_stable_across_workers_and_blocks(ray_cluster, corpus, tm
 
 
 def test_rerun_is_a_no_op_and_a_changed_config_a_new_version(ray_cluster, corpus, tmp_path):
-    from preprocessing.pipeline import run_preprocess
+    from preprocessing.driver import run_preprocess
 
     root, _ = corpus
     out = str(tmp_path / "ds")
@@ -258,7 +258,7 @@ def test_http_urls_from_a_list_file(ray_cluster, corpus, tmp_path):
     import http.server
     import threading
 
-    from preprocessing.pipeline import run_preprocess
+    from preprocessing.driver import run_preprocess
 
     root, paths = corpus
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
@@ -315,8 +315,9 @@ def test_moses_tokenizer_equals_unmodified_sacremoses():
 def test_split_hash_is_uniform_per_line_and_the_same_in_mixed_blocks():
     import numpy as np
 
-    from preprocessing.ids import line_split_codes, split_of
-    from preprocessing.pipeline import _raw_block
+    from corpus_helpers import split_of
+    from preprocessing.ids import line_split_codes
+    from preprocessing.tokenize_tasks import raw_block
     from preprocessing.stage import BlockStager
 
     config = PreprocessConfig(tokenizer="whitespace", validation_fraction=0.1, test_fraction=0.05)
@@ -332,7 +333,7 @@ def test_split_hash_is_uniform_per_line_and_the_same_in_mixed_blocks():
         [SPLITS[c] for c in codes[[0, 1, 2, 99_998]]]
 
     # a batch holding lines of two shards (Ray Data may bundle blocks) splits each line as alone
-    batch = pa.concat_tables([_raw_block("/in/a", "a", 1, [b"x y"] * 300), _raw_block("/in/b", "b", 7, [b"z"] * 300)])
+    batch = pa.concat_tables([raw_block("/in/a", "a", 1, [b"x y"] * 300), raw_block("/in/b", "b", 7, [b"z"] * 300)])
     staged, _ = BlockStager(config)(batch)
     for source, key in (("/in/a", "a"), ("/in/b", "b")):
         table = staged[source]
@@ -378,7 +379,7 @@ def test_dataset_files_stay_near_the_size_target(ray_cluster, tmp_path):
     none is more than a row group and its footer over; every sentence is in exactly one file."""
     import pydoc_data.topics
 
-    from preprocessing.pipeline import run_preprocess
+    from preprocessing.driver import run_preprocess
 
     root = tmp_path / "corpus"
     root.mkdir()
@@ -401,7 +402,7 @@ def test_dataset_files_stay_near_the_size_target(ray_cluster, tmp_path):
 
 def test_split_writer_starts_a_new_file_at_the_size_target(tmp_path):
     from preprocessing import schema
-    from preprocessing.pipeline import _SplitWriter
+    from preprocessing.parquet_writer import SplitWriter
     from preprocessing.storage import OutputLocation
 
     words = [f"w{i}" for i in range(5000)]
@@ -409,7 +410,7 @@ def test_split_writer_starts_a_new_file_at_the_size_target(tmp_path):
                      "line": list(range(4000)), "sentence_index": [0] * 4000, "num_tokens": [20] * 4000,
                      "tokens": [words[i:i + 20] for i in range(4000)],
                      "word_ids": [list(range(i, i + 20)) for i in range(4000)]}, schema=schema.SENTENCES)
-    writer = _SplitWriter(OutputLocation(str(tmp_path)), "train/part", target_bytes=20_000)
+    writer = SplitWriter(OutputLocation(str(tmp_path)), "train/part", target_bytes=20_000)
     for start in range(0, 4000, 100):  # 40 staged pieces
         writer.add(rows.slice(start, 100))
     written = writer.close()

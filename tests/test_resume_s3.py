@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from elmo_core.sample_text import pydoc_sentences
+from workflows.demo_text import pydoc_sentences
 from local_services import ray_cluster, ray_temp_dir, s3_available, s3_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

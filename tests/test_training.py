@@ -44,7 +44,7 @@ def test_full_softmax_perplexity_matches_hand_computation():
     assert int(stats["forward_count"]) == 8 and int(stats["backward_count"]) == 8
     assert float(stats["forward_nll"]) == pytest.approx(nll_f, rel=1e-5)
     assert float(stats["backward_nll"]) == pytest.approx(nll_b, rel=1e-5)
-    ppl = Perplexity.from_stats(stats)
+    ppl = perplexity_of_stats(stats)
     assert ppl.forward == pytest.approx(math.exp(nll_f / 8), rel=1e-5)
     assert ppl.backward == pytest.approx(math.exp(nll_b / 8), rel=1e-5)
     assert ppl.average == pytest.approx(math.sqrt(ppl.forward * ppl.backward), rel=1e-6)
@@ -152,11 +152,17 @@ def _train(model, optimizer, steps, ids, next_ids, prev_ids, n_samples):
     return losses
 
 
+def perplexity_of_stats(stats) -> Perplexity:
+    """From the stats of `BiLM.lm_loss` computed with the full softmax."""
+    return Perplexity.from_sums(float(stats["forward_nll"]), int(stats["forward_count"]),
+                                float(stats["backward_nll"]), int(stats["backward_count"]))
+
+
 def _full_softmax_perplexity(model, ids, next_ids, prev_ids):
     model.eval()
     with torch.no_grad():
         _, stats, _ = model.lm_loss(ids, next_ids, prev_ids)
-    return Perplexity.from_stats(stats)
+    return perplexity_of_stats(stats)
 
 
 def test_tiny_model_overfits_with_sampled_softmax():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from elmo_core.sample_text import pydoc_sentences
+from workflows.demo_text import pydoc_sentences
 from local_services import mlflow_server as start_mlflow_server
 from preprocessing.config import PreprocessConfig
 from preprocessing.dataset import load_vocabulary
@@ -59,7 +59,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(cluster, tmp_path_factory):
     """Source domain: CPython's pydoc prose; target: licence texts, with the source vocabulary."""
-    from preprocessing.pipeline import run_preprocess
+    from preprocessing.driver import run_preprocess
 
     root = tmp_path_factory.mktemp("wf")
     (root / "source").mkdir()

@@ -221,7 +221,7 @@ def _start_ray(verbose: bool) -> None:
 
 def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, store, summary: dict) -> None:
     from preprocessing.config import PreprocessConfig, RunOptions
-    from preprocessing.pipeline import run_preprocess
+    from preprocessing.driver import run_preprocess
 
     from . import demo_text
     from .adapt import adapt

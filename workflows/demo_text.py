@@ -9,7 +9,8 @@
   the docstrings of other modules are the "new" text the embedding jobs get.
 
 Both come out as documents, one paragraph a line (``elmo preprocess --input-format document``
-splits the sentences and tokenizes).
+splits the sentences and tokenizes). `pydoc_sentences` gives the reference topics as sentences
+(split by that same splitter), for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -143,6 +144,39 @@ def python_topics_paragraphs() -> list[str]:
     for key in sorted(pydoc_data.topics.topics):
         paragraphs += _prose(pydoc_data.topics.topics[key])
     return list(dict.fromkeys(paragraphs))
+
+
+_WORDY = re.compile(r"^[\"'(]?[A-Za-z][A-Za-z'-]*[\"')]?[.,;:!?]?[\"')]?$")
+
+
+def pydoc_sentences(limit: int | None = None, min_tokens: int = 10, max_tokens: int = 40) -> list[list[str]]:
+    """Distinct prose sentences (whitespace tokens) of the reference topics, in a fixed order:
+    paragraphs without code samples, split by `preprocessing.text.split_document`, keeping
+    sentences of ``min_tokens..max_tokens`` tokens that are at least 80% words."""
+    import pydoc_data.topics
+
+    from preprocessing.text import split_document
+
+    seen: set[str] = set()
+    out: list[list[str]] = []
+    for key in sorted(pydoc_data.topics.topics):
+        for paragraph in re.split(r"\n\s*\n", pydoc_data.topics.topics[key]):
+            lines = [line.strip() for line in paragraph.splitlines() if line.strip()]
+            if not lines or any(line.startswith((">>>", "...", "$", "#")) for line in lines):
+                continue  # code samples
+            for sentence in split_document(" ".join(lines)):
+                tokens = sentence.split()
+                if not (min_tokens <= len(tokens) <= max_tokens):
+                    continue
+                if sum(bool(_WORDY.match(t)) for t in tokens) < 0.8 * len(tokens):
+                    continue  # mostly code or symbols
+                text = " ".join(tokens)
+                if text not in seen:
+                    seen.add(text)
+                    out.append(tokens)
+                    if limit is not None and len(out) == limit:
+                        return out
+    return out
 
 
 def module_docstring_paragraphs(modules: tuple[str, ...]) -> list[str]:

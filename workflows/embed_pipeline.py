@@ -334,7 +334,7 @@ def _run(files, model, config, temp_file, on_file, say, started) -> list[FileRes
 
     from elmo_core.config import BiLMConfig
     from elmo_core.layer_selection import LayerSelection
-    from preprocessing.pipeline import read_shards
+    from preprocessing.tokenize_tasks import read_shards
 
     model_config = BiLMConfig.from_options(model_config_of(model.blob))
     names = LayerSelection.parse(config.layers, config.dtype).column_names(model_config.n_output_layers)
