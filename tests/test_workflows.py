@@ -295,7 +295,8 @@ def model_options_with_dropout(vocab_size: int) -> dict:
 
 
 def test_a_finished_run_is_registered_again_as_its_own_step(registered, mlflow_server, monkeypatch):
-    """`elmo register RUN_ID`: every tag from the run, the gate applied; refusals name the problem."""
+    """`elmo register RUN_ID`: every tag from the run, the gate applied (again, on the same version,
+    for a run already registered); refusals name the problem."""
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
@@ -310,6 +311,16 @@ def test_a_finished_run_is_registered_again_as_its_own_step(registered, mlflow_s
     for tag in ("val_ppl", "data_manifest", "vocab_digest", "run_id", "training_mode"):
         assert copy.tags[tag] == original.tags[tag], tag
     assert copy.source == original.source  # the same logged model
+
+    # re-gating: with the champion alias gone, registering the run again makes no new version;
+    # the gate gives the alias back to that version
+    client.delete_registered_model_alias("elmo-test-copy", "champion")
+    again = subprocess.run([*cli, registered["run_id"], "--registered-model", "elmo-test-copy"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already registered as elmo-test-copy version 1" in again.stdout and "promoted" in again.stdout
+    assert [v.version for v in client.search_model_versions("name = 'elmo-test-copy'")] == ["1"]
+    assert client.get_model_version_by_alias("elmo-test-copy", "champion").version == "1"
     refused = subprocess.run([*cli, "0" * 32, "--registered-model", "elmo-test-copy"], env=env,
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "no run" in refused.stderr

@@ -1,8 +1,12 @@
 """``elmo register``: put a finished training run's model in the registry, its own step (MLflow's
 registry workflow). `elmo pretrain` and `elmo adapt` end with it; run it yourself to register a
-run's model under another name, or again after a failed registration.
+run's model under another name, to finish a registration that failed, or to re-gate a version.
 
     elmo register RUN_ID --registered-model NAME
+
+A run whose model already is a version of NAME gets no second version: its tags are set again
+and the gate is applied to it again (e.g. after the champion alias was removed or the champion
+version deleted).
 
 Everything the version is tagged with comes from the run: ``val_ppl`` (pretraining: the best
 held-out perplexity; adaptation: the target domain's after adapting), ``data_manifest``,
@@ -53,7 +57,12 @@ def register_run(run_id: str, registered_model: str) -> dict:
     model_uri = run.data.tags.get(tracking.MODEL_URI_TAG)
     if not model_uri:
         raise ValueError(f"run {run_id} logged no model (no {tracking.MODEL_URI_TAG} tag)")
-    return tracking.register(model_uri, registered_model, registration_tags(run))
+    tags = registration_tags(run)
+    existing = tracking.version_of_run(registered_model, run_id)
+    if existing is None:
+        return {**tracking.register(model_uri, registered_model, tags), "already_registered": False}
+    tracking.set_version_tags(registered_model, existing, tags)
+    return {**tracking.gate(registered_model, existing), "already_registered": True}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,8 +76,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"elmo register: error: {exc}", file=sys.stderr)
         return 2
-    print(f"registered {outcome['name']} version {outcome['version']} (val_ppl {outcome['val_ppl']:.2f}); "
-          f"{'promoted to champion' if outcome['promoted'] else 'champion unchanged (gate)'}")
+    how = "already registered as" if outcome["already_registered"] else "registered"
+    champion = outcome["previous_champion"]
+    print(f"{how} {outcome['name']} version {outcome['version']} (val_ppl {outcome['val_ppl']:.2f}); " + (
+        "promoted to champion" if outcome["promoted"] else
+        "it is the champion" if champion == outcome["version"] else
+        f"champion unchanged (version {champion}, val_ppl {outcome['previous_champion_val_ppl']:.2f})"))
     return 0
 
 

@@ -183,18 +183,37 @@ class WorkerTracker:
 
 
 def register(model_uri: str, name: str, tags: dict) -> dict:
-    """Register a version, tag it, give it ``candidate``, and ``champion`` if its held-out
-    perplexity (tag ``val_ppl``) beats the current champion's (the evaluation gate)."""
+    """Register a new version of ``name`` from ``model_uri``, tag it, and gate it (`gate`)."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     version = mlflow.register_model(model_uri, name).version
+    set_version_tags(name, version, tags)
+    return gate(name, version)
+
+
+def set_version_tags(name: str, version, tags: dict) -> None:
+    client = _client()
     for key, value in tags.items():
         if value is not None:
-            client.set_model_version_tag(name, version, key, str(value))
+            client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def version_of_run(name: str, run_id: str) -> int | None:
+    """The version of ``name`` registered from run ``run_id`` (the newest, if several), or None."""
+    versions = _client().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return max((int(v.version) for v in versions), default=None)
+
+
+def gate(name: str, version) -> dict:
+    """The evaluation gate: ``candidate`` -> ``version``, and ``champion`` -> ``version`` if its
+    held-out perplexity (tag ``val_ppl``) beats the current champion's (or there is none)."""
+    import mlflow
+
+    client = _client()
+    version = str(version)
+    new_ppl = float(client.get_model_version(name, version).tags["val_ppl"])
     client.set_registered_model_alias(name, CANDIDATE, version)
-    new_ppl = float(tags["val_ppl"])
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
         old_ppl = float(champion.tags.get("val_ppl", "inf"))
@@ -206,6 +225,12 @@ def register(model_uri: str, name: str, tags: dict) -> dict:
     return {"name": name, "version": int(version), "promoted": promoted, "val_ppl": new_ppl,
             "previous_champion": int(champion.version) if champion else None,
             "previous_champion_val_ppl": old_ppl if champion else None}
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri())
 
 
 def download_model(model_uri: str, destination: str) -> str:
