@@ -75,3 +75,21 @@ def test_wrong_input_shape_is_explained():
     elmo = Elmo(BiLM(BiLMConfig.preset("tiny")), num_output_representations=1)
     with pytest.raises(ValueError, match="expected"):
         elmo(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_stateful_elmo_carries_state_until_reset_states():
+    """stateful=True: a second call starts from the state the first left; `reset_states` goes
+    back to a zero state (the first call's output again)."""
+    bilm = seeded(BiLM(BiLMConfig.preset("tiny")), seed=5)
+    elmo = Elmo(bilm, num_output_representations=1, dropout=0.0, stateful=True).eval()
+    ids = batch_to_ids(random_sentences(4, seed=2, min_len=3), add_boundaries=False)
+    stateless = Elmo(bilm, num_output_representations=1, dropout=0.0).eval()
+    with torch.no_grad():
+        first = elmo(ids)["elmo_representations"][0]
+        second = elmo(ids)["elmo_representations"][0]
+        elmo.reset_states()
+        after_reset = elmo(ids)["elmo_representations"][0]
+        zero_state = stateless(ids)["elmo_representations"][0]
+    assert torch.allclose(first, zero_state, atol=1e-6)  # nothing carried yet
+    assert (second - first).abs().max() > 1e-3  # the carried state changes the vectors
+    assert torch.equal(after_reset, first)

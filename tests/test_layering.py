@@ -61,3 +61,12 @@ def test_nothing_imports_another_modules_private_names():
 def test_the_checks_see_imports_inside_functions():
     tree = imports_of(REPO / "workflows" / "pretrain.py")
     assert any(module == "workflows.train_driver" for module, _, _ in tree)  # imported inside pretrain()
+
+
+def test_mlflow_is_imported_by_the_tracking_module_and_the_logged_models_code_only():
+    """Every MLflow call of the workflows goes through `workflows.tracking` (the logged model's
+    own code, `pyfunc_model`, runs where only mlflow and elmo_core are installed)."""
+    allowed = {"workflows/tracking.py", "workflows/pyfunc_model.py"}
+    importers = {str(path.relative_to(REPO)) for path in sources(*OURS)
+                 for module, _, _ in imports_of(path) if module.split(".")[0] == "mlflow"}
+    assert importers == allowed

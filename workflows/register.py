@@ -43,15 +43,9 @@ def registration_tags(run) -> dict:
 def register_run(run_id: str, registered_model: str) -> dict:
     """Register the model run ``run_id`` logged as a new version of ``registered_model`` and gate
     it; returns `tracking.register`'s outcome."""
-    import mlflow
-
     from . import tracking
 
-    client = mlflow.MlflowClient(tracking.tracking_uri())
-    try:
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException as exc:
-        raise ValueError(f"no run {run_id} in {tracking.tracking_uri()}") from exc
+    run = tracking.get_run(run_id)
     if run.info.status != "FINISHED":
         raise ValueError(f"run {run_id} is {run.info.status}: only a finished run's model is registered")
     model_uri = run.data.tags.get(tracking.MODEL_URI_TAG)

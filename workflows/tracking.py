@@ -227,6 +227,16 @@ def gate(name: str, version) -> dict:
             "previous_champion_val_ppl": old_ppl if champion else None}
 
 
+def get_run(run_id: str):
+    """The MLflow run (`mlflow.entities.Run`); ValueError if the tracking store has none."""
+    import mlflow
+
+    try:
+        return _client().get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ValueError(f"no run {run_id} in {tracking_uri()}") from exc
+
+
 def _client():
     import mlflow
 
