@@ -60,11 +60,12 @@ class BiLM(nn.Module):
         shape = char_ids.shape[:-1]
         flat = char_ids.reshape(-1, char_ids.shape[-1])
         present = flat[:, 0] != 0
-        out = self.token_encoder.projection.new_zeros(flat.shape[0], self.token_encoder.output_dim)
-        if bool(present.any()):
-            unique, inverse = torch.unique(flat[present], dim=0, return_inverse=True)
-            encoded = self.token_encoder(unique)
-            out = out.index_put((present.nonzero().squeeze(1),), encoded[inverse])
+        if not bool(present.any()):
+            return self.token_encoder.projection.new_zeros(*shape, self.token_encoder.output_dim)
+        unique, inverse = torch.unique(flat[present], dim=0, return_inverse=True)
+        encoded = self.token_encoder(unique)  # bfloat16 under autocast
+        out = encoded.new_zeros(flat.shape[0], self.token_encoder.output_dim)
+        out = out.index_put((present.nonzero().squeeze(1),), encoded[inverse])
         return out.reshape(*shape, -1)
 
     def contextualize(self, embeddings: torch.Tensor, mask: torch.Tensor,
@@ -74,6 +75,7 @@ class BiLM(nn.Module):
         if bool((lengths == 0).any()):
             raise ValueError("every sequence needs at least one token")
         outputs, final = self.lstm(embeddings, lengths, state)
+        embeddings = embeddings.to(outputs[0].dtype)  # the recurrence's float32 under autocast
         keep = mask[None, :, :, None].to(embeddings.dtype)
         layers = [torch.cat([embeddings, embeddings], dim=-1) * keep[0]]
         layers += [torch.cat([out[0], out[1]], dim=-1) * keep[0] for out in outputs]

@@ -116,7 +116,16 @@ class _Recurrence(torch.autograd.Function):
 
 def recurrence(xw: torch.Tensor, w_h: torch.Tensor, w_p: torch.Tensor, c0: torch.Tensor, h0: torch.Tensor,
                active: list[int], cell_clip: float | None, proj_clip: float | None):
-    """Run the layer's time loop; differentiable (custom backward) when autograd needs it."""
+    """Run the layer's time loop; differentiable (custom backward) when autograd needs it.
+
+    Under autocast (bfloat16 training on GPU) the loop runs in float32 with autocast off: the
+    cell state accumulates over every step, and its small per-step products gain little from
+    bfloat16; the large products around it (the input half ``xw``, the char CNN, the softmax)
+    stay in autocast's precision. Outputs are float32."""
+    if torch.is_autocast_enabled(xw.device.type):
+        with torch.autocast(xw.device.type, enabled=False):
+            return recurrence(xw.float(), w_h.float(), w_p.float(), c0.float(), h0.float(), active,
+                              cell_clip, proj_clip)
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (xw, w_h, w_p, c0, h0))
     if needs_grad:
