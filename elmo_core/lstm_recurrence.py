@@ -49,27 +49,9 @@ def use_fused_cell(enabled: bool = True) -> None:
     _FUSED_CELL = torch.compile(cell_update, dynamic=True, fullgraph=True) if enabled else None
 
 
-def _fused_steps(xw, w_h, w_p, c, h, active, cell_clip, proj_clip, cell):
-    """The inference loop of `_steps` with the elementwise work in ``cell`` (compiled)."""
-    _, T, B, _ = xw.shape
-    out = xw.new_zeros(2, T, B, w_p.shape[2])
-    c, h = c.clone(), h.clone()
-    for t in range(T):
-        n = active[t]
-        if n == 0:
-            break
-        c_t, hidden = cell(torch.baddbmm(xw[:, t, :n], h[:, :n], w_h), c[:, :n], float(cell_clip or 0.0))
-        h_t = torch.bmm(hidden, w_p)
-        if proj_clip:
-            h_t.clamp_(-proj_clip, proj_clip)
-        c[:, :n] = c_t
-        h[:, :n] = h_t
-        out[:, t, :n] = h_t
-    return out, c, h
-
-
-def _steps(xw, w_h, w_p, c, h, active, cell_clip, proj_clip, saved=None):
-    """Forward time loop (no autograd). Fills `saved` (dict of (2, T, B, .) buffers) if given."""
+def _steps(xw, w_h, w_p, c, h, active, cell_clip, proj_clip, saved=None, cell=None):
+    """Forward time loop (no autograd). Fills `saved` (dict of (2, T, B, .) buffers) if given;
+    ``cell`` (inference only): a compiled `cell_update` for each step's elementwise work."""
     _, T, B, four_d = xw.shape
     D = four_d // 4
     out = xw.new_zeros(2, T, B, w_p.shape[2])
@@ -81,24 +63,28 @@ def _steps(xw, w_h, w_p, c, h, active, cell_clip, proj_clip, saved=None):
         if saved is not None:
             saved["h_prev"][:, t, :n] = h[:, :n]
             saved["c_prev"][:, t, :n] = c[:, :n]
-        s = torch.baddbmm(xw[:, t, :n], h[:, :n], w_h).sigmoid_()  # (2, n, 4D)
-        i, f, o, g = s.view(2, n, 4, D).unbind(2)
-        tanh_j = g.mul(2.0).sub_(1.0)
-        c_t = torch.addcmul(f * c[:, :n], i, tanh_j)
-        if saved is not None:
-            saved["s"][:, t, :n] = s
+        z = torch.baddbmm(xw[:, t, :n], h[:, :n], w_h)  # (2, n, 4D)
+        if cell is not None:
+            c_t, hidden = cell(z, c[:, :n], float(cell_clip or 0.0))
+        else:
+            s = z.sigmoid_()
+            i, f, o, g = s.view(2, n, 4, D).unbind(2)
+            tanh_j = g.mul(2.0).sub_(1.0)
+            c_t = torch.addcmul(f * c[:, :n], i, tanh_j)
+            if saved is not None:
+                saved["s"][:, t, :n] = s
+                if cell_clip:
+                    saved["c_ok"][:, t, :n] = c_t.abs() <= cell_clip
             if cell_clip:
-                saved["c_ok"][:, t, :n] = c_t.abs() <= cell_clip
-        if cell_clip:
-            c_t.clamp_(-cell_clip, cell_clip)
-        tanh_c = (2.0 * c_t).sigmoid_().mul_(2.0).sub_(1.0)
-        hidden = tanh_c * o  # (2, n, D)
+                c_t.clamp_(-cell_clip, cell_clip)
+            tanh_c = (2.0 * c_t).sigmoid_().mul_(2.0).sub_(1.0)
+            hidden = tanh_c * o  # (2, n, D)
+            if saved is not None:
+                saved["tanh_c"][:, t, :n] = tanh_c
+                saved["hidden"][:, t, :n] = hidden
         h_t = torch.bmm(hidden, w_p)  # (2, n, P)
-        if saved is not None:
-            saved["tanh_c"][:, t, :n] = tanh_c
-            saved["hidden"][:, t, :n] = hidden
-            if proj_clip:
-                saved["h_ok"][:, t, :n] = h_t.abs() <= proj_clip
+        if saved is not None and proj_clip:
+            saved["h_ok"][:, t, :n] = h_t.abs() <= proj_clip
         if proj_clip:
             h_t.clamp_(-proj_clip, proj_clip)
         c[:, :n] = c_t
@@ -176,6 +162,4 @@ def recurrence(xw: torch.Tensor, w_h: torch.Tensor, w_p: torch.Tensor, c0: torch
     if needs_grad:
         return _Recurrence.apply(xw, w_h, w_p, c0, h0, active, cell_clip, proj_clip)
     with torch.no_grad():
-        if _FUSED_CELL is not None:
-            return _fused_steps(xw, w_h, w_p, c0, h0, active, cell_clip, proj_clip, _FUSED_CELL)
-        return _steps(xw, w_h, w_p, c0, h0, active, cell_clip, proj_clip)
+        return _steps(xw, w_h, w_p, c0, h0, active, cell_clip, proj_clip, cell=_FUSED_CELL)

@@ -11,8 +11,8 @@ version deleted).
 Everything the version is tagged with comes from the run: ``val_ppl`` (pretraining: the best
 held-out perplexity; adaptation: the target domain's after adapting), ``data_manifest``,
 ``vocab_digest``, ``training_mode``, ``parent_model`` (adaptation), ``test_ppl*`` (with
-``--evaluate-test``), ``run_id``. Then the gate: alias ``candidate`` to the new version, and
-``champion`` only if its ``val_ppl`` beats the current champion's (`tracking.register`).
+``--evaluate-test``), ``run_id``. Then the gate: alias ``candidate`` to the version, and
+``champion`` only if its ``val_ppl`` beats the current champion's (`tracking.gate`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def registration_tags(run) -> dict:
 
 
 def register_run(run_id: str, registered_model: str) -> dict:
-    """Register the model run ``run_id`` logged as a new version of ``registered_model`` and gate
-    it; returns `tracking.register`'s outcome."""
+    """Register the model run ``run_id`` logged as a new version of ``registered_model`` (or, if
+    the run already has a version there, tag that one again) and gate it; returns
+    `tracking.gate`'s outcome plus ``already_registered``."""
     from . import tracking
 
     run = tracking.get_run(run_id)

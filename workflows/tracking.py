@@ -35,6 +35,13 @@ def tracking_uri() -> str:
     return uri
 
 
+def _client():
+    """An MlflowClient of `tracking_uri` (every module-level read and write here goes through it)."""
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri())
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -237,12 +244,6 @@ def get_run(run_id: str):
         raise ValueError(f"no run {run_id} in {tracking_uri()}") from exc
 
 
-def _client():
-    import mlflow
-
-    return mlflow.MlflowClient(tracking_uri())
-
-
 def download_model(model_uri: str, destination: str) -> str:
     """A logged/registered model (``models:/NAME@ALIAS``, ``runs:/ID/model``) -> our native
     checkpoint directory (the pyfunc's ``model`` artifact)."""
@@ -264,7 +265,7 @@ def pin_model_uri(model_uri: str) -> tuple[str, str]:
 
     if model_uri.startswith("models:/"):
         name, sep, alias = model_uri[len("models:/"):].partition("@")
-        client = mlflow.MlflowClient(tracking_uri())
+        client = _client()
         if sep:
             try:
                 version = client.get_model_version_by_alias(name, alias).version
@@ -287,7 +288,7 @@ def model_version_exists(name: str, version) -> bool:
     import mlflow
 
     try:
-        mlflow.MlflowClient(tracking_uri()).get_model_version(name, str(version))
+        _client().get_model_version(name, str(version))
         return True
     except mlflow.exceptions.MlflowException:
         return False
@@ -295,9 +296,7 @@ def model_version_exists(name: str, version) -> bool:
 
 def ensure_experiment(name: str, artifact_location: str) -> None:
     """Create experiment ``name`` with its artifacts at ``artifact_location`` unless it exists."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri())
+    client = _client()
     if client.get_experiment_by_name(name) is None:
         client.create_experiment(name, artifact_location=artifact_location)
 
@@ -305,9 +304,7 @@ def ensure_experiment(name: str, artifact_location: str) -> None:
 def latest_step(experiment: str, run_prefix: str, key: str) -> int | None:
     """The newest step of metric ``key`` in the latest run of ``experiment`` whose name starts with
     ``run_prefix``; None before there is one."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri())
+    client = _client()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None
@@ -320,7 +317,5 @@ def latest_step(experiment: str, run_prefix: str, key: str) -> int | None:
 
 def metric_history(run_id: str, key: str) -> list[dict]:
     """[{"step": s, key: value}, ...] of an MLflow run, in step order (what the run recorded)."""
-    import mlflow
-
-    history = mlflow.MlflowClient(tracking_uri()).get_metric_history(run_id, key)
+    history = _client().get_metric_history(run_id, key)
     return [{"step": m.step, key: m.value} for m in sorted(history, key=lambda m: m.step)]
