@@ -138,10 +138,14 @@ class BiLM(nn.Module):
         if self.training and dropout > 0:
             hidden = nn.functional.dropout(hidden, dropout, True)
         targets = torch.cat([next_ids.reshape(-1), prev_ids.reshape(-1)])
-        per_target = self.softmax.nll(hidden, targets, n_samples, generator)
         n = next_ids.numel()
-        stats = {"forward_nll": per_target[:n].sum(), "forward_count": (next_ids != IGNORE).sum(),
-                 "backward_nll": per_target[n:].sum(), "backward_count": (prev_ids != IGNORE).sum()}
+        if n_samples is None or n_samples >= self.softmax.vocab_size:  # exact, block by block
+            forward_nll, backward_nll = self.softmax.full_nll_sums(hidden, targets, n).unbind()
+        else:
+            per_target = self.softmax.nll(hidden, targets, n_samples, generator)
+            forward_nll, backward_nll = per_target[:n].sum(), per_target[n:].sum()
+        stats = {"forward_nll": forward_nll, "forward_count": (next_ids != IGNORE).sum(),
+                 "backward_nll": backward_nll, "backward_count": (prev_ids != IGNORE).sum()}
         loss = 0.5 * (stats["forward_nll"] / stats["forward_count"].clamp(min=1)
                       + stats["backward_nll"] / stats["backward_count"].clamp(min=1))
         return loss, stats

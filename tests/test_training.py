@@ -72,6 +72,42 @@ def test_full_softmax_nll_matches_explicit_float64_loop():
     assert float(nll.detach()) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("dtype, max_logits", [(torch.float64, 1 << 22), (torch.float32, 1 << 22), (torch.float32, 150)])
+def test_chunked_full_softmax_sums_and_gradients_equal_cross_entropy(monkeypatch, dtype, max_logits):
+    """`full_nll_sums` (block by block, gradient formed in the forward pass) against
+    `cross_entropy` on whole logits: both groups' sums, and the gradients of hidden, W and b for
+    two different weights on the groups; IGNORE rows count nowhere. A cap of 150 logits forces
+    blocks of 3 rows over the 50 words (many blocks; none may straddle the groups' split)."""
+    from elmo_core import softmax as softmax_module
+
+    monkeypatch.setitem(softmax_module.CHUNK_MAX_LOGITS, "cpu", max_logits)
+    torch.manual_seed(0)
+    softmax = seeded(Softmax(50, 8), seed=2).to(dtype)
+    hidden = torch.randn(41, 8, dtype=dtype)
+    targets = torch.randint(0, 50, (41,))
+    targets[[0, 7, 20, 21, 40]] = IGNORE
+    split = 21
+
+    def grads(fn):
+        h = hidden.clone().requires_grad_()
+        softmax.zero_grad()
+        sums = fn(h)
+        (3.0 * sums[0] - 0.5 * sums[1]).backward()
+        return sums.detach(), h.grad, softmax.weight.grad.clone(), softmax.bias.grad.clone()
+
+    def reference(h):
+        per = torch.nn.functional.cross_entropy(h @ softmax.weight.t() + softmax.bias, targets.clamp(min=0),
+                                                reduction="none") * (targets != IGNORE)
+        return torch.stack([per[:split].sum(), per[split:].sum()])
+
+    tol = 1e-10 if dtype == torch.float64 else 2e-5
+    for got, want in zip(grads(lambda h: softmax.full_nll_sums(h, targets, split)), grads(reference)):
+        assert got.dtype == want.dtype
+        assert torch.allclose(got, want, rtol=tol, atol=tol)
+    with torch.no_grad():  # evaluation: sums only, the same values
+        assert torch.allclose(softmax.full_nll_sums(hidden, targets, split), reference(hidden), rtol=tol)
+
+
 def test_log_uniform_sampler():
     sampler = LogUniformSampler(1000)
     assert float(sampler.probability(torch.arange(1000)).sum()) == pytest.approx(1.0, abs=1e-9)
