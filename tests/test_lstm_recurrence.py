@@ -1,8 +1,14 @@
 """The hand-written LSTM backward against finite differences and against plain autograd."""
 
+import pytest
 import torch
 
+from elmo_core import lstm_recurrence
 from elmo_core.lstm_recurrence import _steps, recurrence
+
+# the backward's element-wise derivatives formed a step at a time (the CPU's way), two steps
+# at a time, and for all steps at once (the GPU's way)
+BLOCKS = pytest.mark.parametrize("block", [1, 2, None])
 
 
 def _inputs(T=5, B=4, D=3, P=2, seed=0):
@@ -15,7 +21,9 @@ def _inputs(T=5, B=4, D=3, P=2, seed=0):
     return [t.requires_grad_() for t in (xw, w_h, w_p, c0, h0)]
 
 
-def test_gradcheck_with_clipping_and_rows_finishing_early():
+@BLOCKS
+def test_gradcheck_with_clipping_and_rows_finishing_early(monkeypatch, block):
+    monkeypatch.setitem(lstm_recurrence.BACKWARD_BLOCK_STEPS, "cpu", block)
     active = [4, 4, 3, 1, 1]  # rows sorted by length: 5, 3, 3, 2... steps past a row's end skip it
     for clips in ((None, None), (0.7, 0.6)):
         def fn(*args):
@@ -24,8 +32,10 @@ def test_gradcheck_with_clipping_and_rows_finishing_early():
         assert torch.autograd.gradcheck(fn, _inputs(), eps=1e-6, atol=1e-6)
 
 
-def test_matches_autograd_through_the_plain_loop():
+@BLOCKS
+def test_matches_autograd_through_the_plain_loop(monkeypatch, block):
     """Same forward values and gradients as letting autograd differentiate the step math."""
+    monkeypatch.setitem(lstm_recurrence.BACKWARD_BLOCK_STEPS, "cpu", block)
     active = [4, 4, 4, 2, 1]
     args = _inputs(seed=1)
 
