@@ -124,3 +124,25 @@ def test_the_stream_loss_runs_under_bfloat16_autocast():
             mixed, _, state = model.stream_loss(windows, targets)
     assert float(mixed) == pytest.approx(float(exact), rel=1e-2)
     assert state.c[0].dtype == torch.float32  # the carried state stays float32
+
+
+def test_tf32_is_allowed_on_a_gpu_only_and_as_the_job_says():
+    """`configure_matmul_precision`: a CUDA device gets TF32 for float32 products when
+    ``job.tf32`` (the default) and not otherwise; a CPU's settings are left alone."""
+    from workflows.config import TrainJobConfig
+    from workflows.train_step import configure_matmul_precision
+
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = tuple(f.allow_tf32 for f in flags)
+    try:
+        for f in flags:
+            f.allow_tf32 = False
+        configure_matmul_precision(torch.device("cpu"), TrainJobConfig())
+        assert not any(f.allow_tf32 for f in flags)
+        configure_matmul_precision(torch.device("cuda", 0), TrainJobConfig())
+        assert all(f.allow_tf32 for f in flags)
+        configure_matmul_precision(torch.device("cuda", 0), TrainJobConfig(tf32=False))
+        assert not any(f.allow_tf32 for f in flags)
+    finally:
+        for f, value in zip(flags, before):
+            f.allow_tf32 = value

@@ -64,6 +64,10 @@ class TrainJobConfig:
     torch_threads: int | None = None  # per worker; None: cpus_per_worker rounded up
     placement_strategy: str = "PACK"  # Ray placement of workers; "SPREAD"/"STRICT_SPREAD": one per node
     bf16: bool = True  # autocast to bfloat16 on GPU (ignored on CPU)
+    # TF32 tensor cores for float32 products on GPU (the LSTM loop, float32 under autocast too):
+    # 1.4-1.6x an `original` step of 128 sentences on an H200 (benchmarks/README.md); products
+    # then carry ~1e-3 relative error
+    tf32: bool = True
     max_failures: int = 2  # worker failures survived by resuming from the last checkpoint
     # --- testing hook --------------------------------------------------------------------------
     fail_at_step: int | None = None  # the last worker raises once at this step (fault tests)

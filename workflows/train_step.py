@@ -52,6 +52,14 @@ def make_optimizer(model: BiLM) -> torch.optim.Optimizer:
                                initial_accumulator_value=t.initial_accumulator_value)
 
 
+def configure_matmul_precision(device: torch.device, job: TrainJobConfig) -> None:
+    """On a GPU, let float32 products use TF32 tensor cores when ``job.tf32`` (this process's
+    setting; training only: embedding stays exact float32). Nothing changes on a CPU."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = job.tf32
+        torch.backends.cudnn.allow_tf32 = job.tf32
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = learning_rate

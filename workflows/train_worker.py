@@ -37,7 +37,8 @@ from .evaluation import all_reduce, perplexity_of, sentence_sums, stream_sums
 from .read_ahead import ReadAhead
 from .plateau import PlateauSchedule
 from .streams import StreamBatch, StreamLayout, running_text
-from .train_step import LMLoss, StepContext, make_optimizer, sentence_step, set_learning_rate
+from .train_step import (LMLoss, StepContext, configure_matmul_precision, make_optimizer, sentence_step,
+                         set_learning_rate)
 
 
 def evaluate(model: BiLM, vocab: Vocabulary, tables, rank: int, world_size: int, batch_tokens: int,
@@ -60,6 +61,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    configure_matmul_precision(device, job)
     torch.manual_seed(job.seed)
     torch.set_num_threads(job.torch_threads or max(1, math.ceil(job.cpus_per_worker)))
     vocab = Vocabulary(loop_config["vocab"])
