@@ -5,7 +5,9 @@
 Data: CPython's pydoc prose preprocessed at run time (whitespace tokens). All phases train the
 same model config on the same global batches (`workflows.batches`, ``--batch-tokens`` tokens
 each) with the same step function; tokens/s counts real words (no padding) and leaves out the
-first ``--warmup`` steps. Phases, each in its own process:
+first ``--warmup`` steps; ``peak_rss_mb`` is the training processes' peak resident memory (one
+process; the sum of the DDP workers'; the sum of Ray's ``RayTrainWorker`` processes', with every
+Ray process's in ``peak_rss_mb_by_process``). Phases, each in its own process:
 
 * ``single_1t`` / ``single_2t``: one process, no Ray, 1 / 2 torch threads;
 * ``ray_1w``: Ray Train, 1 worker (Ray gives it 1 CPU, hence 1 thread);
@@ -26,6 +28,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,7 +92,8 @@ def phase_single(data: Path, preset: str, steps: int, warmup: int, batch_tokens:
                       StepContext(vocab, rank, world, job, model.config.training, "cpu", contextlib.nullcontext()))
         tokens += batch.num_tokens()
     seconds = time.perf_counter() - start
-    return {"tokens_per_s": tokens / seconds, "seconds": seconds, "threads": threads}
+    return {"tokens_per_s": tokens / seconds, "seconds": seconds, "threads": threads,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _ddp_worker(rank: int, world: int, port: int, data: Path, preset: str, steps: int, warmup: int,
@@ -100,8 +104,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: Path, preset: str, steps
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         result = phase_single(data, preset, steps, warmup, batch_tokens, threads=1, rank=rank, world=world)
-        if rank == 0:
-            results.put(result)
+        results.put((rank, result))
     finally:
         dist.destroy_process_group()
 
@@ -122,10 +125,11 @@ def phase_ddp(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
                                                            batch_tokens, results)) for r in range(workers)]
     for p in processes:
         p.start()
-    result = results.get()
+    by_rank = dict(results.get() for _ in processes)
     for p in processes:
         p.join()
-    return {**result, "workers": workers}
+    return {**by_rank[0], "workers": workers,
+            "peak_rss_mb": sum(r["peak_rss_mb"] for r in by_rank.values())}  # all workers' peaks
 
 
 def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: int, workers: int) -> dict:
@@ -155,6 +159,8 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     rate = sum(h["tokens_per_second"] for h in timed) / len(timed)
     return {"tokens_per_s": rate, "wall_s_including_startup": wall, "workers": workers,
             "cpu_seconds_by_process": cpu.seconds_by_kind(),
+            "peak_rss_mb": cpu.peak_rss_mb_by_kind().get("ray::RayTrainWorker"),  # the training workers'
+            "peak_rss_mb_by_process": cpu.peak_rss_mb_by_kind(),
             "windows": [{"step": h["step"], "tokens_per_second": h["tokens_per_second"]} for h in result.history]}
 
 
@@ -193,7 +199,8 @@ def main() -> None:
             if proc.returncode:
                 raise SystemExit(f"phase {phase} {n} failed")
             result = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"{phase} {n}: {result['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
+            print(f"{phase} {n}: {result['tokens_per_s']:.1f} tokens/s, peak {result.get('peak_rss_mb') or 0:.0f} MB",
+                  file=sys.stderr)
             return result
 
         # this VM's speed drifts by up to ~20% over minutes: each round runs every phase once, one

@@ -54,6 +54,7 @@ class CpuByProcess:
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.seen: dict[int, tuple[str, float, float]] = {}  # pid -> (kind, cpu at first sight, latest)
+        self.peak_rss: dict[int, float] = {}  # pid -> its peak resident set (VmHWM), MB
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._tick = os.sysconf("SC_CLK_TCK")
@@ -76,6 +77,9 @@ class CpuByProcess:
                 else:
                     first = cpu
                 self.seen[pid] = (kind, first, cpu)
+                peak = _peak_rss_mb(pid)
+                if peak is not None:
+                    self.peak_rss[pid] = max(peak, self.peak_rss.get(pid, 0.0))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -91,8 +95,28 @@ class CpuByProcess:
         self._stop.set()
         self._thread.join()
 
+    def peak_rss_mb_by_kind(self) -> dict[str, float]:
+        """Per kind, the sum of its processes' peak resident sets (each process's own high-water
+        mark, VmHWM, at its last sample; peaks of different processes need not coincide)."""
+        totals: dict[str, float] = {}
+        for pid, peak in self.peak_rss.items():
+            kind = self.seen[pid][0]
+            totals[kind] = round(totals.get(kind, 0.0) + peak, 1)
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
     def seconds_by_kind(self) -> dict[str, float]:
         totals: dict[str, float] = {}
         for kind, first, latest in self.seen.values():
             totals[kind] = round(totals.get(kind, 0.0) + latest - first, 1)
         return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
