@@ -24,6 +24,8 @@ beside each figure):
 * ``profile`` (only when named in ``--sections``): torch.profiler over training steps of
   ``original`` and ``small`` (128 sentences, TF32): device-busy time against the step's wall
   time, kernel launches and operators per step; tables written beside ``--out``;
+* ``command``: ``python -m elmo_cli embed --device`` as a process (``original``, 8,192 sentences,
+  batch 128), timed start to end, and its output on 64 sentences against ``--device cpu``;
 * ``embed``: `Embedder` (stateless, what `elmo embed --device cuda` runs) for ``original``, 128
   and 512 sentences per batch, eager loop and fused cell.
 
@@ -42,6 +44,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -420,6 +423,44 @@ def profile_step(device, preset: str, vocab_size: int, sentences, batch_sentence
             "kernel_launches_per_step": launches, "aten_ops_per_step": sum(e.count for e in events if e.key.startswith("aten::")) / 3}
 
 
+def embed_command(device, sentences, work: Path, n_check: int) -> dict:
+    """The user's path: ``python -m elmo_cli embed`` as a process (``original``, random weights
+    saved with `save_checkpoint`), on ``device`` for all sentences, timed start to end; and the
+    first ``n_check`` sentences on the device and on the CPU, max |diff| over the HDF5 outputs."""
+    import subprocess
+
+    import h5py
+
+    from elmo_core.weights import save_checkpoint
+
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir = save_checkpoint(model_of("original", 0, "cpu"), work / "model")
+    text = work / "all.txt"
+    text.write_text("".join(" ".join(s) + "\n" for s in sentences))
+    head = work / "head.txt"
+    head.write_text("".join(" ".join(s) + "\n" for s in sentences[:n_check]))
+
+    def run(inp: Path, out: Path, dev: str) -> float:
+        cmd = [sys.executable, "-m", "elmo_cli", "embed", str(inp), str(out), "--model", str(model_dir),
+               "--device", dev, "--batch-size", "128", "--no-progress"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        return time.perf_counter() - t0
+
+    seconds = run(text, work / "all.hdf5", str(device))
+    run(head, work / "head_dev.hdf5", str(device))
+    run(head, work / "head_cpu.hdf5", "cpu")
+    with h5py.File(work / "head_dev.hdf5") as a, h5py.File(work / "head_cpu.hdf5") as b:
+        keys = [k for k in a.keys() if k.isdigit()]
+        diff = max(float(np.abs(a[k][()] - b[k][()]).max()) for k in keys)
+    tokens = sum(len(s) for s in sentences)
+    return {"sentences": len(sentences), "tokens": tokens, "process_seconds": seconds,
+            "tokens_per_s_whole_process": tokens / seconds, "checked_sentences": len(keys),
+            "max_abs_diff_device_vs_cpu": diff}
+
+
 def time_embed(device, preset: str, sentences, batch_sizes, fused_options, rounds: int) -> list[dict]:
     rows = []
     model = model_of(preset, 0, device).eval()
@@ -473,7 +514,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a CPU dry run of the script itself")
     parser.add_argument("--baseline-recurrence", default=None,
                         help="another version's elmo_core/lstm_recurrence.py, timed beside this one's")
-    parser.add_argument("--sections", default="env,parity_embed,parity_fused,parity_backward,parity_bf16,ddp,train,embed")
+    parser.add_argument("--sections", default="env,parity_embed,parity_fused,parity_backward,parity_bf16,ddp,train,command,embed")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:
@@ -507,6 +548,8 @@ def main() -> None:
         ("train", lambda: train_plan(device, sentences, q, peaks, args.baseline_recurrence)),
         ("profile", lambda: [profile_step(device, "original", 2_000 if q else RELEASED_VOCAB, sentences, 4 if q else 128, out.parent),
                              profile_step(device, "small", 10_000, sentences, 8 if q else 128, out.parent)]),
+        ("command", lambda: embed_command(device, sentences[: 64 if q else 8192],
+                                          Path(tempfile.gettempdir()) / "bench_gpu_command", 8 if q else 64)),
         ("embed", lambda: time_embed(device, "original", sentences[: 64 if q else 4096], [16] if q else [128, 512],
                                      [False, True], 1 if q else 3)),
     ]
