@@ -96,6 +96,7 @@ class CharCNNTokenEncoder(nn.Module):
         # last valid start position of each output channel: 50 - width  (F,)
         last_start = torch.cat([torch.full((n,), self.n_positions - w) for w, n in c.filters])
         self.register_buffer("last_start", last_start, persistent=False)
+        self.min_last_start = self.n_positions - self.max_width  # the widest filter's (no device read)
 
     @property
     def output_dim(self) -> int:
@@ -126,8 +127,8 @@ class CharCNNTokenEncoder(nn.Module):
         windows = windows.transpose(2, 3).reshape(ids.shape[0], n_starts, -1)  # (N, S, w * C)
         conv = torch.matmul(windows, bank)  # (N, S, F)
         starts = torch.arange(n_starts, device=ids.device)
-        invalid = starts[:, None] > self.last_start[None, :]  # (S, F)
-        if bool(invalid.any()):
+        if n_starts - 1 > self.min_last_start:  # some windows run past position 50
+            invalid = starts[:, None] > self.last_start[None, :]  # (S, F)
             conv.masked_fill_(invalid, float("-inf"))  # in place: the (N, S, F) tensor is the peak
         # max with indices when training: its backward scatters, amax's compares the whole tensor
         pooled = conv.max(dim=1).values if torch.is_grad_enabled() else conv.amax(dim=1)
@@ -150,10 +151,13 @@ class CharCNNTokenEncoder(nn.Module):
         # whole groups (conv, highways, projection): the peak is one group's activations, however
         # many tokens come in (the highways on 5,000 tokens at once took ~300 MB more)
         order = torch.argsort(lengths)
+        # each group's longest token, read from the device once (not once per group)
+        ends = list(range(self.GROUP_SIZE - 1, n_tokens - 1, self.GROUP_SIZE)) + [n_tokens - 1]
+        longest = lengths[order[torch.tensor(ends, device=order.device)]].tolist()
         encoded = []
-        for start in range(0, n_tokens, self.GROUP_SIZE):
+        for start, group_longest in zip(range(0, n_tokens, self.GROUP_SIZE), longest):
             idx = order[start:start + self.GROUP_SIZE]
-            n_starts = min(int(lengths[idx[-1]]) + 1, self.n_positions)
+            n_starts = min(group_longest + 1, self.n_positions)
             encoded.append(self._encode(char_ids[idx], table, bank, bias, highways, n_starts))
         return torch.cat(encoded)[torch.argsort(order)]
 
