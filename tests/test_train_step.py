@@ -100,7 +100,7 @@ def _step_gradients(autocast, dropout: float = 0.1) -> tuple[float, dict]:
 
 
 def test_a_bfloat16_autocast_step_matches_float32():
-    """The GPU recipe's mixed precision (`TrainJobConfig.bf16`: autocast to bfloat16, float32
+    """The GPU's optional mixed precision (`--bf16`: autocast to bfloat16, float32
     weights, no loss scaling: bfloat16 has float32's exponent range), run through CPU autocast:
     the loss within 1e-3 and every gradient within 5% (measured: <= 1.1%) of float32's, under
     the same dropout masks and sampled candidates."""
@@ -146,3 +146,18 @@ def test_tf32_is_allowed_on_a_gpu_only_and_as_the_job_says():
     finally:
         for f, value in zip(flags, before):
             f.allow_tf32 = value
+
+
+def test_the_precision_flags_reach_the_job_config():
+    """`elmo pretrain`/`adapt`: TF32 on and bfloat16 autocast off unless the flags say otherwise."""
+    import argparse
+
+    from workflows.pretrain import add_common_arguments, job_config
+
+    parser = argparse.ArgumentParser()
+    add_common_arguments(parser)
+    required = ["--data", "d", "--registered-model", "m"]
+    default = job_config(parser.parse_args(required))
+    assert (default.tf32, default.bf16) == (True, False)
+    flipped = job_config(parser.parse_args(required + ["--no-tf32", "--bf16"]))
+    assert (flipped.tf32, flipped.bf16) == (False, True)

@@ -35,6 +35,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                                                  "--max-epochs)")
     p.add_argument("--num-workers", type=int, default=d.num_workers)
     p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--bf16", action="store_true",
+                   help="GPU: autocast to bfloat16 (measured no faster than TF32 on an H200, see benchmarks/README.md)")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false",
+                   help="GPU: exact float32 products (default: TF32 tensor cores for them)")
     p.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker)
     p.add_argument("--placement-strategy", default=d.placement_strategy,
                    choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"], help="Ray placement of the workers")
@@ -98,7 +102,7 @@ def job_config(args) -> TrainJobConfig:
                           eval_each_epoch=args.eval_each_epoch, lr_decay=args.lr_decay,
                           lr_decay_patience=args.lr_decay_patience, plateau_threshold=args.plateau_threshold,
                           early_stop_patience=args.early_stop_patience, torch_threads=args.torch_threads,
-                          lr_decay_start_epoch=args.lr_decay_start_epoch)
+                          lr_decay_start_epoch=args.lr_decay_start_epoch, bf16=args.bf16, tf32=args.tf32)
 
 
 def recipe_overrides(args) -> dict:
