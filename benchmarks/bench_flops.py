@@ -11,7 +11,8 @@ products and convolutions; element-wise work is not counted):
   793,471-word vocabulary, or a full softmax where the vocabulary is small.
 
 Also the parameter counts. The output is JSON (``--out``); `benchmarks/README.md` turns the
-``original`` figures into an expected H100 throughput (a projection: no GPU was measured).
+``original`` figures into an expected H100 throughput (a projection written before a GPU was
+lent; the H200 measurements, `bench_gpu.py`, sit beside it there).
 
     .venv/bin/python benchmarks/bench_flops.py --out benchmarks/results/flops.json
 """

@@ -139,7 +139,7 @@ class BiLM(nn.Module):
             hidden = nn.functional.dropout(hidden, dropout, True)
         targets = torch.cat([next_ids.reshape(-1), prev_ids.reshape(-1)])
         n = next_ids.numel()
-        if n_samples is None or n_samples >= self.softmax.vocab_size:  # exact, block by block
+        if self.softmax.is_exact(n_samples):  # block by block
             forward_nll, backward_nll = self.softmax.full_nll_sums(hidden, targets, n).unbind()
         else:
             per_target = self.softmax.nll(hidden, targets, n_samples, generator)

@@ -24,8 +24,9 @@ from torch import nn
 
 IGNORE = -1  # target id of positions without a target (padding, sequence ends)
 
-# `_ChunkedFullNLL` block size: rows = clamp(2 x projection dim, 32, 512) (thin products are
-# memory-bound: small blocks stay in cache), and at most this many logits a block per device type.
+# `_ChunkedFullNLL` block size: on a CPU rows = clamp(2 x projection dim, 32, 512) (thin products
+# are memory-bound: small blocks stay in cache), elsewhere all rows; at most this many logits a
+# block per device type.
 CHUNK_MAX_LOGITS = {"cpu": 1 << 22, "cuda": 1 << 26}
 
 
@@ -89,11 +90,15 @@ class Softmax(nn.Module):
         """
         keep = targets != IGNORE
         h, y = hidden[keep], targets[keep]
-        if n_samples is None or n_samples >= self.vocab_size:
+        if self.is_exact(n_samples):
             per_target = nn.functional.cross_entropy(torch.addmm(self.bias, h, self.weight.t()), y, reduction="none")
         else:
             per_target = self._sampled_nll(h, y, n_samples, generator)
         return hidden.new_zeros(targets.shape[0]).index_put((keep.nonzero().squeeze(1),), per_target)
+
+    def is_exact(self, n_samples: int | None) -> bool:
+        """Whether ``n_samples`` negatives mean the full softmax (None, or the whole vocabulary)."""
+        return n_samples is None or n_samples >= self.vocab_size
 
     def full_nll_sums(self, hidden: torch.Tensor, targets: torch.Tensor, split: int) -> torch.Tensor:
         """Exact full-softmax NLL summed over rows ``[:split]`` and ``[split:]``: hidden (N, P),
@@ -102,9 +107,9 @@ class Softmax(nn.Module):
         keep = targets != IGNORE
         n_first = int(keep[:split].sum())
         h, y = hidden[keep], targets[keep]
-        rows = max(32, min(512, 2 * h.shape[1]))
-        cap = CHUNK_MAX_LOGITS.get(h.device.type, CHUNK_MAX_LOGITS["cuda"])
-        rows = max(1, min(rows if h.device.type == "cpu" else h.shape[0], cap // self.vocab_size))
+        rows = max(32, min(512, 2 * h.shape[1])) if h.device.type == "cpu" else h.shape[0]
+        cap = CHUNK_MAX_LOGITS.get(h.device.type, CHUNK_MAX_LOGITS["cuda"]) // self.vocab_size
+        rows = max(1, min(rows, cap))
         need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (h, self.weight, self.bias))
         return _ChunkedFullNLL.apply(h, self.weight, self.bias, y, n_first, rows, need_grad)
 

@@ -126,8 +126,8 @@ class CharCNNTokenEncoder(nn.Module):
         windows = chars.unfold(1, width, 1)  # (N, S, C, w)
         windows = windows.transpose(2, 3).reshape(ids.shape[0], n_starts, -1)  # (N, S, w * C)
         conv = torch.matmul(windows, bank)  # (N, S, F)
-        starts = torch.arange(n_starts, device=ids.device)
         if n_starts - 1 > self.min_last_start:  # some windows run past position 50
+            starts = torch.arange(n_starts, device=ids.device)
             invalid = starts[:, None] > self.last_start[None, :]  # (S, F)
             conv.masked_fill_(invalid, float("-inf"))  # in place: the (N, S, F) tensor is the peak
         # max with indices when training: its backward scatters, amax's compares the whole tensor
