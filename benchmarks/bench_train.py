@@ -15,7 +15,8 @@ Ray process's in ``peak_rss_mb_by_process``). Phases, each in its own process:
 * ``ray_2w``: Ray Train, 2 DDP workers x 1 CPU (gloo all-reduce every step).
 
 Reported per round: ``overhead_1w`` = 1 - ray_1w / single_1t and ``overhead_2w`` = 1 - ray_2w /
-single_2t (the issue's target: under 15%), and their medians over ``--rounds`` rounds. The Ray
+single_2t (the issue's target: under 15%), ``ray_2w_vs_plain_ddp`` = ray_2w / ddp_2p, and their
+medians over ``--rounds`` rounds (``--phases`` runs a subset; ratios need both of their phases). The Ray
 phases' tokens/s is the training loop's own ``tokens_per_second`` (evaluation and checkpoint time
 excluded, data waits included), averaged over the windows after the warm-up; with the default
 data, a 5,120-token run of 16+ steps crosses epoch boundaries, whose Ray Data restarts count.
@@ -164,6 +165,14 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
             "windows": [{"step": h["step"], "tokens_per_second": h["tokens_per_second"]} for h in result.history]}
 
 
+# name -> (how it runs, processes or workers); every round runs the chosen ones in this order
+PHASES = {"single_1t": ("single", 1), "ray_1w": ("ray", 1), "single_2t": ("single", 2), "ddp_2p": ("ddp", 2),
+          "ray_2w": ("ray", 2)}
+# ratio name -> (overhead = 1 - a/b, or ratio = a/b; a; b), reported where both phases ran
+RATIOS = {"overhead_1w": ("overhead", "ray_1w", "single_1t"), "overhead_2w": ("overhead", "ray_2w", "single_2t"),
+          "ray_2w_vs_plain_ddp": ("ratio", "ray_2w", "ddp_2p")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small")
@@ -171,11 +180,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--batch-tokens", type=int, default=1280)
     parser.add_argument("--rounds", type=int, default=2, help="every phase once per round")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated subset of {','.join(PHASES)} (default: all)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.phases.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(PHASES))
+    if unknown or not chosen:
+        parser.error(f"--phases: unknown {unknown}; choose from {','.join(PHASES)}")
     common = (args.data, args.preset, args.steps, args.warmup, args.batch_tokens)
     if args.phase == "single":
         print(json.dumps(phase_single(*common, threads=args.n)))
@@ -205,23 +220,20 @@ def main() -> None:
 
         # this VM's speed drifts by up to ~20% over minutes: each round runs every phase once, one
         # right after the other, and the overheads are taken within a round (median over rounds)
-        order = [("single_1t", "single", 1), ("ray_1w", "ray", 1), ("single_2t", "single", 2), ("ddp_2p", "ddp", 2),
-                 ("ray_2w", "ray", 2)]
         rounds = []
         for r in range(args.rounds):
-            phases = {name: run(kind, n) for name, kind, n in order}
-            rounds.append({"phases": phases,
-                           "overhead_1w": 1 - phases["ray_1w"]["tokens_per_s"] / phases["single_1t"]["tokens_per_s"],
-                           "overhead_2w": 1 - phases["ray_2w"]["tokens_per_s"] / phases["single_2t"]["tokens_per_s"],
-                           "ray_2w_vs_plain_ddp": phases["ray_2w"]["tokens_per_s"] / phases["ddp_2p"]["tokens_per_s"]})
-            print(f"round {r + 1}: overhead 1 worker {rounds[-1]['overhead_1w']:+.1%}, "
-                  f"2 workers {rounds[-1]['overhead_2w']:+.1%}", file=sys.stderr)
+            phases = {name: run(*PHASES[name]) for name in chosen}
+            rate = {name: result["tokens_per_s"] for name, result in phases.items()}
+            ratios = {key: 1 - rate[a] / rate[b] if kind == "overhead" else rate[a] / rate[b]
+                      for key, (kind, a, b) in RATIOS.items() if a in rate and b in rate}
+            rounds.append({"phases": phases, **ratios})
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v:+.1%}" if RATIOS[k][0] == "overhead" else f"{k} {v:.3f}"
+                                                 for k, v in ratios.items()), file=sys.stderr)
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "preset": args.preset, "steps": args.steps, "warmup": args.warmup, "batch_tokens": args.batch_tokens,
+        "preset": args.preset, "phases": chosen, "steps": args.steps, "warmup": args.warmup, "batch_tokens": args.batch_tokens,
         "rounds": rounds,
-        "overhead_1w": statistics.median(r["overhead_1w"] for r in rounds),
-        "overhead_2w": statistics.median(r["overhead_2w"] for r in rounds),
+        **{key: statistics.median(r[key] for r in rounds) for key in RATIOS if key in rounds[0]},
     }
     text = json.dumps(report, indent=2)
     print(text)
