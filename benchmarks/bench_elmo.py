@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from flop_count import count_flops
+
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO.parent / "shared" / "tools" / "allennlp_baseline" / "bench_allennlp.py"
 
@@ -50,14 +52,6 @@ def best_of(fn, runs: int) -> tuple[float, list[float]]:
         fn()
         times.append(time.perf_counter() - start)
     return min(times), times
-
-
-def count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 # ----------------------------------------------------------------------------- phases

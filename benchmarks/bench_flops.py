@@ -24,18 +24,12 @@ import json
 import sys
 from pathlib import Path
 
+from flop_count import count_flops
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RELEASED_VOCAB = 793_471  # the 1B Word Benchmark vocabulary of the released models
-
-
-def count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def measure(preset: str, vocab_size: int, sentences: list[list[str]]) -> dict:

@@ -61,6 +61,7 @@ from elmo_core.characters import batch_to_ids, token_to_ids  # noqa: E402
 from elmo_core.config import BiLMConfig  # noqa: E402
 from elmo_core.embedder import Embedder  # noqa: E402
 from elmo_core.vocabulary import Vocabulary  # noqa: E402
+from flop_count import count_flops  # noqa: E402
 
 RELEASED_VOCAB = 793_471
 
@@ -298,14 +299,6 @@ def ddp_check(device, sentences) -> dict:
 
 
 # --- timings -----------------------------------------------------------------------------------
-
-def count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
 
 @contextlib.contextmanager
 def recurrence_from(path: str | None):
