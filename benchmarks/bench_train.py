@@ -19,7 +19,8 @@ single_2t (the issue's target: under 15%), ``ray_2w_vs_plain_ddp`` = ray_2w / dd
 medians over ``--rounds`` rounds (``--phases`` runs a subset; ratios need both of their phases). The Ray
 phases' tokens/s is the training loop's own ``tokens_per_second`` (evaluation and checkpoint time
 excluded, data waits included), averaged over the windows after the warm-up; with the default
-data, a 5,120-token run of 16+ steps crosses epoch boundaries, whose Ray Data restarts count.
+data, a 5,120-token run of 16+ steps crosses epoch boundaries (the first epoch streams from Ray
+Data; the workers keep this small train split and replay it after: `TrainJobConfig.cache_train_mb`).
 """
 
 from __future__ import annotations
