@@ -22,24 +22,19 @@ import threading
 import time
 from pathlib import Path
 
-from ray_processes import command_line, pids, process_kind
+from ray_processes import command_line, cpu_seconds, pids, process_kind
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_seconds_by_pid() -> dict[int, tuple[str, float]]:
-    tick = os.sysconf("SC_CLK_TCK")
+    """Every Ray process now: pid -> (its kind, CPU seconds used so far)."""
     out = {}
     for pid in pids():
         kind = process_kind(pid, command_line(pid) or [])
-        if kind is None:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = (kind, (int(fields[11]) + int(fields[12])) / tick)
+        cpu = cpu_seconds(pid) if kind is not None else None
+        if cpu is not None:
+            out[pid] = (kind, cpu)
     return out
 
 

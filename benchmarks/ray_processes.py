@@ -57,18 +57,14 @@ class CpuByProcess:
         self.peak_rss: dict[int, float] = {}  # pid -> its peak resident set (VmHWM), MB
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._tick = os.sysconf("SC_CLK_TCK")
 
     def _sample(self) -> None:
         for pid in pids():
             cmd = command_line(pid)
             kind = "driver (this process)" if pid == os.getpid() else process_kind(pid, cmd or [])
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
+            cpu = cpu_seconds(pid)
+            if cpu is None:
                 continue
-            cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
             if kind is not None and cmd is not None:
                 if pid in self.seen:
                     earlier, first, _ = self.seen[pid]
@@ -109,6 +105,16 @@ class CpuByProcess:
         for kind, first, latest in self.seen.values():
             totals[kind] = round(totals.get(kind, 0.0) + latest - first, 1)
         return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds ``pid`` has used so far (user + system), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _peak_rss_mb(pid: int) -> float | None:
