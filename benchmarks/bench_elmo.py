@@ -90,7 +90,7 @@ def bench_sentences(args) -> list[list[str]]:
         import bench_allennlp  # reads text only; nothing of AllenNLP is imported here
 
         return bench_allennlp.load_sentences(args.sentences)[0]
-    from workflows.demo_text import pydoc_sentences
+    from preprocessing.sample_text import pydoc_sentences
 
     return pydoc_sentences(args.sentences)
 

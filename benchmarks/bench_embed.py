@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_embed.py --out benchmarks/results/embed_cpu.json
 
-Input: CPython's pydoc prose (`workflows.demo_text.pydoc_sentences`, one sentence a line,
+Input: CPython's pydoc prose (`preprocessing.sample_text.pydoc_sentences`, one sentence a line,
 shuffled copies), written at run time as ``--files`` plain-text files of ``--tokens`` whitespace
 tokens in total (nothing is committed); the memory phases use a corpus of ``--memory-tokens``
 and one ``--memory-factor`` times larger (the same number of files, each that much longer).
@@ -18,7 +18,7 @@ the values. Every phase runs in its own process, on the same files and model:
   (``sentence_id``, ``source``, ``line``, ``sentence_index``, ``tokens``, ``layer_0..2``).
   ``seconds`` covers model load + read + tokenize + embed + write; ``embed_seconds`` only the
   ``embed_all`` calls (the embedder alone);
-* ``job_Aa_Tt``: `workflows.embed.run_embed_corpus` (what `elmo embed-corpus --tokenizer
+* ``job_Aa_Tt``: `workflows.embedding.embed_corpus.run_embed_corpus` (what `elmo embed-corpus --tokenizer
   whitespace` runs) with A actors x T CPUs (T torch threads each) on a local Ray started just
   before with ``num_cpus`` logical CPUs. ``wall_s`` is this script's clock around the call (Ray's
   start left out: it is ``ray_start_s``); ``manifest_s`` the job's own ``seconds`` (from just
@@ -92,7 +92,7 @@ def make_model(directory: Path, preset: str, seed: int = 0) -> dict:
 
 def make_corpus(directory: Path, tokens: int, files: int, seed: int = 0) -> dict:
     """Shuffled copies of the pydoc sentences, one a line, cut into ``files`` files of equal line counts."""
-    from workflows.demo_text import pydoc_sentences
+    from preprocessing.sample_text import pydoc_sentences
 
     sentences = [" ".join(s) for s in pydoc_sentences()]
     rng = random.Random(seed)
@@ -341,8 +341,8 @@ def instrument(trace_path: str) -> dict:
     (model load, each block), `tokenize_block` (each block) and the driver's Parquet writes. The
     wrappers are defined here (in ``__main__``), so Ray ships them by value; the originals are
     imported by name in the workers."""
-    import workflows.embed_output as eo
-    import workflows.embed_pipeline as ep
+    import workflows.embedding.output as eo
+    import workflows.embedding.pipeline as ep
 
     base_actor, base_tokenize, base_add = ep.EmbedActor, ep.tokenize_block, eo.ParquetOutput.add
 
@@ -422,7 +422,7 @@ def bound_blocks(lines_per_block: int, block_mb: int) -> None:
     ``target_max_block_size`` (128 MiB) of text: in practice one block per input file, so an actor
     embeds a whole file in one call and its output (3 KB a token for ``small``: 3 layers x 256
     float32) travels as one block to the driver; memory grows with the size of the input files."""
-    import workflows.embed_pipeline as ep
+    import workflows.embedding.pipeline as ep
     from ray.data import DataContext, Dataset
 
     DataContext.get_current().target_max_block_size = block_mb << 20
@@ -441,8 +441,8 @@ def phase_job(corpus: Path, model_dir: Path, actors: int, cpus_per_actor: float,
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
 
-    from workflows.config import EmbedJobConfig
-    from workflows.embed import run_embed_corpus
+    from workflows.embedding.config import EmbedJobConfig
+    from workflows.embedding.embed_corpus import run_embed_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         trace_path = os.path.join(tmp, "trace.jsonl")

@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=32, help="one batch of this many sentences")
     parser.add_argument("--presets", default="small,medium,original")
     args = parser.parse_args()
-    from workflows.demo_text import pydoc_sentences
+    from preprocessing.sample_text import pydoc_sentences
 
     sentences = pydoc_sentences(args.sentences)
     rows = []

@@ -9,7 +9,7 @@ Checks (float32 unless named; TF32 off for every parity check):
 * ``parity_backward``: the LSTM time loop's forward and hand-written backward (float32 on the
   device) against float64 on the CPU, and against another version's loop (``--baseline-recurrence``);
 * ``parity_bf16``: a training step under bfloat16 autocast against float32 (loss, gradients);
-* ``ddp``: the real optimizer step (`workflows.train_step.sentence_step`) through
+* ``ddp``: the real optimizer step (`workflows.training.step.sentence_step`) through
   DistributedDataParallel on NCCL (one process, world size 1: the machine has one GPU) against
   the same step without DDP: parameters after the step must match.
 
@@ -29,7 +29,7 @@ beside each figure):
 * ``embed``: `Embedder` (stateless, what `elmo embed --device cuda` runs) for ``original``, 128
   and 512 sentences per batch, eager loop and fused cell.
 
-Sentences: CPython's pydoc topics (`workflows.demo_text.pydoc_sentences`), cycled as needed.
+Sentences: CPython's pydoc topics (`preprocessing.sample_text.pydoc_sentences`), cycled as needed.
 No Ray and no MLflow are imported (the GPU machine has neither). A CPU dry run checks the
 script itself: ``--device cpu --quick``.
 
@@ -100,7 +100,7 @@ def tf32(enabled: bool):
 
 def load_sentences(n: int) -> list[list[str]]:
     try:
-        from workflows.demo_text import pydoc_sentences
+        from preprocessing.sample_text import pydoc_sentences
         base = pydoc_sentences()
     except Exception as e:  # pydoc_data missing: generated words, same length range
         log(f"pydoc sentences unavailable ({e!r}); generated sentences instead")
@@ -214,7 +214,7 @@ def parity_backward(device, baseline: str | None) -> dict:
 
 
 def synthetic_batch(sentences, vocab_size: int, rng) -> list:
-    from workflows.batches import Sentence
+    from workflows.training.batches import Sentence
 
     return [Sentence(word_ids=rng.integers(3, vocab_size, len(s)).astype(np.int32),
                      char_ids=np.stack([token_to_ids(t) for t in s]).astype(np.uint16)) for s in sentences]
@@ -227,8 +227,8 @@ def vocab_of(size: int) -> Vocabulary:
 
 
 def step_context(vocab, model, device, bf16: bool, rank=0, world=1):
-    from workflows.config import TrainJobConfig
-    from workflows.train_step import StepContext
+    from workflows.training.config import TrainJobConfig
+    from workflows.training.step import StepContext
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     return StepContext(vocab, rank, world, TrainJobConfig(), model.config.training, device, autocast)
@@ -238,7 +238,7 @@ def parity_bf16(device, sentences) -> dict:
     """One forward + backward of the ``small`` LM loss, bfloat16 autocast against float32, with
     dropout off (CUDA draws a dropout mask differently for bfloat16 and float32 tensors, so with
     dropout on the two runs would not share masks)."""
-    from workflows.batches import to_tensors
+    from workflows.training.batches import to_tensors
 
     vocab = vocab_of(10_000)
     batch = synthetic_batch(sentences, len(vocab), np.random.default_rng(1))
@@ -269,8 +269,8 @@ def ddp_check(device, sentences) -> dict:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from workflows.batches import GlobalBatch
-    from workflows.train_step import LMLoss, make_optimizer, sentence_step
+    from workflows.training.batches import GlobalBatch
+    from workflows.training.step import LMLoss, make_optimizer, sentence_step
 
     vocab = vocab_of(10_000)
     batch = GlobalBatch(0, 0, sorted(synthetic_batch(sentences, len(vocab), np.random.default_rng(2)), key=len))
@@ -324,8 +324,8 @@ def recurrence_from(path: str | None):
 
 def time_train(device, preset: str, vocab_size: int, sentences, batch_sentences: int, variants, steps: int,
                warmup: int, peaks: dict, baseline: str | None = None) -> list[dict]:
-    from workflows.batches import GlobalBatch, to_tensors
-    from workflows.train_step import LMLoss, make_optimizer, sentence_step
+    from workflows.training.batches import GlobalBatch, to_tensors
+    from workflows.training.step import LMLoss, make_optimizer, sentence_step
 
     vocab = vocab_of(vocab_size)
     rng = np.random.default_rng(3)
@@ -385,8 +385,8 @@ def profile_step(device, preset: str, vocab_size: int, sentences, batch_sentence
     the table (top operators by device time and by host time) goes to ``profile_<preset>.txt``."""
     from torch.profiler import ProfilerActivity, profile
 
-    from workflows.batches import GlobalBatch
-    from workflows.train_step import LMLoss, make_optimizer, sentence_step
+    from workflows.training.batches import GlobalBatch
+    from workflows.training.step import LMLoss, make_optimizer, sentence_step
 
     vocab = vocab_of(vocab_size)
     pool = synthetic_batch(sentences[: batch_sentences * 6], len(vocab), np.random.default_rng(4))

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_train.py --preset small --steps 20 --out benchmarks/results/train_cpu.json
 
 Data: CPython's pydoc prose preprocessed at run time (whitespace tokens). All phases train the
-same model config on the same global batches (`workflows.batches`, ``--batch-tokens`` tokens
+same model config on the same global batches (`workflows.training.batches`, ``--batch-tokens`` tokens
 each) with the same step function; tokens/s counts real words (no padding) and leaves out the
 first ``--warmup`` steps; ``peak_rss_mb`` is the training processes' peak resident memory (one
 process; the sum of the DDP workers'; the sum of Ray's ``RayTrainWorker`` processes', with every
@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 def prepare(data: Path) -> None:
     import ray
 
-    from workflows.demo_text import pydoc_sentences
+    from preprocessing.sample_text import pydoc_sentences
     from preprocessing.config import PreprocessConfig
     from preprocessing.driver import run_preprocess
 
@@ -68,10 +68,10 @@ def phase_single(data: Path, preset: str, steps: int, warmup: int, batch_tokens:
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
     from preprocessing.dataset import load_vocabulary, split_files
-    from workflows.batches import COLUMNS, global_batches
-    from workflows.config import TrainJobConfig
-    from workflows.pretrain import model_options
-    from workflows.train_step import LMLoss, StepContext, make_optimizer, sentence_step
+    from workflows.training.batches import COLUMNS, global_batches
+    from workflows.training.config import TrainJobConfig
+    from workflows.training.pretrain import model_options
+    from workflows.training.step import LMLoss, StepContext, make_optimizer, sentence_step
 
     torch.set_num_threads(threads)
     vocab = load_vocabulary(str(data))
@@ -138,9 +138,9 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     import ray
 
     from preprocessing.dataset import load_vocabulary
-    from workflows.config import TrainJobConfig
-    from workflows.pretrain import model_options
-    from workflows.train_driver import run_stage, unique_name
+    from workflows.training.config import TrainJobConfig
+    from workflows.training.pretrain import model_options
+    from workflows.training.driver import run_stage, unique_name
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")

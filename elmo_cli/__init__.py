@@ -17,12 +17,12 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("elmo_core.embed_command", "embed a file of tokenized sentences into HDF5 (AllenNLP layout)"),
     "preprocess": ("preprocessing.cli", "corpus shards -> vocabulary + Parquet of word ids and tokens (Ray Data)"),
-    "pretrain": ("workflows.pretrain", "pretrain a biLM on Ray Train; track and register it in MLflow"),
-    "adapt": ("workflows.adapt", "continue LM training on a new domain from a registered/imported model"),
-    "register": ("workflows.register", "register a finished training run's model and apply the champion gate"),
-    "embed-corpus": ("workflows.embed", "embed corpora with a registered model on Ray Data (Parquet or HDF5)"),
-    "embed-new": ("workflows.schedule", "embed new files of a source exactly once (cron / --every)"),
-    "demo": ("workflows.demo", "the whole product on real text on this machine (what scripts/run.sh runs)"),
+    "pretrain": ("workflows.training.pretrain", "pretrain a biLM on Ray Train; track and register it in MLflow"),
+    "adapt": ("workflows.training.adapt", "continue LM training on a new domain from a registered/imported model"),
+    "register": ("workflows.registry.register", "register a finished training run's model and apply the champion gate"),
+    "embed-corpus": ("workflows.embedding.embed_corpus", "embed corpora with a registered model on Ray Data (Parquet or HDF5)"),
+    "embed-new": ("workflows.embedding.embed_new", "embed new files of a source exactly once (cron / --every)"),
+    "demo": ("workflows.demo.demo", "the whole product on real text on this machine (what scripts/run.sh runs)"),
 }
 
 

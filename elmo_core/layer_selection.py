@@ -1,5 +1,5 @@
 """Which biLM layers a user gets, and in which precision: the one place `elmo embed`, the MLflow
-pyfunc and the embedding jobs (`workflows.embed`) choose them.
+pyfunc and the embedding jobs (`workflows.embedding.embed_corpus`) choose them.
 
 A selection is written as a string (the ``--layers`` / ``layers`` value):
 

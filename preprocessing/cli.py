@@ -1,4 +1,4 @@
-"""``elmo preprocess`` and its ``ray job submit`` twin ``python -m workflows.preprocess``.
+"""``elmo preprocess`` and its ``ray job submit`` twin ``python -m preprocessing``.
 
     elmo preprocess INPUT... --output DIR [--tokenizer moses|whitespace]
         [--vocab FILE | --max-vocab N --min-count K] [--address RAY_ADDRESS]

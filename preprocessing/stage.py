@@ -102,7 +102,7 @@ class TokenizedLines:
 
 def tokenize_lines(lines: pa.Table, raws: list[bytes], process: LineProcessor) -> TokenizedLines:
     """Raw lines (``lines``: source, key, line number; ``raws`` their bytes) -> sentences. The one
-    tokenizing step of preprocessing and of the embedding jobs (`workflows.embed_pipeline`); the
+    tokenizing step of preprocessing and of the embedding jobs (`workflows.embedding.pipeline`); the
     tokenizer is the only per-line Python, nothing here is per token."""
     for i in np.flatnonzero(lines.column("line").to_numpy() == 1):
         if raws[i].startswith(BYTE_ORDER_MARK):

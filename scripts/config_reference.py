@@ -103,10 +103,11 @@ def render() -> str:
     from elmo_core.config import TrainingConfig
     from preprocessing.cli import add_arguments as preprocess_arguments
     from preprocessing.config import PreprocessConfig, RunOptions
-    from workflows.config import EmbedJobConfig, TrainJobConfig
-    from workflows.pretrain import add_arguments as pretrain_arguments
-    from workflows.pretrain import recipe_overrides
-    from workflows.schedule import add_arguments as schedule_arguments
+    from workflows.training.config import TrainJobConfig
+    from workflows.embedding.config import EmbedJobConfig
+    from workflows.training.pretrain import add_arguments as pretrain_arguments
+    from workflows.training.pretrain import recipe_overrides
+    from workflows.embedding.embed_new import add_arguments as schedule_arguments
 
     train_flags = _flags(pretrain_arguments)
     overridable = recipe_overrides(argparse.Namespace(**{name: 1 for name in RECIPE_FLAGS}))

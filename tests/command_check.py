@@ -79,7 +79,7 @@ def check_command(argv: list[str]) -> tuple[str, object]:
     if prog in ("python", "python3") and args[:1] == ["-m"] and len(args) > 1:
         module = _runnable_module(args[1])
         add = getattr(module, "add_arguments", None)
-        if add is None:  # e.g. workflows.preprocess runs preprocessing.cli's main
+        if add is None:  # e.g. preprocessing runs preprocessing.cli's main
             add = importlib.import_module(module.main.__module__).add_arguments
         owner = next((f"elmo {sub}" for sub, (m, _) in COMMANDS.items()
                       if m in (args[1], getattr(getattr(module, "main", None), "__module__", None))), args[1])

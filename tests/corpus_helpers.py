@@ -17,7 +17,7 @@ import zstandard
 from preprocessing.config import SPLITS, PreprocessConfig
 from preprocessing.ids import line_split_codes
 from preprocessing.text import LineProcessor
-from workflows.demo_text import pydoc_sentences
+from preprocessing.sample_text import pydoc_sentences
 
 
 def doc_id(shard_key: str, line: int) -> str:

@@ -70,7 +70,7 @@ def test_a_champion_is_registered_and_adaptation_lowers_domain_perplexity(demo):
 
 def test_every_input_sentence_has_an_embedding(demo):
     from preprocessing.text import LineProcessor
-    from workflows.config import EmbedJobConfig
+    from workflows.embedding.config import EmbedJobConfig
 
     out, _, summary = demo
     root = out / "embeddings" / "corpus"

@@ -38,7 +38,7 @@ def registry(tmp_path_factory):
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
     from elmo_core.weights import save_checkpoint
-    from workflows.tracking import StageRun, register
+    from workflows.registry.tracking import StageRun, register
 
     root = tmp_path_factory.mktemp("registry")
     model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=21).eval()
@@ -75,7 +75,7 @@ def corpus(tmp_path_factory):
 
 
 def config(**changes):
-    from workflows.config import EmbedJobConfig
+    from workflows.embedding.config import EmbedJobConfig
 
     return EmbedJobConfig(tokenizer="whitespace", lines_per_block=32, **changes)
 
@@ -88,8 +88,8 @@ def rows_of(path):
 def test_vectors_equal_elmo_core_from_the_registry_whatever_the_actors(cluster, registry, corpus, tmp_path,
                                                                        monkeypatch):
     from elmo_core.embedder import Embedder
-    from workflows.embed import run_embed_corpus
-    from workflows.embed_output import read_description, vectors_of
+    from workflows.embedding.embed_corpus import run_embed_corpus
+    from workflows.embedding.output import read_description, vectors_of
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
     root, sentences, _ = corpus
@@ -127,7 +127,7 @@ def test_vectors_equal_elmo_core_from_the_registry_whatever_the_actors(cluster, 
 
 
 def test_hdf5_is_what_elmo_embed_writes(cluster, registry, corpus, tmp_path):
-    from workflows.embed import run_embed_corpus
+    from workflows.embedding.embed_corpus import run_embed_corpus
 
     root, _, lines = corpus
     plain = tmp_path / "plain.txt"  # no blank lines: elmo embed accepts it
@@ -160,9 +160,9 @@ def test_hdf5_is_what_elmo_embed_writes(cluster, registry, corpus, tmp_path):
 
 def test_parquet_input_mix_layers_and_reruns(cluster, registry, corpus, tmp_path):
     from elmo_core.embedder import Embedder
-    from workflows.embed import run_embed_corpus
-    from workflows.embed_output import vectors_of
-    from workflows.embed_pipeline import EmbedError
+    from workflows.embedding.embed_corpus import run_embed_corpus
+    from workflows.embedding.output import vectors_of
+    from workflows.embedding.pipeline import EmbedError
 
     _, sentences, _ = corpus
     data = tmp_path / "data"
@@ -199,7 +199,7 @@ def test_bad_input_is_named_and_nothing_is_committed(cluster, registry, corpus, 
 
     def cli(*args):
         env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-        return subprocess.run([sys.executable, "-m", "workflows.embed", *map(str, args), "--model", registry["dir"],
+        return subprocess.run([sys.executable, "-m", "workflows.embedding.embed_corpus", *map(str, args), "--model", registry["dir"],
                                "--tokenizer", "whitespace"], capture_output=True, text=True, env=env, timeout=300)
 
     proc = cli(good, bad, "--output", tmp_path / "out1")

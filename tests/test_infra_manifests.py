@@ -123,7 +123,7 @@ def test_manifest_validates_against_the_kuberay_crd(path):
         crd_validate(manifest)
         if manifest["kind"] == "RayCronJob":
             entry = manifest["spec"]["jobTemplate"]["entrypoint"]
-            assert entry.startswith("python -m workflows.schedule ") and "--output" in entry and "--model" in entry
+            assert entry.startswith("python -m workflows.embedding.embed_new ") and "--output" in entry and "--model" in entry
 
 
 def test_the_validation_catches_a_misspelt_field():
@@ -339,7 +339,7 @@ def test_every_ray_job_runs_a_checked_command():
     ("elmo pretrain --data s3://b/d --registered-model m --preset huge", "invalid choice: 'huge'"),
     ("elmo preprocess s3://b/in s3://b/out", "required: --output"),
     ("elmo adapt --data s3://b/d --registered-model m", "required: --from"),
-    ("python -m workflows.config --help", "does nothing when run"),
+    ("python -m workflows.training.config --help", "does nothing when run"),
     ("python -m workflows.nonexistent --help", "no such module"),
     ("true && elmo embed-new s3://b/in", "not a command"),
     ("elmo embed-new s3://b/in --model models:/m@champion", "required: --output"),

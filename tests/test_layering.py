@@ -1,6 +1,8 @@
 """The packages import downwards only, read from the source (every import statement, at module
-level or inside functions): elmo_core <- preprocessing <- workflows <- elmo_cli. elmo_core imports
-neither Ray nor MLflow; nothing outside a module imports its private names."""
+level or inside functions): elmo_core <- preprocessing <- workflows <- elmo_cli. Inside workflows, one
+room per job: registry <- training, registry <- embedding, and demo above all three; training and
+embedding know nothing of each other. elmo_core imports neither Ray nor MLflow; nothing outside a
+module imports its private names."""
 
 from __future__ import annotations
 
@@ -17,6 +19,18 @@ FORBIDDEN = {
     "preprocessing": {"elmo_cli", "workflows", "mlflow"},
     "workflows": {"elmo_cli"},
     "elmo_cli": set(),
+}
+
+
+# workflows' rooms: what each may not import (the modules directly in workflows/ are shared by all
+# rooms and import none of them)
+ROOMS = ("registry", "training", "embedding", "demo")
+ROOM_FORBIDDEN = {
+    "registry": {"training", "embedding", "demo"},
+    "training": {"embedding", "demo"},
+    "embedding": {"training", "demo"},
+    "demo": set(),
+    "": set(ROOMS),
 }
 
 
@@ -58,15 +72,68 @@ def test_nothing_imports_another_modules_private_names():
     assert not wrong, wrong
 
 
+def room_of(path_or_module: Path | str) -> str | None:
+    """The workflows room a file or module belongs to ("" for workflows/'s shared modules)."""
+    parts = (path_or_module.relative_to(REPO).with_suffix("").parts if isinstance(path_or_module, Path)
+             else tuple(path_or_module.split(".")))
+    if parts[0] != "workflows":
+        return None
+    return parts[1] if len(parts) > 2 and parts[1] in ROOMS else ("" if len(parts) > 1 else None)
+
+
+def test_each_workflows_room_imports_only_the_rooms_below_it():
+    wrong = [f"{path.relative_to(REPO)}:{line} imports {module}"
+             for path in sources("workflows") for module, _, line in imports_of(path)
+             if room_of(module) and room_of(module) in ROOM_FORBIDDEN[room_of(path)]]
+    assert not wrong, wrong
+
+
+def test_every_workflows_module_lives_in_a_room():
+    """workflows/ holds the rooms and a few modules they share, nothing else."""
+    loose = {p.name for p in (REPO / "workflows").glob("*.py")}
+    rooms = {p.name for p in (REPO / "workflows").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert rooms == set(ROOMS)
+    assert loose <= {"__init__.py", "console.py", "object_store.py"}, loose
+
+
+def test_no_import_cycles_between_modules():
+    """Module-level and function-level imports together form no cycle among our modules."""
+    graph: dict[str, set[str]] = {}
+    names = {".".join(p.relative_to(REPO).with_suffix("").parts) for p in sources(*OURS)}
+    for path in sources(*OURS):
+        me = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        targets = set()
+        for module, imported, _ in imports_of(path):
+            for candidate in [f"{module}.{n}" for n in imported] + [module]:
+                if candidate in names and candidate != me:
+                    targets.add(candidate)
+                    break
+        graph[me] = targets
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                raise AssertionError(" -> ".join([*trail[trail.index(nxt):], nxt]) if nxt in trail else nxt)
+            if not state.get(nxt):
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if not state.get(node):
+            visit(node, [node])
+
+
 def test_the_checks_see_imports_inside_functions():
-    tree = imports_of(REPO / "workflows" / "pretrain.py")
-    assert any(module == "workflows.train_driver" for module, _, _ in tree)  # imported inside pretrain()
+    tree = imports_of(REPO / "workflows" / "training" / "pretrain.py")
+    assert any(module == "workflows.training.driver" for module, _, _ in tree)  # imported inside pretrain()
 
 
 def test_mlflow_is_imported_by_the_tracking_module_and_the_logged_models_code_only():
-    """Every MLflow call of the workflows goes through `workflows.tracking` (the logged model's
+    """Every MLflow call of the workflows goes through `workflows.registry.tracking` (the logged model's
     own code, `pyfunc_model`, runs where only mlflow and elmo_core are installed)."""
-    allowed = {"workflows/tracking.py", "workflows/pyfunc_model.py"}
+    allowed = {"workflows/registry/tracking.py", "workflows/registry/pyfunc_model.py"}
     importers = {str(path.relative_to(REPO)) for path in sources(*OURS)
                  for module, _, _ in imports_of(path) if module.split(".")[0] == "mlflow"}
     assert importers == allowed

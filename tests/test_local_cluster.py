@@ -74,7 +74,7 @@ def test_training_ran_on_both_nodes_and_both_models_are_registered(local_run):
 
 def test_every_sentence_is_embedded_and_the_scheduler_takes_only_the_new_file(local_run):
     from preprocessing.text import LineProcessor
-    from workflows.config import EmbedJobConfig
+    from workflows.embedding.config import EmbedJobConfig
 
     work, _, summary = local_run
     sentences_of = LineProcessor(EmbedJobConfig(input_format="document").preprocess_config())

@@ -170,7 +170,7 @@ def test_rerun_is_a_no_op_and_a_changed_config_a_new_version(ray_cluster, corpus
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "workflows.preprocess", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "preprocessing", *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=timeout)
 
 
@@ -222,7 +222,7 @@ def test_killed_run_leaves_no_readable_half_dataset(ray_cluster, tmp_path):
     write_corpus(str(root), n_sentences=400)
     out = tmp_path / "ds"
     env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.Popen([sys.executable, "-m", "workflows.preprocess", str(root), "--output", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "preprocessing", str(root), "--output", str(out),
                              "--address", ray_cluster, "--min-count", "1"], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120

@@ -75,7 +75,7 @@ def registered(tmp_path_factory):
     from elmo_core.config import BiLMConfig
     from elmo_core.embedder import Embedder
     from elmo_core.weights import save_checkpoint
-    from workflows.tracking import StageRun, register
+    from workflows.registry.tracking import StageRun, register
 
     root = tmp_path_factory.mktemp("pyfunc_portable")
     model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=11).eval()

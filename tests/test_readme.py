@@ -83,7 +83,7 @@ def test_the_dataset_schema_table_is_the_schema_written():
 
 
 def test_the_embedding_columns_are_the_ones_written():
-    from workflows.embed_output import ROW_COLUMNS
+    from workflows.embedding.output import ROW_COLUMNS
 
     section = README[README.index("**Embeddings**"):README.index("## Configuration reference")]
     first_row = re.search(r"^\| (`sentence_id`.*?) \| as above", section, re.M).group(1)

@@ -13,12 +13,12 @@ import torch
 
 from elmo_core.bilm import BiLM
 from elmo_core.config import BiLMConfig, LSTMConfig, TrainingConfig
-from workflows.demo_text import pydoc_sentences
+from preprocessing.sample_text import pydoc_sentences
 from elmo_core.vocabulary import Vocabulary
-from workflows.config import TrainJobConfig
-from workflows.evaluation import perplexity_of, sentence_sums
-from workflows.train_step import LMLoss, make_optimizer
-from workflows.train_worker import StreamTrainer
+from workflows.training.config import TrainJobConfig
+from workflows.training.evaluation import perplexity_of, sentence_sums
+from workflows.training.step import LMLoss, make_optimizer
+from workflows.training.worker import StreamTrainer
 
 
 class TablesShard:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from workflows.demo_text import pydoc_sentences
+from preprocessing.sample_text import pydoc_sentences
 from local_services import ray_cluster, ray_temp_dir, s3_available, s3_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +38,7 @@ def cluster_with_s3(tmp_path_factory):
             corpus = tmp / "corpus"
             corpus.mkdir()
             (corpus / "pydoc.txt").write_text("".join(" ".join(s) + "\n" for s in pydoc_sentences(limit=400)))
-            pre = subprocess.run([sys.executable, "-m", "workflows.preprocess", str(corpus), "--output",
+            pre = subprocess.run([sys.executable, "-m", "preprocessing", str(corpus), "--output",
                                   str(tmp / "data"), "--tokenizer", "whitespace", "--min-count", "1",
                                   "--validation-fraction", "0.1", "--address", address],
                                  env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
@@ -47,14 +47,14 @@ def cluster_with_s3(tmp_path_factory):
 
 
 def pretrain_command(tmp: Path, address: str, run_name: str) -> list[str]:
-    return [sys.executable, "-m", "workflows.pretrain", "--data", str(tmp / "data"), "--registered-model", "resume",
+    return [sys.executable, "-m", "workflows.training.pretrain", "--data", str(tmp / "data"), "--registered-model", "resume",
             "--preset", "tiny", "--max-steps", str(STEPS), "--batch-tokens", "600", "--checkpoint-every", "2",
             "--eval-every", str(STEPS), "--storage", "s3://elmo/ray_results", "--run-name", run_name,
             "--address", address]
 
 
 def final_parameters(stdout: str) -> dict:
-    from workflows.checkpoints import load_training_checkpoint
+    from workflows.training.checkpoints import load_training_checkpoint
 
     directory = re.search(r"^final checkpoint: (.+)$", stdout, re.M).group(1)
     model, _, _, state = load_training_checkpoint(Path(directory))

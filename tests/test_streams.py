@@ -12,9 +12,9 @@ from elmo_core.characters import batch_to_ids
 from elmo_core.config import BiLMConfig
 from elmo_core.softmax import IGNORE
 from elmo_core.vocabulary import Vocabulary
-from workflows.evaluation import sentence_sums, stream_sums
-from workflows.plateau import PlateauSchedule
-from workflows.streams import StreamLayout, evaluation_windows, running_text
+from workflows.training.evaluation import sentence_sums, stream_sums
+from workflows.training.lr_schedule import PlateauSchedule
+from workflows.training.streams import StreamLayout, evaluation_windows, running_text
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran"]
 

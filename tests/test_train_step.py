@@ -13,9 +13,9 @@ from elmo_core.bilm import BiLM
 from elmo_core.characters import MAX_CHARS_PER_TOKEN, token_to_ids
 from elmo_core.config import BiLMConfig
 from elmo_core.vocabulary import Vocabulary
-from workflows.batches import GlobalBatch, Sentence, to_tensors
-from workflows.config import TrainJobConfig
-from workflows.train_step import LMLoss, StepContext, make_optimizer, sentence_step
+from workflows.training.batches import GlobalBatch, Sentence, to_tensors
+from workflows.training.config import TrainJobConfig
+from workflows.training.step import LMLoss, StepContext, make_optimizer, sentence_step
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
 
@@ -129,8 +129,8 @@ def test_the_stream_loss_runs_under_bfloat16_autocast():
 def test_tf32_is_allowed_on_a_gpu_only_and_as_the_job_says():
     """`configure_matmul_precision`: a CUDA device gets TF32 for float32 products when
     ``job.tf32`` (the default) and not otherwise; a CPU's settings are left alone."""
-    from workflows.config import TrainJobConfig
-    from workflows.train_step import configure_matmul_precision
+    from workflows.training.config import TrainJobConfig
+    from workflows.training.step import configure_matmul_precision
 
     flags = torch.backends.cuda.matmul, torch.backends.cudnn
     before = tuple(f.allow_tf32 for f in flags)
@@ -152,7 +152,7 @@ def test_the_precision_flags_reach_the_job_config():
     """`elmo pretrain`/`adapt`: TF32 on and bfloat16 autocast off unless the flags say otherwise."""
     import argparse
 
-    from workflows.pretrain import add_common_arguments, job_config
+    from workflows.training.pretrain import add_common_arguments, job_config
 
     parser = argparse.ArgumentParser()
     add_common_arguments(parser)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from workflows.demo_text import pydoc_sentences
+from preprocessing.sample_text import pydoc_sentences
 from local_services import mlflow_server as start_mlflow_server
 from preprocessing.config import PreprocessConfig
 from preprocessing.dataset import load_vocabulary
-from workflows.config import TrainJobConfig
+from workflows.training.config import TrainJobConfig
 
 ray = pytest.importorskip("ray")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +74,7 @@ def data(cluster, tmp_path_factory):
 
 
 def tiny_options(vocab_size: int) -> dict:
-    from workflows.pretrain import model_options
+    from workflows.training.pretrain import model_options
 
     return model_options("tiny", vocab_size, dropout=0.0)
 
@@ -86,7 +86,7 @@ def job(data_dir: str, **changes) -> TrainJobConfig:
 
 
 def final_state(result) -> dict[str, torch.Tensor]:
-    from workflows.checkpoints import load_training_checkpoint
+    from workflows.training.checkpoints import load_training_checkpoint
 
     model, _, _, state = load_training_checkpoint(Path(result.checkpoint_dir))
     assert state["step"] == result.final["step"]
@@ -101,7 +101,7 @@ def assert_same_parameters(a: dict, b: dict, atol: float) -> None:
 
 @pytest.fixture(scope="module")
 def one_worker_run(cluster, data):
-    from workflows.train_driver import run_stage, unique_name
+    from workflows.training.driver import run_stage, unique_name
 
     vocab = load_vocabulary(data["source"])
     return run_stage(job(data["source"]), vocab, str(cluster), unique_name("w1"),
@@ -109,7 +109,7 @@ def one_worker_run(cluster, data):
 
 
 def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
-    from workflows.train_driver import run_stage, unique_name
+    from workflows.training.driver import run_stage, unique_name
 
     vocab = load_vocabulary(data["source"])
     two = run_stage(job(data["source"], num_workers=2), vocab, str(cluster), unique_name("w2"),
@@ -122,7 +122,7 @@ def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
 
 
 def test_worker_failure_resumes_and_ends_equal(cluster, data, one_worker_run):
-    from workflows.train_driver import run_stage, unique_name
+    from workflows.training.driver import run_stage, unique_name
 
     vocab = load_vocabulary(data["source"])
     name = unique_name("fault")
@@ -137,7 +137,7 @@ def test_global_batches_cover_every_sentence_once_per_epoch(data):
     import pyarrow.parquet as pq
 
     from preprocessing.dataset import split_files
-    from workflows.batches import COLUMNS, global_batches
+    from workflows.training.batches import COLUMNS, global_batches
 
     tables = [pq.read_table(u, columns=COLUMNS) for u in split_files(data["source"], "train")]
     n = sum(t.num_rows for t in tables)
@@ -171,7 +171,7 @@ def footer_readers_started() -> int:
 
 def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, monkeypatch):
     from preprocessing.dataset import split_files
-    from workflows.train_driver import FOOTER_READER_ENV, split_dataset
+    from workflows.training.driver import FOOTER_READER_ENV, split_dataset
 
     def started_by_reading(split: str) -> int:
         before = footer_readers_started()
@@ -204,8 +204,8 @@ def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_wor
     parameters of an uninterrupted 1-worker run."""
     from safetensors.torch import load_file
 
-    from workflows.pretrain import model_options
-    from workflows.train_driver import run_stage, unique_name
+    from workflows.training.pretrain import model_options
+    from workflows.training.driver import run_stage, unique_name
 
     vocab = load_vocabulary(data["source"])
     stream = dict(mode="stream", stream_rows=4, unroll_steps=10, max_steps=6, eval_every=3, checkpoint_every=2)
@@ -231,7 +231,7 @@ def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_wor
 def registered(cluster, data, mlflow_server):
     """A pretrained model registered as elmo-test version 1 on the server (used by the registry
     and the adaptation tests, so each can also run alone)."""
-    from workflows.pretrain import pretrain
+    from workflows.training.pretrain import pretrain
 
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
@@ -279,7 +279,7 @@ def test_pretrain_registers_and_the_gate_refuses_a_worse_model(registered, mlflo
     np.testing.assert_allclose(np.array(averaged["embedding"][1]), expected[1].mean(axis=0), atol=1e-5)
 
     # the gate: a version whose held-out perplexity is worse becomes candidate, not champion
-    from workflows import tracking
+    from workflows.registry import tracking
 
     worse = tracking.register(good["model_uri"], "elmo-test", {"val_ppl": good["val_ppl"] * 1.5,
                                                                "data_manifest": "same"})
@@ -289,7 +289,7 @@ def test_pretrain_registers_and_the_gate_refuses_a_worse_model(registered, mlflo
 
 
 def model_options_with_dropout(vocab_size: int) -> dict:
-    from workflows.pretrain import model_options
+    from workflows.training.pretrain import model_options
 
     return model_options("tiny", vocab_size)
 
@@ -329,7 +329,7 @@ def test_a_finished_run_is_registered_again_as_its_own_step(registered, mlflow_s
 def test_adaptation_lowers_target_perplexity(cluster, data, mlflow_server, registered, monkeypatch):
     import mlflow
 
-    from workflows.adapt import adapt
+    from workflows.training.adapt import adapt
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     assert registered["version"] == 1  # the champion this adaptation starts from

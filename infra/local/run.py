@@ -122,10 +122,10 @@ class Jobs:
 def upload_text(s3_root: str, corpora_dir: Path, config: LocalRunConfig) -> dict:
     """The demo's real text, written locally (kept for reference) and uploaded under
     ``s3_root/corpora/``; ``incoming/`` gets the first two "new" files, ``later/`` the third."""
-    from workflows import demo_text
+    from preprocessing import sample_text
     from workflows.object_store import Store
 
-    corpora = demo_text.load_corpora()
+    corpora = sample_text.load_corpora()
     general = corpora.general[:config.general_paragraphs]
     domain = corpora.domain[:config.domain_paragraphs]
     files = {f"general/wikipedia-{i}.txt": general[i::2] for i in range(2)}
@@ -139,7 +139,7 @@ def upload_text(s3_root: str, corpora_dir: Path, config: LocalRunConfig) -> dict
         (corpora_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (corpora_dir / rel).write_bytes(data)
         store.write(rel, data)
-    return {"general_words": demo_text.words(general), "domain_words": demo_text.words(domain),
+    return {"general_words": sample_text.words(general), "domain_words": sample_text.words(domain),
             "files": sorted(files)}
 
 
@@ -235,14 +235,14 @@ def read_embeddings(uri: str) -> dict:
 
 def ledger_files(uri: str) -> list[str]:
     """The input files ``elmo embed-new`` has committed under ``uri``, in commit order."""
-    from workflows.ledger import committed_outputs
+    from workflows.embedding.ledger import committed_outputs
 
     return [input_name(e) for e in committed_outputs(uri)]
 
 
 def read_ledger_rows(uri: str) -> dict:
     """Per committed input file of ``elmo embed-new``: its Parquet rows and the model version."""
-    from workflows.ledger import committed_outputs
+    from workflows.embedding.ledger import committed_outputs
     from workflows.object_store import Store
 
     store = Store(uri)

@@ -44,7 +44,7 @@ def register_run(run_id: str, registered_model: str) -> dict:
     """Register the model run ``run_id`` logged as a new version of ``registered_model`` (or, if
     the run already has a version there, tag that one again) and gate it; returns
     `tracking.gate`'s outcome plus ``already_registered``."""
-    from . import tracking
+    from workflows.registry import tracking
 
     run = tracking.get_run(run_id)
     if run.info.status != "FINISHED":

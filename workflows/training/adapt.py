@@ -1,7 +1,7 @@
 """Adapt a biLM to a new domain: continue LM training on unlabeled target-domain text.
 
     elmo adapt --from MODEL --data DIR --registered-model NAME [--source-data DIR] [...]
-    ray job submit ... -- python -m workflows.adapt ...   (same arguments)
+    ray job submit ... -- python -m workflows.training.adapt ...   (same arguments)
 
 MODEL: ``models:/NAME@ALIAS`` or ``runs:/RUN_ID/model`` (an MLflow model logged by
 `elmo pretrain`), a training checkpoint or native model directory, or ``OPTIONS.json,WEIGHTS.hdf5``
@@ -22,8 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import TrainJobConfig
-from .pretrain import add_common_arguments, job_config, recipe_overrides, write_summary_json
+from workflows.training.config import TrainJobConfig
+from workflows.training.pretrain import add_common_arguments, job_config, recipe_overrides, write_summary_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]:
     """MODEL -> (local directory to start from, lineage string). Imported bilm-tf weights carry
     no softmax: one is added for the data's vocabulary (``vocab_size`` words), freshly initialized."""
-    from . import tracking
+    from workflows.registry import tracking
 
     if source.startswith(("models:/", "runs:/")):
         pinned, lineage = tracking.pin_model_uri(source)
@@ -62,7 +62,7 @@ def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]
 def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
     """Full-softmax perplexity (geometric mean of both directions) of a model on a validation
     split, each sentence from a zero state."""
-    from .evaluation import evaluate_model, load_for_evaluation, read_split
+    from workflows.training.evaluation import evaluate_model, load_for_evaluation, read_split
 
     model, vocab = load_for_evaluation(model_dir, data_dir)
     results = evaluate_model(model, vocab, read_split(data_dir, "validation"), ["sentence"],
@@ -76,10 +76,10 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     """The whole stage; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout)."""
     from preprocessing.dataset import load_manifest, load_vocabulary
 
-    from . import tracking
-    from .checkpoints import final_model_dir, load_model
-    from .register import register_run
-    from .train_driver import ensure_ray, run_stage, unique_name
+    from workflows.registry import tracking
+    from workflows.training.checkpoints import final_model_dir, load_model
+    from workflows.registry.register import register_run
+    from workflows.training.driver import ensure_ray, run_stage, unique_name
 
     workdir = tempfile.mkdtemp(prefix="elmo-adapt-")
     data_vocab = load_vocabulary(job.data)

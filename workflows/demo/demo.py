@@ -5,7 +5,7 @@
 
 1. a local Ray, and a local MLflow store (``OUT/mlflow.db``, artifacts in ``OUT/mlartifacts``);
 2. ``elmo preprocess`` of general English (Wikipedia) and of a domain (Python's documentation),
-   the domain with the general vocabulary (`workflows.demo_text` says where the text comes from);
+   the domain with the general vocabulary (`preprocessing.sample_text` says where the text comes from);
 3. ``elmo pretrain`` of a small biLM, registered as ``elmo-demo``, alias ``champion`` (the gate);
 4. ``elmo adapt`` from that version to the domain, registered as ``elmo-demo-python``, with
    held-out perplexity of both domains before and after;
@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .console import Console, elapsed, output_to
+from workflows.console import Console, elapsed, output_to
 
 GENERAL_MODEL, DOMAIN_MODEL = "elmo-demo", "elmo-demo-python"
 EXPERIMENT = "elmo-demo"
@@ -116,7 +116,7 @@ class StageState:
 
     def registered(self, stage: str, key: str, model_name: str) -> dict | None:
         """The stage's outcome, if it registered a version of ``model_name`` that still exists."""
-        from .tracking import model_version_exists
+        from workflows.registry.tracking import model_version_exists
 
         outcome = self.get(stage, key)
         return outcome if outcome and model_version_exists(model_name, outcome["version"]) else None
@@ -137,7 +137,7 @@ def write_documents(store, rel: str, paragraphs: list[str]) -> None:
 def export_model(model_uri: str, destination: Path) -> Path:
     """The registered model as a native model directory (config.json, model.safetensors,
     vocab.txt) at ``destination``, for ``elmo embed --model``; kept if it already holds that model."""
-    from .tracking import download_model
+    from workflows.registry.tracking import download_model
 
     stamp = destination / "source.txt"
     if stamp.exists() and stamp.read_text(encoding="utf-8").strip() == model_uri:
@@ -152,7 +152,7 @@ def export_model(model_uri: str, destination: Path) -> Path:
 
 def training_progress(experiment: str, run_prefix: str, total: int):
     """A poller for the console bar: the newest step rank 0 logged to the stage's MLflow run."""
-    from .tracking import latest_step
+    from workflows.registry.tracking import latest_step
 
     def poll():
         step = latest_step(experiment, run_prefix, "train_loss")
@@ -163,7 +163,7 @@ def training_progress(experiment: str, run_prefix: str, total: int):
 
 # --- the tour ----------------------------------------------------------------------------------------
 def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool = False) -> dict:
-    from .object_store import Store
+    from workflows.object_store import Store
 
     sys.stderr.flush()
     # the terminal, kept apart: fd 2 itself goes to the log while the stages run
@@ -223,19 +223,20 @@ def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, 
     from preprocessing.config import PreprocessConfig, RunOptions
     from preprocessing.driver import run_preprocess
 
-    from . import demo_text
-    from .adapt import adapt
-    from .config import EmbedJobConfig, TrainJobConfig
-    from .embed import run_embed_corpus
-    from .pretrain import pretrain
-    from .schedule import run_once
+    from preprocessing import sample_text
+    from workflows.training.adapt import adapt
+    from workflows.training.config import TrainJobConfig
+    from workflows.embedding.config import EmbedJobConfig
+    from workflows.embedding.embed_corpus import run_embed_corpus
+    from workflows.training.pretrain import pretrain
+    from workflows.embedding.embed_new import run_once
 
     cpus = os.cpu_count() or 2
     corpora_dir, data_dir = out / "corpora", out / "data"
 
     # 1. text -----------------------------------------------------------------------------------
     with console.stage("real text: Wikipedia (general English) and Python's documentation (the domain)") as s:
-        corpora = demo_text.load_corpora()
+        corpora = sample_text.load_corpora()
         general = corpora.general[:profile.general_paragraphs]
         domain = corpora.domain[:profile.domain_paragraphs]
         for i in range(4):  # a few files: preprocessing reads them in parallel
@@ -244,8 +245,8 @@ def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, 
             write_documents(store, f"corpora/domain/python-reference-{i}.txt", domain[i::2])
         for i, paragraphs in enumerate(corpora.new):
             write_documents(store, f"corpora/new/python-modules-{i}.txt", paragraphs)
-        summary["text"] = {"general_words": demo_text.words(general), "domain_words": demo_text.words(domain),
-                           "new_words": [demo_text.words(p) for p in corpora.new]}
+        summary["text"] = {"general_words": sample_text.words(general), "domain_words": sample_text.words(domain),
+                           "new_words": [sample_text.words(p) for p in corpora.new]}
         s["note"] = (f"{summary['text']['general_words']:,} + {summary['text']['domain_words']:,} words "
                      f"({corpora_dir})")
 
@@ -384,7 +385,7 @@ def _read_json(path: Path) -> dict | None:
 def median_metric(run_id: str, key: str) -> float | None:
     import statistics
 
-    from .tracking import metric_history
+    from workflows.registry.tracking import metric_history
 
     values = [h[key] for h in metric_history(run_id, key)]
     return statistics.median(values) if values else None
@@ -392,7 +393,7 @@ def median_metric(run_id: str, key: str) -> float | None:
 
 def _ensure_experiment(out: Path) -> None:
     """The demo's experiment with its artifacts under OUT (not ./mlruns of the working directory)."""
-    from .tracking import ensure_experiment
+    from workflows.registry.tracking import ensure_experiment
 
     ensure_experiment(EXPERIMENT, (out / "mlartifacts").as_uri())
 
@@ -403,24 +404,24 @@ def make_plots(out: Path, pretrained: dict, adapted: dict, corpora, model_uri: s
     from elmo_core.embedder import Embedder
     from elmo_core.weights import load_checkpoint
 
-    from . import demo_plots
-    from .tracking import download_model, metric_history, pin_model_uri
+    from workflows.demo import plots
+    from workflows.registry.tracking import download_model, metric_history, pin_model_uri
 
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
-    curves = demo_plots.perplexity_curves(
+    curves = plots.perplexity_curves(
         metric_history(pretrained["run_id"], "val_ppl"), metric_history(adapted["run_id"], "val_ppl"),
         before={"domain": adapted["target_ppl_before"], "general": adapted["source_ppl_before"]},
         after={"domain": adapted["target_ppl_after"], "general": adapted["source_ppl_after"]},
         path=plots / "perplexity.png")
-    general = demo_plots.tokenize_for_plot(corpora.general, 6000)
-    domain = demo_plots.tokenize_for_plot(corpora.domain + [p for f in corpora.new for p in f], 6000)
-    occurrences = demo_plots.find_occurrences(general, domain)
+    general = plots.tokenize_for_plot(corpora.general, 6000)
+    domain = plots.tokenize_for_plot(corpora.domain + [p for f in corpora.new for p in f], 6000)
+    occurrences = plots.find_occurrences(general, domain)
     pinned, _ = pin_model_uri(model_uri)
     model, _ = load_checkpoint(download_model(pinned, str(out / "plots" / ".model")))
     vectors = Embedder(model, batch_size=64, layers="all").embed_all([o.tokens for o in occurrences])
     layers = np.stack([v[:, o.position] for v, o in zip(vectors, occurrences)])  # (n, L+1, 2P)
-    contexts = demo_plots.context_projection(occurrences, layers, plots / "contexts.png")
+    contexts = plots.context_projection(occurrences, layers, plots / "contexts.png")
     shutil.rmtree(out / "plots" / ".model", ignore_errors=True)
     return {"perplexity": str(curves), "contexts": str(contexts)}
 
@@ -457,7 +458,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .demo_text import TextSourceError
+    from preprocessing.sample_text import TextSourceError
 
     try:
         run_demo(args.output_dir, PROFILES["quick" if args.quick else "full"], args.verbose, args.fresh)

@@ -1,15 +1,15 @@
 """The worker side of training: the loop each Ray Train worker runs (`train_loop_per_worker`),
-its two training modes and held-out evaluation. The driver side is `workflows.train_driver`;
-one step is `workflows.train_step`; checkpoints are `workflows.checkpoints`.
+its two training modes and held-out evaluation. The driver side is `workflows.training.driver`;
+one step is `workflows.training.step`; checkpoints are `workflows.training.checkpoints`.
 
-Every worker builds the same global batches (`workflows.batches`) and trains on its share. A run
+Every worker builds the same global batches (`workflows.training.batches`) and trains on its share. A run
 resumed from a checkpoint at step k continues exactly as the uninterrupted run: the checkpoint
 holds the model, the optimizer state, the step (the data position follows from the step), the
-validation schedule (learning rate, best perplexity; `workflows.plateau`), the best model so far
+validation schedule (learning rate, best perplexity; `workflows.training.lr_schedule`), the best model so far
 and, in stream mode, every row's carried LSTM state.
 
 Two training modes (`TrainJobConfig.mode`): `SentenceTrainer` (full sentences, zero state) and
-`StreamTrainer` (windows of running text, state carried; `workflows.streams`).
+`StreamTrainer` (windows of running text, state carried; `workflows.training.streams`).
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from elmo_core.lstm import LstmState
 from elmo_core.vocabulary import Vocabulary
 from elmo_core.weights import load_checkpoint
 
-from .batches import GlobalBatch, global_batches
-from .checkpoints import (is_training_checkpoint, load_best_state, load_stream_state, load_training_checkpoint,
+from workflows.training.batches import GlobalBatch, global_batches
+from workflows.training.checkpoints import (is_training_checkpoint, load_best_state, load_stream_state, load_training_checkpoint,
                           save_training_checkpoint)
-from .config import TrainJobConfig
-from .evaluation import all_reduce, perplexity_of, sentence_sums, stream_sums
-from .read_ahead import ReadAhead
-from .plateau import PlateauSchedule
-from .streams import StreamBatch, StreamLayout, running_text
-from .train_step import (LMLoss, StepContext, configure_matmul_precision, make_optimizer, sentence_step,
+from workflows.training.config import TrainJobConfig
+from workflows.training.evaluation import all_reduce, perplexity_of, sentence_sums, stream_sums
+from workflows.training.read_ahead import ReadAhead
+from workflows.training.lr_schedule import PlateauSchedule
+from workflows.training.streams import StreamBatch, StreamLayout, running_text
+from workflows.training.step import (LMLoss, StepContext, configure_matmul_precision, make_optimizer, sentence_step,
                          set_learning_rate)
 
 
@@ -55,7 +55,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from . import tracking
+    from workflows.registry import tracking
 
     job = TrainJobConfig.from_dict(loop_config["job"])
     ctx = ray.train.get_context()
@@ -187,7 +187,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 class SentenceTrainer:
-    """Sentence mode: length-bucketed global batches of full sentences (`workflows.batches`)."""
+    """Sentence mode: length-bucketed global batches of full sentences (`workflows.training.batches`)."""
 
     def __init__(self, job: TrainJobConfig, vocab: Vocabulary, train_shard, rank: int, world: int, device,
                  cache: bool) -> None:
@@ -216,7 +216,7 @@ class SentenceTrainer:
 
 
 class StreamTrainer:
-    """Stream mode: windows of the running text with the LSTM state carried (`workflows.streams`)."""
+    """Stream mode: windows of the running text with the LSTM state carried (`workflows.training.streams`)."""
 
     def __init__(self, job: TrainJobConfig, vocab: Vocabulary, train_shard, rank: int, world: int, device,
                  carried: dict | None) -> None:
@@ -360,7 +360,7 @@ def _count_nodes(world: int) -> int:
 def _first_failure(marker: str) -> bool:
     """Fault injection happens once per run: a marker file (local or on the storage's object
     store), created only if absent, records that it did."""
-    from .object_store import Store
+    from workflows.object_store import Store
 
     return Store(posixpath.dirname(marker)).put_if_absent(posixpath.basename(marker), b"failed once\n")
 

@@ -31,9 +31,9 @@ import pyarrow.compute as pc
 from preprocessing import schema as pre_schema
 from preprocessing.sources import InputError, InputFile, resolve_inputs
 
-from .config import EmbedJobConfig
-from .embed_model import ResolvedModel
-from .embed_output import FORMATS, open_output
+from workflows.embedding.config import EmbedJobConfig
+from workflows.embedding.model_source import ResolvedModel
+from workflows.embedding.output import FORMATS, open_output
 
 KIND_SENTENCE = "sentence"
 # rows between the stages: sentences, and one marker per input file at its end
@@ -263,7 +263,7 @@ def model_config_of(blob: bytes) -> dict:
 
 
 def output_schema(names: list[str], dim: int, dtype: str) -> pa.Schema:
-    """Rows of an output file: `embed_output.ROW_COLUMNS` + one vector column per name."""
+    """Rows of an output file: `output.ROW_COLUMNS` + one vector column per name."""
     from elmo_core.layer_selection import DTYPES
 
     vector = pa.list_(pa.list_(pa.from_numpy_dtype(DTYPES[dtype]), dim))

@@ -28,7 +28,7 @@ from elmo_core.bilm import sentence_targets
 from elmo_core.characters import BOS_TOKEN, EOS_TOKEN, token_to_ids, wrap_padded
 from elmo_core.vocabulary import Vocabulary
 
-from .read_ahead import ReadAhead
+from workflows.training.read_ahead import ReadAhead
 
 COLUMNS = ["num_tokens", "word_ids", "tokens", "source", "line", "sentence_index"]  # the last three: corpus order (stream mode)
 

@@ -1,4 +1,4 @@
-"""``elmo embed-corpus`` and its ``ray job submit`` twin ``python -m workflows.embed``: embed
+"""``elmo embed-corpus`` and its ``ray job submit`` twin ``python -m workflows.embedding.embed_corpus``: embed
 corpora with a model from the registry (or files), on Ray Data.
 
     elmo embed-corpus INPUT... --model MODEL --output OUT
@@ -21,7 +21,7 @@ import json
 import sys
 import time
 
-from .config import EmbedJobConfig
+from workflows.embedding.config import EmbedJobConfig
 
 MANIFEST = "_manifest.json"
 MANIFEST_FORMAT = 1
@@ -81,7 +81,7 @@ def check_layers(config: EmbedJobConfig, model) -> None:
     from elmo_core.config import BiLMConfig
     from elmo_core.layer_selection import LayerSelection
 
-    from .embed_pipeline import model_config_of
+    from workflows.embedding.pipeline import model_config_of
 
     n_layers = BiLMConfig.from_options(model_config_of(model.blob)).n_output_layers
     LayerSelection.parse(config.layers, config.dtype).check(n_layers)
@@ -99,11 +99,11 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
     """Embed ``inputs`` into ``output``; returns the committed manifest (with ``reused``: True
     when it was already there and nothing was done). Raises `InputError`
     (bad inputs), `ValueError` (bad model or settings) or `EmbedError` naming the cause."""
-    from .embed_model import resolve_model
+    from workflows.embedding.model_source import resolve_model
     from preprocessing.ray_session import ensure_ray
 
-    from .embed_pipeline import EmbedError, embed_files, list_inputs, output_name
-    from .object_store import Store
+    from workflows.embedding.pipeline import EmbedError, embed_files, list_inputs, output_name
+    from workflows.object_store import Store
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     files = list_inputs(inputs, config)
@@ -162,7 +162,7 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
 def run(args: argparse.Namespace) -> int:
     from preprocessing.sources import InputError
 
-    from .embed_pipeline import EmbedError
+    from workflows.embedding.pipeline import EmbedError
 
     try:
         run_embed_corpus(args.inputs, args.output, args.model, job_config(args), args.address, args.overwrite)
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workflows.embed", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m workflows.embedding.embed_corpus", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     return run(p.parse_args(argv))
 

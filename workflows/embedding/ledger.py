@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from .object_store import Store
+from workflows.object_store import Store
 
 LEDGER_DIR = "_ledger"
 LEASE_DIR = "_lease"

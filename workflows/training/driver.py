@@ -1,7 +1,7 @@
 """The driver side of a training stage: datasets, the Ray Train `TorchTrainer`, the result.
 
-Used by `workflows.pretrain` and `workflows.adapt`; the per-worker loop is
-`workflows.train_worker`.
+Used by `workflows.training.pretrain` and `workflows.training.adapt`; the per-worker loop is
+`workflows.training.worker`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from elmo_core.vocabulary import Vocabulary
 
-from .batches import COLUMNS
-from .config import TrainJobConfig
+from workflows.training.batches import COLUMNS
+from workflows.training.config import TrainJobConfig
 
 
 @dataclass
@@ -76,7 +76,7 @@ def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *
 
     from preprocessing.dataset import load_manifest
 
-    from .train_worker import train_loop_per_worker
+    from workflows.training.worker import train_loop_per_worker
 
     splits = load_manifest(job.data)["splits"]
     for split in ("train", "validation"):

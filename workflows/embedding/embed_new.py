@@ -1,4 +1,4 @@
-"""``elmo embed-new`` and its ``ray job submit`` twin ``python -m workflows.schedule``: embed
+"""``elmo embed-new`` and its ``ray job submit`` twin ``python -m workflows.embedding.embed_new``: embed
 the files of a source that are not embedded yet, exactly once each (for cron, a Kubernetes
 CronJob / KubeRay RayCronJob, Airflow; or a loop with ``--every``).
 
@@ -11,8 +11,8 @@ embedded by any model version (a new version leaves the old outputs alone); with
 files not yet embedded by *this* version (the whole source again, beside the old outputs). A
 changed file (new size or fingerprint) is a new file version: embedded again, its old output kept.
 Each output is published whole under ``OUT/<model version>/<input key>.<entry id>.<ext>`` and
-only then committed to ``OUT/_ledger/`` (`workflows.ledger`): readers trust only the ledger
-(`workflows.ledger.committed_outputs`). A file that cannot be read is reported (exit status 2)
+only then committed to ``OUT/_ledger/`` (`workflows.embedding.ledger`): readers trust only the ledger
+(`workflows.embedding.ledger.committed_outputs`). A file that cannot be read is reported (exit status 2)
 and tried again on the next run; the others finish. Killed at any point, the next run completes
 the work with one output per input.
 """
@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 
-from .config import EmbedJobConfig
+from workflows.embedding.config import EmbedJobConfig
 
 FAULT_ENV = "ELMO_EMBED_NEW_FAULT"  # tests: "POINT:N" SIGKILLs this process at the N-th POINT
 
@@ -50,7 +50,7 @@ def parse_every(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .embed import add_job_arguments
+    from workflows.embedding.embed_corpus import add_job_arguments
 
     p.add_argument("source", metavar="SOURCE", help="a directory, prefix or glob (local or s3://) to watch")
     p.add_argument("--output", required=True, metavar="OUT", help="directory or s3:// prefix (ledger + outputs)")
@@ -77,12 +77,12 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
     from preprocessing.ray_session import ensure_ray
     from preprocessing.sources import InputError
 
-    from .embed import check_layers
-    from .embed_model import resolve_model
-    from .embed_output import FORMATS
-    from .embed_pipeline import embed_files, list_inputs
-    from .ledger import Lease, LeaseHeld, Ledger, entry_id, file_identity
-    from .object_store import Store
+    from workflows.embedding.embed_corpus import check_layers
+    from workflows.embedding.model_source import resolve_model
+    from workflows.embedding.output import FORMATS
+    from workflows.embedding.pipeline import embed_files, list_inputs
+    from workflows.embedding.ledger import Lease, LeaseHeld, Ledger, entry_id, file_identity
+    from workflows.object_store import Store
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     store = Store(output)
@@ -163,9 +163,9 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
 def run(args: argparse.Namespace) -> int:
     from preprocessing.sources import InputError
 
-    from .embed import job_config
-    from .embed_pipeline import EmbedError
-    from .ledger import LeaseLost
+    from workflows.embedding.embed_corpus import job_config
+    from workflows.embedding.pipeline import EmbedError
+    from workflows.embedding.ledger import LeaseLost
 
     while True:
         try:
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workflows.schedule", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m workflows.embedding.embed_new", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     return run(p.parse_args(argv))
 

@@ -12,7 +12,7 @@ Output: a DataFrame with ``tokens`` and ``embedding``, the layers chosen by
 ``params={"layers": "all"|"top"|"average"|"mix:W0,W1,W2", "dtype": "float32"|"float16"}``
 (`elmo_core.layer_selection`, default ``all``: (3, n, 2P) per sentence), computed by
 `elmo_core.embedder.Embedder`, the same path as `elmo embed` and the embedding jobs. The logged
-signature (`workflows.tracking.StageRun.log_model`) declares these params, so MLflow passes them
+signature (`workflows.registry.tracking.StageRun.log_model`) declares these params, so MLflow passes them
 through (without a params schema it drops them).
 """
 

@@ -41,7 +41,7 @@ def resolve_model(spec: str) -> ResolvedModel:
 
     try:
         if spec.startswith(("models:/", "runs:/")):
-            from . import tracking
+            from workflows.registry import tracking
 
             source, version = tracking.pin_model_uri(spec)
             with tempfile.TemporaryDirectory(prefix="elmo-model-") as tmp:

@@ -18,9 +18,9 @@ from elmo_core.bilm import BiLM
 from elmo_core.config import TrainingConfig
 from elmo_core.vocabulary import Vocabulary
 
-from .batches import GlobalBatch, split_micro, to_tensors
-from .config import TrainJobConfig
-from .evaluation import all_reduce
+from workflows.training.batches import GlobalBatch, split_micro, to_tensors
+from workflows.training.config import TrainJobConfig
+from workflows.training.evaluation import all_reduce
 
 
 class LMLoss(torch.nn.Module):

@@ -2,7 +2,7 @@
 
 * ``sentence``: every sentence from a zero LSTM state (``<S> w1 .. wn </S>``), as `elmo embed`
   and the pretrained ELMo use the model;
-* ``stream``: the state carried across the running text (`workflows.streams`), as Kim et al.
+* ``stream``: the state carried across the running text (`workflows.training.streams`), as Kim et al.
   2016 and bilm-tf's ``run_test.py`` evaluate.
 
 Both predict each word and each sentence end once per direction (``n + 1`` targets a sentence),
@@ -21,7 +21,7 @@ import torch
 from elmo_core.bilm import BiLM, Perplexity
 from elmo_core.vocabulary import Vocabulary
 
-from .streams import RunningText, evaluation_windows
+from workflows.training.streams import RunningText, evaluation_windows
 
 MODES = ("sentence", "stream")
 STAT_KEYS = ("forward_nll", "forward_count", "backward_nll", "backward_count")
@@ -32,7 +32,7 @@ def sentence_sums(model: BiLM, vocab: Vocabulary, tables: Iterable[pa.Table], ba
                   max_sentences: int | None, device, rank: int = 0, world_size: int = 1) -> list[float]:
     """NLL sums and target counts (`STAT_KEYS`) of this worker's sentences (every
     ``world_size``-th of the first ``max_sentences``), each from a zero state."""
-    from .batches import sentences_from_table, to_tensors
+    from workflows.training.batches import sentences_from_table, to_tensors
 
     was_training = model.training
     model.eval()
@@ -104,7 +104,7 @@ def read_split(data_dir: str, split: str) -> list[pa.Table]:
 
     from preprocessing.dataset import split_files
 
-    from .batches import COLUMNS
+    from workflows.training.batches import COLUMNS
 
     return [pq.read_table(uri, columns=COLUMNS) for uri in split_files(data_dir, split)]
 
@@ -113,7 +113,7 @@ def evaluate_model(model: BiLM, vocab: Vocabulary, tables: list[pa.Table], modes
                    batch_tokens: int = 2560, stream_rows: int = 10, unroll_steps: int = 35,
                    max_sentences: int | None = None, device="cpu") -> dict[str, Perplexity]:
     """Perplexity of ``model`` on held-out rows in each of ``modes`` (one process)."""
-    from .streams import running_text
+    from workflows.training.streams import running_text
 
     results = {}
     for mode in modes:
@@ -129,7 +129,7 @@ def evaluate_model(model: BiLM, vocab: Vocabulary, tables: list[pa.Table], modes
 
 def load_for_evaluation(model_dir: str, data_dir: str) -> tuple[BiLM, Vocabulary]:
     """A native model directory or a training checkpoint (its model) and the vocabulary to use."""
-    from .checkpoints import load_model
+    from workflows.training.checkpoints import load_model
 
     path = Path(model_dir)
     model, vocab = load_model(path)

@@ -3,12 +3,12 @@
     elmo pretrain --data DIR --registered-model NAME [--preset tiny|lm5m|lm20m|small|medium|original]
         [--mode sentence|stream] [--max-steps N] [--max-epochs N] [--num-workers N] [--use-gpu]
         [--address RAY_ADDRESS] [--storage PATH] [--evaluate-test] [--summary-json PATH]
-    ray job submit --address http://HEAD:8265 -- python -m workflows.pretrain ...   (same arguments)
+    ray job submit --address http://HEAD:8265 -- python -m workflows.training.pretrain ...   (same arguments)
 
 The tracking URI comes from ``MLFLOW_TRACKING_URI`` (default: ``sqlite:///mlflow.db`` here).
 Reported on held-out data (the ``validation`` split, full softmax): ``val_ppl_forward``,
 ``val_ppl_backward`` and ``val_ppl`` = exp(mean of the two directions' mean NLL), the geometric
-mean of the two, as bilm-tf reports, in the training mode's way (`workflows.evaluation`); the
+mean of the two, as bilm-tf reports, in the training mode's way (`workflows.training.evaluation`); the
 model of the best evaluation is registered. ``train_loss`` is the training softmax's loss.
 """
 
@@ -21,7 +21,7 @@ import sys
 
 from elmo_core.config import OPTIMIZERS, PRESETS
 
-from .config import TRAINING_MODES, TrainJobConfig
+from workflows.training.config import TRAINING_MODES, TrainJobConfig
 
 UNLIMITED_STEPS = 10**12  # --max-epochs without --max-steps
 
@@ -132,10 +132,10 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
     """The whole stage; returns the registration outcome plus the final metrics."""
     from preprocessing.dataset import load_manifest, load_vocabulary
 
-    from . import tracking
-    from .checkpoints import final_model_dir
-    from .register import register_run
-    from .train_driver import ensure_ray, run_stage, unique_name
+    from workflows.registry import tracking
+    from workflows.training.checkpoints import final_model_dir
+    from workflows.registry.register import register_run
+    from workflows.training.driver import ensure_ray, run_stage, unique_name
 
     manifest = load_manifest(job.data)
     vocab = load_vocabulary(job.data)
@@ -171,7 +171,7 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
 
 def test_metrics(model_dir: str, job: TrainJobConfig) -> dict:
     """``test_ppl[_stream]{,_forward,_backward}`` of a model on the data's test split."""
-    from .evaluation import evaluate_model, load_for_evaluation, read_split
+    from workflows.training.evaluation import evaluate_model, load_for_evaluation, read_split
 
     model, vocab = load_for_evaluation(model_dir, job.data)
     results = evaluate_model(model, vocab, read_split(job.data, "test"), batch_tokens=job.batch_tokens,

@@ -1,0 +1,1 @@
+"""`elmo demo` (`demo.py`, also ``python -m workflows.demo``) and its pictures (`plots.py`)."""
