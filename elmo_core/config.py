@@ -3,6 +3,8 @@
 `BiLMConfig` reads and writes bilm-tf's ``options.json`` and has named presets:
 
 * ``tiny``: a few-thousand-parameter model for tests (builds in milliseconds).
+* ``lm5m`` / ``lm20m``: language models of Kim et al. 2016's sizes (LSTM-Char-Small / -Large:
+  forward LMs of about 5M / 20M parameters on a 10k vocabulary) in ELMo's cells, dropout 0.5.
 * ``small`` / ``medium`` / ``original``: the three released ELMo configurations
   (``2x1024_128_2048cnn_1xhighway``, ``2x2048_256_2048cnn_1xhighway``,
   ``2x4096_512_2048cnn_2xhighway``; Peters et al. 2018 and the AllenNLP model zoo).

@@ -1,4 +1,6 @@
-"""Joining Ray: the one way every command (preprocessing, training, embedding) gets its cluster."""
+"""Joining Ray: how the commands (preprocessing, training, embedding) get their cluster. `elmo demo`
+starts its own local Ray first (sized to the machine, quiet; `workflows.demo.demo`), which the
+commands it runs then find connected."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ version deleted).
 
 Everything the version is tagged with comes from the run: ``val_ppl`` (pretraining: the best
 held-out perplexity; adaptation: the target domain's after adapting), ``data_manifest``,
-``vocab_digest``, ``training_mode``, ``parent_model`` (adaptation), ``test_ppl*`` (with
-``--evaluate-test``), ``run_id``. Then the gate: alias ``candidate`` to the version, and
+``vocab_digest``, ``run_id``; pretraining also ``training_mode`` and ``test_ppl*`` (with
+``--evaluate-test``), adaptation ``parent_model``. Then the gate: alias ``candidate`` to the version, and
 ``champion`` only if its ``val_ppl`` beats the current champion's (`tracking.gate`).
 """
 
