@@ -89,9 +89,13 @@ def check_command(argv: list[str]) -> tuple[str, object]:
             warnings.simplefilter("ignore")
             from mlflow.cli import cli as mlflow_cli
 
-        if not args or args[0] not in mlflow_cli.commands:
+        import click
+
+        # get_command, as the CLI itself: mlflow's group also answers aliases (`mlflow ui` = `server`)
+        command = mlflow_cli.get_command(click.Context(mlflow_cli), args[0]) if args else None
+        if command is None:
             raise CommandError(f"`mlflow {shlex.join(args)}`: no such mlflow command")
-        return f"mlflow {args[0]}", _click(f"mlflow {args[0]}", mlflow_cli.commands[args[0]], args[1:])
+        return f"mlflow {args[0]}", _click(f"mlflow {args[0]}", command, args[1:])
     if prog == "ray":
         with warnings.catch_warnings():  # ray.scripts imports Ray Serve, whose pydantic models warn
             warnings.simplefilter("ignore")
