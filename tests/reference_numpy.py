@@ -1,6 +1,7 @@
 """Slow, plain-numpy reference implementation of the ELMo biLM forward pass (test oracle).
 
-Written independently from docs/elmo-reference.md and the bilm-tf fixture README only.
+Written independently from the bilm-tf fixture's README and the ELMo reference facts it points to
+(the paper's, bilm-tf's and AllenNLP's rules; outside this repository), not from this project's code.
 Everything is computed in float64, one sentence at a time, with explicit loops.
 Uses only numpy and h5py; no torch.
 
