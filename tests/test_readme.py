@@ -111,14 +111,11 @@ def test_the_two_commands_are_the_ones_the_readme_gives_and_ci_runs():
     assert ci == ["bash scripts/test.sh"], ".ci/run must run exactly the README's test command"
 
 
-def test_the_python_api_example_runs(tmp_path):
+def test_the_python_api_example_runs(tmp_path, bilm_tf):
     """The first example under "## Python API", on bilm-tf's reference model (the fixture's
     options.json and weights, under the names the example uses)."""
-    fixtures = Path(os.environ.get("ELMO_BILM_TF_FIXTURES", REPO.parent / "shared" / "fixtures" / "bilm-tf"))
-    if not (fixtures / "model" / "lm_weights.hdf5").exists():
-        pytest.skip(f"bilm-tf fixture not found at {fixtures}")
-    shutil.copy(fixtures / "model" / "options.json", tmp_path / "options.json")
-    shutil.copy(fixtures / "model" / "lm_weights.hdf5", tmp_path / "weights.hdf5")
+    shutil.copy(bilm_tf.options, tmp_path / "options.json")
+    shutil.copy(bilm_tf.weights, tmp_path / "weights.hdf5")
     section = README[README.index("## Python API"):]
     example = python_blocks(section)[0]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
