@@ -164,6 +164,31 @@ def machine() -> dict:
             "ray": ray.__version__, "pyarrow": pyarrow.__version__}
 
 
+def build_report(args, phases: dict, inputs: dict, rounds: list[dict], memory: dict) -> dict:
+    """The JSON report: machine, settings, medians, ratios, memory, targets and every phase's result."""
+    ratios = embed_summary.ratios_per_round(rounds)
+    medians = embed_summary.medians_of(rounds, ratios)
+    mem = embed_summary.memory_growth(memory, args.memory_factor, args.bounded_memory)
+    return {
+        "machine": machine(),
+        "settings": {"preset": args.preset, **inputs,
+                     "tokenizer": "whitespace", "layers": "all", "dtype": "float32", "format": "parquet",
+                     "lines_per_block": args.lines_per_block, "batch_tokens": args.batch_tokens,
+                     "rounds": args.rounds, "memory_actors": args.memory_actors,
+                     "phases": {k: " ".join(v) for k, v in phases.items()}},
+        "tokens_per_s_median": {name: embed_summary.phase_median(rounds, name) for name in phases},
+        "embedder_alone_tokens_per_s_median": {name: embed_summary.phase_median(rounds, name, "embed_tokens_per_s")
+                                               for name in ("baseline_1t", "baseline_2t")},
+        "ratios_median": medians,
+        "ratios_per_round": ratios,
+        "memory": mem,
+        "same_tokens_everywhere": len({p["tokens"] for r in rounds for p in r.values()}) == 1,
+        "targets": embed_summary.targets(medians, mem),
+        "rounds": rounds,
+        "memory_phases": memory,
+    }
+
+
 def main() -> None:
     args = parse_args()
     if args.phase == "baseline":  # one phase, in the process `run_phase` started
@@ -192,29 +217,9 @@ def main() -> None:
                   for r in range(args.rounds)]
         memory = run_memory_phases(args, run, phases) if "memory" not in skip else {}
 
-    ratios = embed_summary.ratios_per_round(rounds)
-    medians = embed_summary.medians_of(rounds, ratios)
-    mem = embed_summary.memory_growth(memory, args.memory_factor, args.bounded_memory)
-    report = {
-        "machine": machine(),
-        "settings": {"preset": args.preset, "model": model, "corpus": corpus, "memory_corpus_1x": small,
-                     f"memory_corpus_{args.memory_factor}x": big,
-                     "tokenizer": "whitespace", "layers": "all", "dtype": "float32", "format": "parquet",
-                     "lines_per_block": args.lines_per_block, "batch_tokens": args.batch_tokens,
-                     "rounds": args.rounds, "memory_actors": args.memory_actors,
-                     "phases": {k: " ".join(v) for k, v in phases.items()}},
-        "tokens_per_s_median": {name: embed_summary.phase_median(rounds, name) for name in phases},
-        "embedder_alone_tokens_per_s_median": {name: embed_summary.phase_median(rounds, name, "embed_tokens_per_s")
-                                               for name in ("baseline_1t", "baseline_2t")},
-        "ratios_median": medians,
-        "ratios_per_round": ratios,
-        "memory": mem,
-        "same_tokens_everywhere": len({p["tokens"] for r in rounds for p in r.values()}) == 1,
-        "targets": embed_summary.targets(medians, mem),
-        "rounds": rounds,
-        "memory_phases": memory,
-        "benchmark_wall_s": round(time.monotonic() - began, 1),
-    }
+    report = build_report(args, phases, {"model": model, "corpus": corpus, "memory_corpus_1x": small,
+                                         f"memory_corpus_{args.memory_factor}x": big}, rounds, memory)
+    report["benchmark_wall_s"] = round(time.monotonic() - began, 1)
     write_report(args.out, report)
 
 
