@@ -114,24 +114,19 @@ class ProcessSampler:
         self.timeline: list[tuple[float, int, int]] = []  # (s, summed PSS MB, its shared part MB), every 5 s
         self.sampler_cpu_s = 0.0
         self._first = True
+        self._me = psutil.Process()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _tree(self) -> dict[int, tuple[psutil.Process, float]]:
         """This process and its descendants now: pid -> (process, CPU seconds used so far)."""
-        found: dict[int, tuple[psutil.Process, float]] = {}
-        children: dict[int, list[int]] = {}
-        for proc in psutil.process_iter(["ppid", "cpu_times"]):
-            ppid, times = proc.info["ppid"], proc.info["cpu_times"]
-            if times is not None:
-                found[proc.pid] = (proc, times.user + times.system)
-                children.setdefault(ppid, []).append(proc.pid)
-        tree, todo = {}, [os.getpid()]
-        while todo:
-            pid = todo.pop()
-            if pid in found:
-                tree[pid] = found[pid]
-                todo += children.get(pid, [])
+        tree = {}
+        for proc in [self._me, *self._me.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:  # gone since
+                continue
+            tree[proc.pid] = (proc, times.user + times.system)
         return tree
 
     @staticmethod
