@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 
 from flop_count import count_flops
+from phase_runner import print_phase_result, run_phase
+from report import cpu_model, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO.parent / "shared" / "tools" / "allennlp_baseline" / "bench_allennlp.py"
@@ -295,13 +297,13 @@ def main() -> int:
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.phase:  # child process
-        print(json.dumps(PHASES[args.phase](args)))
+    if args.phase:  # one phase, in the process `run_phase` started
+        print_phase_result(PHASES[args.phase](args))
         return 0
 
     import torch
 
-    report: dict = {"machine": {"cpu": _cpu_name(), "nproc": os.cpu_count(), "threads": args.threads,
+    report: dict = {"machine": {"cpu": cpu_model(), "nproc": os.cpu_count(), "threads": args.threads,
                                 "python": platform.python_version(), "torch": torch.__version__},
                     "config": {"preset": args.preset, "sentences": args.sentences, "batch_size": args.batch_size,
                                "text": "pydoc_data.topics (CPython %s)" % platform.python_version()}}
@@ -316,11 +318,7 @@ def main() -> int:
             continue
         passthrough.append(a)
     for phase in args.phases.split(","):
-        proc = subprocess.run([sys.executable, __file__, *passthrough, "--phase", phase], capture_output=True, text=True)
-        if proc.returncode:
-            sys.stderr.write(proc.stderr)
-            return proc.returncode
-        report[phase] = json.loads(proc.stdout.strip().splitlines()[-1])
+        report[phase] = run_phase(__file__, *passthrough, "--phase", phase)
         print(phase, json.dumps(report[phase])[:300], file=sys.stderr)
     peak = report.get("matmul_peak", {}).get("gflops")
     if peak:
@@ -343,18 +341,8 @@ def main() -> int:
         if "train" in report:
             ratios["train_step"] = report["train"]["tokens_per_s"] / theirs["train_step"]
         report["ratios_vs_allennlp"] = {k: round(v, 2) for k, v in ratios.items()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report.get("ratios_vs_allennlp", {})), file=sys.stderr)
+    write_report(args.out, report)
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from flop_count import count_flops
+from report import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -82,7 +83,7 @@ def main() -> None:
         vocab = RELEASED_VOCAB if preset == "original" else 10_000
         rows.append(measure(preset, vocab, sentences))
         print(json.dumps(rows[-1]), flush=True)
-    Path(args.out).write_text(json.dumps({"batch_sentences": args.sentences, "results": rows}, indent=2) + "\n")
+    write_report(args.out, {"batch_sentences": args.sentences, "results": rows})
 
 
 if __name__ == "__main__":

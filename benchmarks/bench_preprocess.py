@@ -11,11 +11,11 @@ time; nothing is committed). Phases, each in its own process:
 * ``pipeline_1w`` / ``pipeline_2w``: ``run_preprocess`` end to end (read, tokenize, count,
   vocabulary, encode, write Parquet, commit) on a local Ray with 1 / 2 tokenizer workers, timed
   after Ray has started, with the CPU seconds of each kind of process (driver, Ray daemons, Ray
-  Data's task kinds; /proc read once a second);
+  Data's task kinds; `processes.ProcessSampler`, once a second);
 * ``pipeline_2w_memory`` / ``pipeline_2w_half_memory``: 2 workers on the whole and on half the
-  corpus with peak memory sampled: PSS summed over the driver and every Ray worker process (the
-  shared object store counts once), once a second. Reading PSS costs CPU (reported as
-  ``memory_sampler_cpu_s``), so the timed phases above run without it.
+  corpus with peak memory sampled: PSS summed over the driver, the raylet and every Ray worker
+  process (the shared object store counts once), once a second. Reading PSS costs CPU (reported
+  as ``memory_sampler_cpu_s``), so the timed phases above run without it.
 
 Reported: tokens/s, ``overhead_vs_tokenizer`` = pipeline_1w time / tokenizer time - 1 (target
 < 0.20; the tokenizer and the 1-worker pipeline run back to back ``--rounds`` times, and the
@@ -27,22 +27,18 @@ took about 20 minutes and a 200 MB run with 1 round 27 minutes.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from ray_processes import CpuByProcess, is_ray_worker, pids
-
-REPO = Path(__file__).resolve().parents[1]
+from phase_runner import print_phase_result, run_phase
+from processes import DRIVER, ProcessSampler
+from report import write_report
 
 
 def make_corpus(directory: Path, megabytes: float, shards: int, seed: int = 0) -> int:
@@ -66,48 +62,10 @@ def make_corpus(directory: Path, megabytes: float, shards: int, seed: int = 0) -
     return written
 
 
-def _pss_of(pid: int) -> int:
-    """Proportional set size: shared pages (Ray's object store) split among the processes that
-    map them, so the sum over processes is the memory actually used."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-class PeakRss:
-    """Peak of (this process + all Ray worker processes) PSS, sampled in a thread every
-    ``interval`` s. Reading PSS costs ~7 ms of CPU per Ray process here (~70 ms a sample with
-    10 processes), so the sampler runs only in the memory phases and reports its own CPU time."""
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self.peak = 0
-        self.processes_at_peak = 0  # Ray worker processes alive at the peak (each ~150-200 MB here)
-        self.cpu_seconds = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            workers = [p for p in pids() if is_ray_worker(p)]
-            total = _pss_of(os.getpid()) + sum(_pss_of(p) for p in workers)
-            if total > self.peak:
-                self.peak, self.processes_at_peak = total, len(workers)
-            self.cpu_seconds = time.thread_time()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakRss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+def counts_in_memory(kind: str) -> bool:
+    """The processes whose PSS is summed: this one, the raylet and every Ray worker process (the
+    GCS, the dashboard and Ray's other Python daemons are left out)."""
+    return kind in (DRIVER, "raylet", "ray worker (idle)") or kind.startswith("ray::")
 
 
 def phase_tokenizer(corpus: Path) -> dict:
@@ -139,17 +97,17 @@ def phase_pipeline(corpus: Path, workers: int, output: Path, shard_limit: int | 
     ray.init(num_cpus=os.cpu_count(), logging_level="WARNING", include_dashboard=True, dashboard_host="127.0.0.1")
     ray_start = time.perf_counter() - start
     shards = sorted(str(p) for p in corpus.iterdir())[:shard_limit]
-    rss = PeakRss() if memory else contextlib.nullcontext()
-    with rss, CpuByProcess(interval=1.0) as cpu:
+    with ProcessSampler(interval=1.0, memory_kinds=counts_in_memory if memory else None) as procs:
         start = time.perf_counter()
         m = run_preprocess(shards, str(output), PreprocessConfig(shard_size_mb=shard_size_mb),
                            RunOptions(num_workers=workers), log=lambda msg: print(msg, file=sys.stderr))
         seconds = time.perf_counter() - start
     ray.shutdown()
-    memory_fields = {"peak_rss_mb": rss.peak / 2**20, "ray_worker_processes_at_peak": rss.processes_at_peak,
-                     "memory_sampler_cpu_s": round(rss.cpu_seconds, 1)} if memory else {}
+    memory_fields = {"peak_rss_mb": procs.peak_pss / 2**20,
+                     "ray_worker_processes_at_peak": procs.processes_at_peak - 1,  # all but this one
+                     "memory_sampler_cpu_s": round(procs.sampler_cpu_s, 1)} if memory else {}
     return {"seconds": seconds, "ray_start_s": ray_start, "tokens": m["tokens_out"], "lines": m["lines_in"],
-            "tokens_per_s": m["tokens_out"] / seconds, **memory_fields, "cpu_seconds_by_process": cpu.seconds_by_kind(),
+            "tokens_per_s": m["tokens_out"] / seconds, **memory_fields, "cpu_seconds_by_process": procs.cpu_seconds_by_kind(),
             "input_mb": sum(os.path.getsize(s) for s in shards) / 1e6,
             "output_mb": sum(f["bytes"] for s in m["splits"].values() for f in s["files"]) / 1e6}
 
@@ -170,13 +128,13 @@ def main() -> None:
     parser.add_argument("--shard-limit", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.phase == "tokenizer":
-        print(json.dumps(phase_tokenizer(args.corpus)))
+    if args.phase == "tokenizer":  # one phase, in the process `run_phase` started
+        print_phase_result(phase_tokenizer(args.corpus))
         return
     if args.phase == "pipeline":
         with tempfile.TemporaryDirectory() as out:
-            print(json.dumps(phase_pipeline(args.corpus, args.workers, Path(out) / "ds", args.shard_limit,
-                                            args.shard_size_mb, args.memory)))
+            print_phase_result(phase_pipeline(args.corpus, args.workers, Path(out) / "ds", args.shard_limit,
+                                              args.shard_size_mb, args.memory))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,13 +144,8 @@ def main() -> None:
         print(f"corpus: {size / 1e6:.1f} MB in {args.shards} shards", file=sys.stderr)
 
         def run(phase: str, *extra: str) -> dict:
-            cmd = [sys.executable, __file__, "--phase", phase, "--corpus", str(corpus), "--shard-size-mb",
-                   str(args.shard_size_mb), *extra]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO,
-                                  env={**os.environ, "PYTHONPATH": str(REPO)})
-            if proc.returncode:
-                raise SystemExit(f"phase {phase} failed")
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result = run_phase(__file__, "--phase", phase, "--corpus", str(corpus), "--shard-size-mb",
+                               str(args.shard_size_mb), *extra)
             print(f"{phase} {extra}: {result}", file=sys.stderr)
             return result
 
@@ -225,10 +178,7 @@ def main() -> None:
         "peak_rss_mb_full": full["peak_rss_mb"],
         "peak_rss_ratio_full_vs_half": full["peak_rss_mb"] / half["peak_rss_mb"],
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

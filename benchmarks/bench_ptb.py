@@ -32,6 +32,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from report import write_report
+
 ROOT = Path(__file__).resolve().parent.parent
 KIM_2016 = {"lm5m": {"model": "LSTM-Char-Small", "params": "5M", "test_ppl": 92.3},
             "lm20m": {"model": "LSTM-Char-Large", "params": "19M", "test_ppl": 78.9}}
@@ -208,10 +210,8 @@ def main() -> None:
         "pretrain_command": " ".join(pretrain[1:]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result, shown=("test_stream", "test_sentence", "parameters", "epochs"))
     log_to_mlflow(result, env["MLFLOW_TRACKING_URI"], args.out)
-    print(json.dumps({k: result[k] for k in ("test_stream", "test_sentence", "parameters", "epochs")}, indent=2))
 
 
 if __name__ == "__main__":

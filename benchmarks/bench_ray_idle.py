@@ -6,15 +6,15 @@ local Ray does nothing but sleep after reading its dataset shard.
 
 The run is set up as `workflows.training.driver.run_stage` sets up training (the same datasets and
 data config, 2 workers x 1 CPU, ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2``; Ray started as
-`bench_train.py` starts it). /proc is read twice, ``--window`` seconds apart, once start-up is
-over; the result is CPU seconds per wall second by kind of process (1.0 = one core), so the sum
-is the share of the machine that Ray's own processes take from training.
+`bench_train.py` starts it). Ray's processes are sampled twice (`processes.ProcessSampler`),
+``--window`` seconds apart, once start-up is over; the result is CPU seconds per wall second by
+kind of process (1.0 = one core; this script's own process is not counted), so the sum is the
+share of the machine that Ray's own processes take from training.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,20 +22,21 @@ import threading
 import time
 from pathlib import Path
 
-from ray_processes import command_line, cpu_seconds, pids, process_kind
+from processes import DRIVER, OTHER, ProcessSampler
+from report import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cpu_seconds_by_pid() -> dict[int, tuple[str, float]]:
-    """Every Ray process now: pid -> (its kind, CPU seconds used so far)."""
-    out = {}
-    for pid in pids():
-        kind = process_kind(pid, command_line(pid) or [])
-        cpu = cpu_seconds(pid) if kind is not None else None
-        if cpu is not None:
-            out[pid] = (kind, cpu)
-    return out
+def cpu_per_second_by_kind(procs: ProcessSampler) -> dict[str, float]:
+    """CPU seconds per wall second of each kind of Ray process over the sampled window, largest
+    first; processes born in the window count from birth, under their own label."""
+    by_kind: dict[str, float] = {}
+    for seen in procs.seen.values():
+        if seen.kind not in (DRIVER, OTHER):
+            kind = f"{seen.kind} (started in the window)" if seen.born_during else seen.kind
+            by_kind[kind] = by_kind.get(kind, 0.0) + seen.cpu_used
+    return {k: round(v / procs.wall_s, 4) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
 def sleeping_loop(config: dict) -> None:
@@ -78,38 +79,24 @@ def main() -> None:
                                                 execution_options=ExecutionOptions(preserve_order=True)),
             scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
             run_config=ray.train.RunConfig(name=unique_name("idle"), storage_path=str(Path(tmp) / "storage")))
-        readings: dict = {}
+        procs = ProcessSampler(interval=args.window)  # a sample at the window's start and one at its end
 
         def sample() -> None:
             time.sleep(args.startup)
-            readings["before"], readings["t0"] = cpu_seconds_by_pid(), time.time()
-            time.sleep(args.window)
-            readings["after"], readings["t1"] = cpu_seconds_by_pid(), time.time()
+            with procs:
+                time.sleep(args.window)
 
         sampler = threading.Thread(target=sample)
         sampler.start()
         trainer.fit()
         sampler.join()
         ray.shutdown()
-    wall = readings["t1"] - readings["t0"]
-    by_kind: dict[str, float] = {}
-    for pid, (kind, cpu) in readings["after"].items():
-        if pid == os.getpid():
-            kind = "driver (this process)"
-        if pid in readings["before"]:
-            used = cpu - readings["before"][pid][1]
-        else:
-            kind, used = f"{kind} (started in the window)", cpu
-        by_kind[kind] = by_kind.get(kind, 0.0) + used
-    per_second = {k: round(v / wall, 4) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]) if v > 0}
-    report = {"machine": {"cpus": os.cpu_count()}, "window_s": round(wall, 1),
+    per_second = cpu_per_second_by_kind(procs)
+    report = {"machine": {"cpus": os.cpu_count()}, "window_s": round(procs.wall_s, 1),
               "cpu_per_second_total": round(sum(per_second.values()), 3),
               "share_of_machine": round(sum(per_second.values()) / os.cpu_count(), 3),
               "cpu_per_second_by_kind": per_second}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -27,20 +27,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from ray_processes import CpuByProcess
-
-REPO = Path(__file__).resolve().parents[1]
+from phase_runner import print_phase_result, run_phase
+from processes import ProcessSampler
+from report import write_report
 
 
 def prepare(data: Path) -> None:
@@ -152,7 +150,7 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     job = TrainJobConfig(data=str(data), max_steps=steps, batch_tokens=batch_tokens, num_workers=workers,
                          report_every=warmup, eval_every=steps, checkpoint_every=warmup, eval_max_sentences=64,
                          keep_checkpoints=steps)
-    with tempfile.TemporaryDirectory() as storage, CpuByProcess() as cpu:
+    with tempfile.TemporaryDirectory() as storage, ProcessSampler(interval=0.5) as procs:
         start = time.perf_counter()
         result = run_stage(job, vocab, storage, unique_name("bench"), model_config=model_options(preset, len(vocab)))
         wall = time.perf_counter() - start
@@ -160,9 +158,9 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     timed = [h for h in result.history if h.get("step", 0) > warmup and "tokens_per_second" in h]
     rate = sum(h["tokens_per_second"] for h in timed) / len(timed)
     return {"tokens_per_s": rate, "wall_s_including_startup": wall, "workers": workers,
-            "cpu_seconds_by_process": cpu.seconds_by_kind(),
-            "peak_rss_mb": cpu.peak_rss_mb_by_kind().get("ray::RayTrainWorker"),  # the training workers'
-            "peak_rss_mb_by_process": cpu.peak_rss_mb_by_kind(),
+            "cpu_seconds_by_process": procs.cpu_seconds_by_kind(),
+            "peak_rss_mb": procs.peak_rss_mb_by_kind().get("ray::RayTrainWorker"),  # the training workers'
+            "peak_rss_mb_by_process": procs.peak_rss_mb_by_kind(),
             "windows": [{"step": h["step"], "tokens_per_second": h["tokens_per_second"]} for h in result.history]}
 
 
@@ -193,28 +191,20 @@ def main() -> None:
     if unknown or not chosen:
         parser.error(f"--phases: unknown {unknown}; choose from {','.join(PHASES)}")
     common = (args.data, args.preset, args.steps, args.warmup, args.batch_tokens)
-    if args.phase == "single":
-        print(json.dumps(phase_single(*common, threads=args.n)))
-        return
-    if args.phase == "ddp":
-        print(json.dumps(phase_ddp(*common, workers=args.n)))
-        return
-    if args.phase == "ray":
-        print(json.dumps(phase_ray(*common, workers=args.n)))
+    if args.phase:  # one phase, in the process `run_phase` started
+        phase = {"single": lambda: phase_single(*common, threads=args.n),
+                 "ddp": lambda: phase_ddp(*common, workers=args.n),
+                 "ray": lambda: phase_ray(*common, workers=args.n)}[args.phase]
+        print_phase_result(phase())
         return
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         prepare(data)
 
         def run(phase: str, n: int) -> dict:
-            cmd = [sys.executable, __file__, "--phase", phase, "--n", str(n), "--data", str(data), "--preset",
-                   args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--batch-tokens", str(args.batch_tokens)]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO,
-                                  env={**os.environ, "PYTHONPATH": str(REPO)})
-            if proc.returncode:
-                raise SystemExit(f"phase {phase} {n} failed")
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result = run_phase(__file__, "--phase", phase, "--n", str(n), "--data", str(data), "--preset",
+                               args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                               "--batch-tokens", str(args.batch_tokens))
             print(f"{phase} {n}: {result['tokens_per_s']:.1f} tokens/s, peak {result.get('peak_rss_mb') or 0:.0f} MB",
                   file=sys.stderr)
             return result
@@ -236,10 +226,7 @@ def main() -> None:
         "rounds": rounds,
         **{key: statistics.median(r[key] for r in rounds) for key in RATIOS if key in rounds[0]},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
