@@ -17,8 +17,6 @@ batching, actors or their number (every sentence starts from a zero state).
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ import pyarrow.compute as pc
 from preprocessing import schema as pre_schema
 from preprocessing.sources import InputError, InputFile, resolve_inputs
 
+from workflows import faults
 from workflows.embedding.config import EmbedJobConfig
 from workflows.embedding.model_source import ResolvedModel
 from workflows.embedding.output import FORMATS, open_output
@@ -175,21 +174,6 @@ def vector_column(matrices: list[np.ndarray], dim: int, dtype) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), per_token)
 
 
-# Tests: an actor that finds this file (path in its environment) claims it and SIGKILLs itself,
-# to show a lost actor is replaced and its block embedded again.
-ACTOR_FAULT_ENV = "ELMO_EMBED_ACTOR_FAULT_FILE"
-
-
-def _actor_fault() -> None:
-    path = os.environ.get(ACTOR_FAULT_ENV)
-    if path and os.path.exists(path):
-        try:
-            os.rename(path, path + ".taken")  # one actor claims it
-        except OSError:
-            return
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 _LIBC = None  # glibc's malloc_trim once found; False where there is none
 
 
@@ -235,7 +219,7 @@ class EmbedActor:
         self.dtype = DTYPES[dtype]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        _actor_fault()
+        faults.point("embed_actor")  # tests: one actor killed (`workflows.faults`)
         is_sentence = pc.equal(batch.column("kind"), KIND_SENTENCE).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(is_sentence)
         outputs = self.embedder.embed_all(batch.column("tokens").take(pa.array(rows)).to_pylist()) if len(rows) else []
