@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_directory, atomic_file
 from .bilm import BiLM
 from .config import BiLMConfig, TrainingConfig
+from .model_spec import ModelSpec
 from .vocabulary import Vocabulary
 
 CONFIG_NAME = "config.json"
@@ -182,13 +183,17 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
 def load_model(path: str | os.PathLike | None = None, options_file: str | os.PathLike | None = None,
                weight_file: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> BiLM:
     """One entry point: a native directory (`path`) or a bilm-tf options + hdf5 pair."""
-    if path is not None:
-        if options_file or weight_file:
-            raise ValueError("give either a model directory or --options-file/--weight-file, not both")
-        return load_checkpoint(path, map_location)[0]
-    if not (options_file and weight_file):
-        raise ValueError("need a model directory, or both an options file and a weight file")
-    return load_bilm_tf(options_file, weight_file).to(map_location)
+    return load_local_model(ModelSpec.of_files(path, options_file, weight_file), map_location)
+
+
+def load_local_model(spec: ModelSpec, map_location: str | torch.device = "cpu") -> BiLM:
+    """The model (eval mode) of a model folder or a bilm-tf pair; a registry URI is downloaded
+    into a folder first (`workflows.registry`)."""
+    if spec.folder is not None:
+        return load_checkpoint(spec.folder, map_location)[0]
+    if spec.options_file is not None:
+        return load_bilm_tf(spec.options_file, spec.weight_file).to(map_location)
+    raise ValueError(f"{spec.text}: a registry model is loaded from the folder workflows.registry downloads")
 
 
 # ---------------------------------------------------------------------- embedding-only bytes

@@ -16,7 +16,7 @@ pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from conftest import assert_one_line_per_stage  # noqa: E402
+from conftest import assert_one_line_per_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,9 +36,9 @@ def demo(tmp_path_factory):
     return out, proc.stderr, json.loads((out / "summary.json").read_text())
 
 
-def test_output_is_one_line_per_stage_and_ray_stays_in_the_log(demo):
+def test_output_is_one_line_per_step_and_ray_stays_in_the_log(demo):
     out, stderr, _ = demo
-    lines = assert_one_line_per_stage(stderr, 8)
+    lines = assert_one_line_per_step(stderr, 8)
     noisy = [line for line in lines if "INFO" in line or "WARNING" in line or "core_worker" in line]
     assert not noisy, noisy[:5]
     log = (out / "demo.log").read_text()

@@ -1,5 +1,7 @@
 """Weight import/export: bilm-tf hdf5 round trip and the native (safetensors) checkpoint."""
 
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -87,3 +89,19 @@ def test_mismatched_options_and_weights_are_explained(tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="not both"):
         load_model(tmp_path, options_file=tmp_path / "options.json")
+
+
+def test_one_parser_reads_every_kind_of_model_argument(tmp_path):
+    from elmo_core.model_spec import ModelSpec
+
+    assert ModelSpec.parse("models:/m@champion").registry_uri == "models:/m@champion"
+    assert ModelSpec.parse("runs:/abc/model").registry_uri == "runs:/abc/model"
+    pair = ModelSpec.parse("o.json,w.hdf5")
+    assert (pair.options_file, pair.weight_file) == ("o.json", "w.hdf5")
+    assert pair.local_path() == f"{os.path.abspath('o.json')},{os.path.abspath('w.hdf5')}"
+    assert ModelSpec.parse(str(tmp_path)).folder == str(tmp_path)
+    with pytest.raises(ValueError, match="not a model URI"):
+        ModelSpec.parse(str(tmp_path / "missing"))
+    assert ModelSpec.of_files(tmp_path).folder == str(tmp_path)
+    with pytest.raises(ValueError, match="not both"):
+        ModelSpec.of_files(tmp_path, options_file="o.json")

@@ -24,6 +24,8 @@ import re
 import sys
 import time
 
+from preprocessing.entry_point import entry_point
+
 from workflows import faults
 from workflows.embedding.config import EmbedJobConfig
 
@@ -167,10 +169,7 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(args.every)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workflows.embedding.embed_new", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+main = entry_point("python -m workflows.embedding.embed_new", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

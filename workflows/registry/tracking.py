@@ -257,6 +257,13 @@ def download_model(model_uri: str, destination: str) -> str:
     return str(native)
 
 
+def download_pinned(model_uri: str, destination: str) -> tuple[str, str, str]:
+    """A model URI -> (its model folder under ``destination``, the pinned URI, its lineage label):
+    `pin_model_uri`, then `download_model` of exactly that version."""
+    pinned, lineage = pin_model_uri(model_uri)
+    return download_model(pinned, destination), pinned, lineage
+
+
 def pin_model_uri(model_uri: str) -> tuple[str, str]:
     """A model URI -> (the concrete URI to load, its lineage label), resolved once so that what is
     loaded and what is recorded cannot differ: ``models:/NAME@ALIAS`` -> (``models:/NAME/V``,

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from preprocessing.entry_point import entry_point
+
 from workflows.training.config import TrainJobConfig
 from workflows.training.pretrain import add_common_arguments, job_config, recipe_overrides, write_summary_json
 
@@ -35,28 +37,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]:
     """MODEL -> (local directory to start from, lineage string). Imported bilm-tf weights carry
     no softmax: one is added for the data's vocabulary (``vocab_size`` words), freshly initialized."""
+    from elmo_core.model_spec import ModelSpec
+
     from workflows.registry import tracking
 
-    if source.startswith(("models:/", "runs:/")):
-        pinned, lineage = tracking.pin_model_uri(source)
-        return tracking.download_model(pinned, workdir), lineage
-    if "," in source:  # bilm-tf options + weights
-        from elmo_core.weights import load_bilm_tf, save_checkpoint
+    spec = ModelSpec.parse(source)
+    if spec.registry_uri is not None:
+        folder, _, lineage = tracking.download_pinned(spec.registry_uri, workdir)
+        return folder, lineage
+    if spec.folder is not None:
+        return spec.folder, spec.local_path()
+    from elmo_core.bilm import BiLM
+    from elmo_core.weights import load_bilm_tf, save_checkpoint
 
-        from elmo_core.bilm import BiLM
-
-        options, weights = source.split(",", 1)
-        imported = load_bilm_tf(options, weights)
-        model = BiLM(imported.config.replace(training=imported.config.training.for_vocabulary(vocab_size)))
-        missing, unexpected = model.load_state_dict(imported.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("softmax.") for k in missing):
-            raise ValueError(f"{source}: imported weights do not fit the model ({unexpected or missing})")
-        target = os.path.join(workdir, "imported")
-        save_checkpoint(model, target)
-        return target, f"bilm-tf:{os.path.basename(weights)}"
-    if not os.path.isdir(source):
-        raise ValueError(f"{source}: not a model URI, directory or OPTIONS,WEIGHTS pair")
-    return source, os.path.abspath(source)
+    imported = load_bilm_tf(spec.options_file, spec.weight_file)
+    model = BiLM(imported.config.replace(training=imported.config.training.for_vocabulary(vocab_size)))
+    missing, unexpected = model.load_state_dict(imported.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("softmax.") for k in missing):
+        raise ValueError(f"{source}: imported weights do not fit the model ({unexpected or missing})")
+    target = os.path.join(workdir, "imported")
+    save_checkpoint(model, target)
+    return target, f"bilm-tf:{os.path.basename(spec.weight_file)}"
 
 
 def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
@@ -143,10 +144,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo adapt", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+main = entry_point("elmo adapt", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import sys
 
 from elmo_core.config import OPTIMIZERS, PRESETS
 
+from preprocessing.entry_point import entry_point
+
 from workflows.training.config import TRAINING_MODES, TrainJobConfig
 
 UNLIMITED_STEPS = 10**12  # --max-epochs without --max-steps
@@ -223,10 +225,7 @@ def write_summary_json(path: str | None, outcome: dict) -> None:
             f.write("\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo pretrain", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+main = entry_point("elmo pretrain", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":
