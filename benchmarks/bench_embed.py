@@ -6,7 +6,7 @@ Input: CPython's pydoc prose (`preprocessing.sample_text.pydoc_sentences`, one s
 shuffled copies), written at run time as ``--files`` plain-text files of ``--tokens`` whitespace
 tokens in total (nothing is committed); the memory phases use a corpus of ``--memory-tokens``
 and one ``--memory-factor`` times larger (the same number of files, each that much longer).
-Model: a native model directory (`elmo_core.weights.save_checkpoint`) of the ``--preset``
+Model: a native model directory (`elmo_core.weights.save_model_folder`) of the ``--preset``
 configuration (default ``small``, the released ELMo small sizes) with random weights of a
 realistic scale (std 1/sqrt(fan in), as ``tests/conftest.py: seeded``): speed does not depend on
 the values. Every phase runs in its own process, on the same files and model:
@@ -77,7 +77,7 @@ def make_model(directory: Path, preset: str, seed: int = 0) -> dict:
 
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
-    from elmo_core.weights import save_checkpoint
+    from elmo_core.weights import save_model_folder
 
     model = BiLM(BiLMConfig.preset(preset))
     gen = torch.Generator().manual_seed(seed)
@@ -85,7 +85,7 @@ def make_model(directory: Path, preset: str, seed: int = 0) -> dict:
         for p in model.parameters():
             fan_in = p.shape[-2] if p.dim() >= 2 else 4
             p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
-    save_checkpoint(model, directory)
+    save_model_folder(model, directory)
     return {"preset": preset, "parameters": sum(p.numel() for p in model.parameters()),
             "output_dim": 2 * model.config.lstm.projection_dim, "layers": model.config.n_output_layers}
 
@@ -283,12 +283,12 @@ def phase_baseline(corpus: Path, model_dir: Path, threads: int, lines_per_block:
     import torch
 
     from elmo_core.embedder import Embedder
-    from elmo_core.weights import load_checkpoint
+    from elmo_core.weights import load_model_folder
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as out, JobProcesses() as procs:
         start = time.perf_counter()
-        model, _ = load_checkpoint(model_dir)
+        model, _ = load_model_folder(model_dir)
         embedder = Embedder(model, batch_size=1 << 20, layers="all", batch_tokens=batch_tokens)  # as EmbedActor
         load_s = time.perf_counter() - start
         n_layers, dim = model.config.n_output_layers, 2 * model.config.lstm.projection_dim

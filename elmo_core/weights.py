@@ -1,9 +1,9 @@
-"""Model files: bilm-tf/AllenNLP hdf5 import and export, and the native checkpoint format.
+"""Model files: bilm-tf/AllenNLP hdf5 import and export, and the native model folder.
 
 Model files are untrusted input, so nothing here unpickles: weights are read from hdf5
 (h5py) or safetensors, configs from JSON.
 
-Native checkpoint = a directory::
+Model folder = a directory::
 
     config.json        bilm-tf options.json (readable by AllenNLP/bilm-tf too)
     model.safetensors  every parameter, our names (softmax included when present)
@@ -145,8 +145,8 @@ def _no_softmax(config: BiLMConfig) -> TrainingConfig:
     return dataclasses.replace(config.training, n_tokens_vocab=0)
 
 
-# ---------------------------------------------------------------------- native format
-def save_checkpoint(model: BiLM, directory: str | os.PathLike, vocab: Vocabulary | None = None) -> Path:
+# ---------------------------------------------------------------------- model folder
+def save_model_folder(model: BiLM, directory: str | os.PathLike, vocab: Vocabulary | None = None) -> Path:
     """Write config.json + model.safetensors (+ vocab.txt) into `directory`, atomically."""
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
@@ -158,8 +158,8 @@ def save_checkpoint(model: BiLM, directory: str | os.PathLike, vocab: Vocabulary
     return directory
 
 
-def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[BiLM, Vocabulary | None]:
-    """Read a native checkpoint directory -> (model in eval mode, vocabulary or None)."""
+def load_model_folder(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[BiLM, Vocabulary | None]:
+    """Read a model folder -> (model in eval mode, vocabulary or None)."""
     directory = Path(directory)
     if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
         raise WeightFileError(f"{directory} is not a model directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
@@ -190,7 +190,7 @@ def load_local_model(spec: ModelSpec, map_location: str | torch.device = "cpu") 
     """The model (eval mode) of a model folder or a bilm-tf pair; a registry URI is downloaded
     into a folder first (`workflows.registry`)."""
     if spec.folder is not None:
-        return load_checkpoint(spec.folder, map_location)[0]
+        return load_model_folder(spec.folder, map_location)[0]
     if spec.options_file is not None:
         return load_bilm_tf(spec.options_file, spec.weight_file).to(map_location)
     raise ValueError(f"{spec.text}: a registry model is loaded from the folder workflows.registry downloads")

@@ -16,4 +16,5 @@ def entry_point(prog: str, doc: str, add_arguments: Callable[[argparse.ArgumentP
         add_arguments(parser)
         return run(parser.parse_args(argv))
 
+    main.__module__ = run.__module__  # the command module's own `main`
     return main

@@ -58,10 +58,10 @@ def test_a_champion_is_registered_and_adaptation_lowers_domain_perplexity(demo):
     assert adapt["target_ppl_after"] < adapt["target_ppl_before"], adapt
     assert float(adapted.tags["val_ppl"]) == pytest.approx(adapt["target_ppl_after"])
     # exported as a native model directory, the registered version's weights
-    from elmo_core.weights import load_checkpoint
+    from elmo_core.weights import load_model_folder
 
     assert (out / "model" / "source.txt").read_text().strip() == f"models:/elmo-demo-python/{adapted.version}"
-    model, vocab = load_checkpoint(out / "model")
+    model, vocab = load_model_folder(out / "model")
     assert vocab is not None and len(vocab) == model.config.training.n_tokens_vocab
     # the general held-out text was measured before and after as well (forgetting)
     assert adapt["source_ppl_before"] == pytest.approx(summary["pretrain"]["val_ppl"], rel=1e-4)

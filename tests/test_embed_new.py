@@ -62,8 +62,8 @@ def registry(tmp_path_factory):
 
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
-    from elmo_core.weights import save_checkpoint
-    from workflows.registry.tracking import StageRun, register
+    from elmo_core.weights import save_model_folder
+    from workflows.registry.tracking import TrackedRun, register
 
     root = tmp_path_factory.mktemp("registry")
     previous = os.environ.get("MLFLOW_TRACKING_URI")
@@ -72,8 +72,8 @@ def registry(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         for seed, ppl in ((31, 10.0), (32, 20.0)):
             model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=seed).eval()
-            save_checkpoint(model, root / f"native{seed}")
-            run = StageRun("sched-tests", f"tiny{seed}", {"preset": "tiny"}, {})
+            save_model_folder(model, root / f"native{seed}")
+            run = TrackedRun("sched-tests", f"tiny{seed}", {"preset": "tiny"}, {})
             register(run.log_model(str(root / f"native{seed}")), NAME, {"val_ppl": ppl})
             run.finish()
         try:

@@ -14,9 +14,9 @@
    file is embedded);
 7. plots (``OUT/plots``), a summary table and ``OUT/summary.json``.
 
-Each stage prints one line with its elapsed time (a live bar for training on a terminal); what
-Ray and the stages print goes to ``OUT/demo.log`` (``--verbose``: to the terminal). Rerunning
-reuses every finished stage whose settings and inputs are unchanged, and says so; ``--fresh``
+Each step prints one line with its elapsed time (a live bar for training on a terminal); what
+Ray and the steps print goes to ``OUT/demo.log`` (``--verbose``: to the terminal). Rerunning
+reuses every finished step whose settings and inputs are unchanged, and says so; ``--fresh``
 starts over in the same directory.
 """
 
@@ -155,7 +155,7 @@ def export_model(model_uri: str, destination: Path) -> Path:
 
 
 def training_progress(experiment: str, run_prefix: str, total: int):
-    """A poller for the console bar: the newest step rank 0 logged to the stage's MLflow run."""
+    """A poller for the console bar: the newest step rank 0 logged to the step's MLflow run."""
     from workflows.registry.tracking import latest_step
 
     def poll():
@@ -170,7 +170,7 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
     from workflows.object_store import Store
 
     sys.stderr.flush()
-    # the terminal, kept apart: fd 2 itself goes to the log while the stages run
+    # the terminal, kept apart: fd 2 itself goes to the log while the steps run
     console = Console(os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace"), n_steps=8)
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -184,7 +184,7 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
     progress = TourProgress(store)
     began = time.monotonic()
     console.say(f"elmo demo ({profile.name}): everything goes to {out}"
-                + ("" if verbose else f"; Ray's and the stages' own output to {log_path}"))
+                + ("" if verbose else f"; Ray's and the steps' own output to {log_path}"))
     summary: dict = {"profile": profile.name, "output_dir": str(out)}
     try:
         with output_to(log_path):
@@ -197,8 +197,8 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
                 ray.shutdown()
     except Exception:
         if log_path is not None:
-            console.say(f"elmo demo failed; the stages' own output is in {log_path}. Rerunning continues "
-                        "from the last finished stage.")
+            console.say(f"elmo demo failed; the steps' own output is in {log_path}. Rerunning continues "
+                        "from the last finished step.")
         raise
     store.clear_temp(remove_dir=True)
     summary["seconds"] = round(time.monotonic() - began, 1)
@@ -449,7 +449,7 @@ def make_plots(out: Path, pretrained: dict, adapted: dict, corpora, model_uri: s
     import numpy as np
 
     from elmo_core.embedder import Embedder
-    from elmo_core.weights import load_checkpoint
+    from elmo_core.weights import load_model_folder
 
     from workflows.demo import plots
     from workflows.registry.tracking import download_pinned, metric_history
@@ -465,7 +465,7 @@ def make_plots(out: Path, pretrained: dict, adapted: dict, corpora, model_uri: s
     domain = plots.tokenize_for_plot(corpora.domain + [p for f in corpora.new for p in f], 6000)
     occurrences = plots.find_occurrences(general, domain)
     folder, _, _ = download_pinned(model_uri, str(plots_dir / ".model"))
-    model, _ = load_checkpoint(folder)
+    model, _ = load_model_folder(folder)
     vectors = Embedder(model, batch_size=64, layers="all").embed_all([o.tokens for o in occurrences])
     layers = np.stack([v[:, o.position] for v, o in zip(vectors, occurrences)])  # (n, L+1, 2P)
     contexts = plots.context_projection(occurrences, layers, plots_dir / "contexts.png")
@@ -501,7 +501,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="out/demo", type=Path, help="where everything goes (default: out/demo)")
     parser.add_argument("--quick", action="store_true", help="a smaller run (< 3 min here; what the test runs)")
     parser.add_argument("--fresh", action="store_true", help="delete the output directory first")
-    parser.add_argument("--verbose", action="store_true", help="Ray's and the stages' output on the terminal")
+    parser.add_argument("--verbose", action="store_true", help="Ray's and the steps' output on the terminal")
 
 
 def run(args: argparse.Namespace) -> int:

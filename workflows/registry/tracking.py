@@ -54,8 +54,8 @@ TRAIN_RUN_TAG = "elmo.train_run"  # the Ray Train run name, the key to resume by
 MODEL_URI_TAG = "elmo.model_uri"  # the model the run logged (what `elmo register` registers)
 
 
-class StageRun:
-    """One MLflow run for one stage (pretrain / adapt), optionally nested under a pipeline run."""
+class TrackedRun:
+    """The MLflow run of one training command (pretrain / adapt), optionally nested under a pipeline run."""
 
     def __init__(self, experiment: str, run_name: str, params: dict, tags: dict,
                  parent_run_id: str | None = None) -> None:
@@ -245,8 +245,8 @@ def get_run(run_id: str):
 
 
 def download_model(model_uri: str, destination: str) -> str:
-    """A logged/registered model (``models:/NAME@ALIAS``, ``runs:/ID/model``) -> our native
-    checkpoint directory (the pyfunc's ``model`` artifact)."""
+    """A logged/registered model (``models:/NAME@ALIAS``, ``runs:/ID/model``) -> our model
+    folder (the pyfunc's ``model`` artifact)."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())

@@ -48,7 +48,7 @@ def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]
     if spec.folder is not None:
         return spec.folder, spec.local_path()
     from elmo_core.bilm import BiLM
-    from elmo_core.weights import load_bilm_tf, save_checkpoint
+    from elmo_core.weights import load_bilm_tf, save_model_folder
 
     imported = load_bilm_tf(spec.options_file, spec.weight_file)
     model = BiLM(imported.config.replace(training=imported.config.training.for_vocabulary(vocab_size)))
@@ -56,7 +56,7 @@ def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]
     if unexpected or any(not k.startswith("softmax.") for k in missing):
         raise ValueError(f"{source}: imported weights do not fit the model ({unexpected or missing})")
     target = os.path.join(workdir, "imported")
-    save_checkpoint(model, target)
+    save_model_folder(model, target)
     return target, f"bilm-tf:{os.path.basename(spec.weight_file)}"
 
 
@@ -74,19 +74,19 @@ def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
 def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str, address: str | None = None,
           source_data: str | None = None, experiment: str = "elmo", parent_run_id: str | None = None,
           run_name: str | None = None, recipe: dict | None = None) -> dict:
-    """The whole stage; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout)."""
+    """The whole `elmo adapt`; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout)."""
     from preprocessing.dataset import load_manifest, load_vocabulary
 
     from workflows.registry import tracking
-    from workflows.training.checkpoints import final_model_dir, load_model
+    from workflows.training.checkpoints import final_model_dir, load_model_and_vocab
     from workflows.registry.register import register_run
-    from workflows.training.driver import ensure_ray, run_stage, unique_name
+    from workflows.training.driver import ensure_ray, run_training, unique_name
 
     workdir = tempfile.mkdtemp(prefix="elmo-adapt-")
     data_vocab = load_vocabulary(job.data)
     start_dir, lineage = resolve_start(source, workdir, len(data_vocab))
     start = Path(start_dir)
-    _, model_vocab = load_model(start)
+    _, model_vocab = load_model_and_vocab(start)
     if model_vocab is not None and model_vocab != data_vocab:
         raise ValueError(f"{job.data} was preprocessed with a different vocabulary than {source}: rerun "
                          "`elmo preprocess ... --vocab <the model's vocab.txt>` so word ids match the softmax")
@@ -98,7 +98,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     name = run_name or unique_name(f"adapt-{registered_model}")
     print(f"Ray Train run {name!r} (checkpoints under {storage}; rerun with --run-name {name} to resume)",
           file=sys.stderr)
-    run = tracking.StageRun(experiment, name, {**{f"job.{k}": v for k, v in job.to_dict().items()}, "from": source},
+    run = tracking.TrackedRun(experiment, name, {**{f"job.{k}": v for k, v in job.to_dict().items()}, "from": source},
                             {"stage": "adapt", "parent_model": lineage, "vocab_digest": data_vocab.digest()},
                             parent_run_id)
     if run.resumed:
@@ -106,7 +106,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     try:
         run.log_dataset_manifest(manifest, "target")
         run.log_metrics(before, 0)
-        result = run_stage(job, data_vocab, storage, name, init_checkpoint=start_dir, tracking=run.coordinates(),
+        result = run_training(job, data_vocab, storage, name, init_model=start_dir, tracking=run.coordinates(),
                            training_overrides=recipe)
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
         after = {"target_ppl_after": result.final.get("best_val_ppl", result.final["val_ppl"])}

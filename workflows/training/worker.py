@@ -28,7 +28,7 @@ from elmo_core.bilm import BiLM, Perplexity
 from elmo_core.config import BiLMConfig
 from elmo_core.lstm import LstmState
 from elmo_core.vocabulary import Vocabulary
-from elmo_core.weights import load_checkpoint as load_model_folder
+from elmo_core.weights import load_model_folder
 
 from workflows import faults
 from workflows.training.batches import GlobalBatch, global_batches
@@ -51,12 +51,12 @@ def evaluate(model: BiLM, vocab: Vocabulary, tables, rank: int, world_size: int,
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """Ray Train entry; ``loop_config`` (built by `workflows.training.driver.run_stage`) holds:
+    """Ray Train entry; ``loop_config`` (built by `workflows.training.driver.run_training`) holds:
 
     ``job``                 the `TrainJobConfig` as a dict
     ``vocab``               the data's vocabulary (tokens)
     ``model_config``        bilm-tf options of a new model, or None
-    ``init_checkpoint``     a training checkpoint or model folder to start from, or None (adapt)
+    ``init_model``          a training checkpoint or model folder to start from, or None (adapt)
     ``training_overrides``  `TrainingConfig` fields to replace in the starting model (adapt's recipe)
     ``tracking``            MLflow run coordinates (rank 0 logs metrics there), or None
     ``fault_marker``        where ``job.fail_at_step``'s one failure is recorded (`workflows.faults`)
@@ -123,8 +123,8 @@ def _starting_point(loop_config: dict, rank: int) -> _StartingPoint:
         return start
     vocab = Vocabulary(loop_config["vocab"])
     optimizer_state = None
-    if loop_config.get("init_checkpoint"):  # adaptation: start from another model
-        init = Path(loop_config["init_checkpoint"])
+    if loop_config.get("init_model"):  # adaptation: start from another model
+        init = Path(loop_config["init_model"])
         if is_training_checkpoint(init):
             model, _, optimizer_state, _ = load_training_checkpoint(init)
         else:
