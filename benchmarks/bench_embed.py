@@ -6,7 +6,7 @@ Input: CPython's pydoc prose (`preprocessing.sample_text.pydoc_sentences`, one s
 shuffled copies), written at run time as ``--files`` plain-text files of ``--tokens`` whitespace
 tokens in total (nothing is committed); the memory phases use a corpus of ``--memory-tokens``
 and one ``--memory-factor`` times larger (the same number of files, each that much longer).
-Model: a native model directory (`elmo_core.weights.save_checkpoint`) of the ``--preset``
+Model: a native model directory (`elmo_core.weights.save_model_folder`) of the ``--preset``
 configuration (default ``small``, the released ELMo small sizes) with random weights of a
 realistic scale (std 1/sqrt(fan in), as ``tests/conftest.py: seeded``): speed does not depend on
 the values. Every phase runs in its own process, on the same files and model:

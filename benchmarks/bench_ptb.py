@@ -86,9 +86,9 @@ def run(cmd: list[str], env: dict, log: Path) -> None:
 
 def parameter_counts(model_dir: str) -> dict:
     sys.path.insert(0, str(ROOT))
-    from elmo_core.weights import load_checkpoint
+    from elmo_core.weights import load_model_folder
 
-    model, _ = load_checkpoint(model_dir)
+    model, _ = load_model_folder(model_dir)
     return {"forward_lm": model.num_forward_lm_parameters(), "total": model.num_parameters(include_softmax=True),
             "without_softmax": model.num_parameters()}
 

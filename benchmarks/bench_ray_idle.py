@@ -4,7 +4,7 @@ local Ray does nothing but sleep after reading its dataset shard.
 
     .venv/bin/python benchmarks/bench_ray_idle.py --out benchmarks/results/ray_idle_cpu.json
 
-The run is set up as `workflows.training.driver.run_stage` sets up training (the same datasets and
+The run is set up as `workflows.training.driver.run_training` sets up training (the same datasets and
 data config, 2 workers x 1 CPU, ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2``; Ray started as
 `bench_train.py` starts it). Ray's processes are sampled twice (`processes.ProcessSampler`),
 ``--window`` seconds apart, once start-up is over; the result is CPU seconds per wall second by

@@ -138,7 +138,7 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     from preprocessing.dataset import load_vocabulary
     from workflows.training.config import TrainJobConfig
     from workflows.training.pretrain import model_options
-    from workflows.training.driver import run_stage, unique_name
+    from workflows.training.driver import run_training, unique_name
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
@@ -152,7 +152,7 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
                          keep_checkpoints=steps)
     with tempfile.TemporaryDirectory() as storage, ProcessSampler(interval=0.5) as procs:
         start = time.perf_counter()
-        result = run_stage(job, vocab, storage, unique_name("bench"), model_config=model_options(preset, len(vocab)))
+        result = run_training(job, vocab, storage, unique_name("bench"), model_config=model_options(preset, len(vocab)))
         wall = time.perf_counter() - start
     ray.shutdown()
     timed = [h for h in result.history if h.get("step", 0) > warmup and "tokens_per_second" in h]

@@ -48,12 +48,12 @@ def phase_baseline(corpus: Path, model_dir: Path, threads: int, lines_per_block:
     import torch
 
     from elmo_core.embedder import Embedder
-    from elmo_core.weights import load_checkpoint
+    from elmo_core.weights import load_model_folder
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as out, ProcessSampler() as procs:
         start = time.perf_counter()
-        model, _ = load_checkpoint(model_dir)
+        model, _ = load_model_folder(model_dir)
         embedder = Embedder(model, batch_size=1 << 20, layers="all", batch_tokens=batch_tokens)  # as EmbedActor
         load_s = time.perf_counter() - start
         n_layers, dim = model.config.n_output_layers, 2 * model.config.lstm.projection_dim

@@ -13,7 +13,7 @@ def make_model(directory: Path, preset: str, seed: int = 0) -> dict:
 
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
-    from elmo_core.weights import save_checkpoint
+    from elmo_core.weights import save_model_folder
 
     model = BiLM(BiLMConfig.preset(preset))
     gen = torch.Generator().manual_seed(seed)
@@ -21,7 +21,7 @@ def make_model(directory: Path, preset: str, seed: int = 0) -> dict:
         for p in model.parameters():
             fan_in = p.shape[-2] if p.dim() >= 2 else 4
             p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
-    save_checkpoint(model, directory)
+    save_model_folder(model, directory)
     return {"preset": preset, "parameters": sum(p.numel() for p in model.parameters()),
             "output_dim": 2 * model.config.lstm.projection_dim, "layers": model.config.n_output_layers}
 

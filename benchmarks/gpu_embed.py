@@ -21,16 +21,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 def embed_command(device, sentences, work: Path, n_check: int) -> dict:
     """The user's path: ``python -m elmo_cli embed`` as a process (``original``, random weights
-    saved with `save_checkpoint`), on ``device`` for all sentences, timed start to end; and the
+    saved with `save_model_folder`), on ``device`` for all sentences, timed start to end; and the
     first ``n_check`` sentences on the device and on the CPU, max |diff| over the HDF5 outputs."""
     import subprocess
 
     import h5py
 
-    from elmo_core.weights import save_checkpoint
+    from elmo_core.weights import save_model_folder
 
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = save_checkpoint(model_of("original", 0, "cpu"), work / "model")
+    model_dir = save_model_folder(model_of("original", 0, "cpu"), work / "model")
     text = work / "all.txt"
     text.write_text("".join(" ".join(s) + "\n" for s in sentences))
     head = work / "head.txt"

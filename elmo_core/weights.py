@@ -1,9 +1,9 @@
-"""Model files: bilm-tf/AllenNLP hdf5 import and export, and the native checkpoint format.
+"""Model files: bilm-tf/AllenNLP hdf5 import and export, and the native model folder.
 
 Model files are untrusted input, so nothing here unpickles: weights are read from hdf5
 (h5py) or safetensors, configs from JSON.
 
-Native checkpoint = a directory::
+Model folder = a directory::
 
     config.json        bilm-tf options.json (readable by AllenNLP/bilm-tf too)
     model.safetensors  every parameter, our names (softmax included when present)
@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_directory, atomic_file
 from .bilm import BiLM
 from .config import BiLMConfig, TrainingConfig
+from .model_spec import ModelSpec
 from .vocabulary import Vocabulary
 
 CONFIG_NAME = "config.json"
@@ -144,8 +145,8 @@ def _no_softmax(config: BiLMConfig) -> TrainingConfig:
     return dataclasses.replace(config.training, n_tokens_vocab=0)
 
 
-# ---------------------------------------------------------------------- native format
-def save_checkpoint(model: BiLM, directory: str | os.PathLike, vocab: Vocabulary | None = None) -> Path:
+# ---------------------------------------------------------------------- model folder
+def save_model_folder(model: BiLM, directory: str | os.PathLike, vocab: Vocabulary | None = None) -> Path:
     """Write config.json + model.safetensors (+ vocab.txt) into `directory`, atomically."""
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
@@ -157,8 +158,8 @@ def save_checkpoint(model: BiLM, directory: str | os.PathLike, vocab: Vocabulary
     return directory
 
 
-def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[BiLM, Vocabulary | None]:
-    """Read a native checkpoint directory -> (model in eval mode, vocabulary or None)."""
+def load_model_folder(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[BiLM, Vocabulary | None]:
+    """Read a model folder -> (model in eval mode, vocabulary or None)."""
     directory = Path(directory)
     if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
         raise WeightFileError(f"{directory} is not a model directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
@@ -182,13 +183,17 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
 def load_model(path: str | os.PathLike | None = None, options_file: str | os.PathLike | None = None,
                weight_file: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> BiLM:
     """One entry point: a native directory (`path`) or a bilm-tf options + hdf5 pair."""
-    if path is not None:
-        if options_file or weight_file:
-            raise ValueError("give either a model directory or --options-file/--weight-file, not both")
-        return load_checkpoint(path, map_location)[0]
-    if not (options_file and weight_file):
-        raise ValueError("need a model directory, or both an options file and a weight file")
-    return load_bilm_tf(options_file, weight_file).to(map_location)
+    return load_local_model(ModelSpec.of_files(path, options_file, weight_file), map_location)
+
+
+def load_local_model(spec: ModelSpec, map_location: str | torch.device = "cpu") -> BiLM:
+    """The model (eval mode) of a model folder or a bilm-tf pair; a registry URI is downloaded
+    into a folder first (`workflows.registry`)."""
+    if spec.folder is not None:
+        return load_model_folder(spec.folder, map_location)[0]
+    if spec.options_file is not None:
+        return load_bilm_tf(spec.options_file, spec.weight_file).to(map_location)
+    raise ValueError(f"{spec.text}: a registry model is loaded from the folder workflows.registry downloads")
 
 
 # ---------------------------------------------------------------------- embedding-only bytes

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from .config import PreprocessConfig, RunOptions
+from .entry_point import entry_point
 
 _DEFAULTS = PreprocessConfig()
 
@@ -101,10 +102,7 @@ def _assigned_splits(validation: list[str], test: list[str]) -> tuple[tuple[str,
     return tuple(pairs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo preprocess", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+main = entry_point("elmo preprocess", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

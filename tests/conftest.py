@@ -70,12 +70,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.fixture)
 
 
-def assert_one_line_per_stage(output: str, stages: int) -> list[str]:
-    """A console that reports ``[k/N] title: outcome (elapsed)`` once per stage, and never FAILED."""
+def assert_one_line_per_step(output: str, steps: int) -> list[str]:
+    """A console that reports ``[k/N] title: outcome (elapsed)`` once per step, and never FAILED."""
     lines = output.splitlines()
-    for stage in range(1, stages + 1):
-        done = [line for line in lines if line.startswith(f"[{stage}/{stages}] ") and line.rstrip().endswith("s)")]
-        assert len(done) == 1, (stage, done)
+    for step in range(1, steps + 1):
+        done = [line for line in lines if line.startswith(f"[{step}/{steps}] ") and line.rstrip().endswith("s)")]
+        assert len(done) == 1, (step, done)
     assert not any("FAILED" in line for line in lines)
     return lines
 

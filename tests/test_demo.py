@@ -16,7 +16,7 @@ pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from conftest import assert_one_line_per_stage  # noqa: E402
+from conftest import assert_one_line_per_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,9 +36,9 @@ def demo(tmp_path_factory):
     return out, proc.stderr, json.loads((out / "summary.json").read_text())
 
 
-def test_output_is_one_line_per_stage_and_ray_stays_in_the_log(demo):
+def test_output_is_one_line_per_step_and_ray_stays_in_the_log(demo):
     out, stderr, _ = demo
-    lines = assert_one_line_per_stage(stderr, 8)
+    lines = assert_one_line_per_step(stderr, 8)
     noisy = [line for line in lines if "INFO" in line or "WARNING" in line or "core_worker" in line]
     assert not noisy, noisy[:5]
     log = (out / "demo.log").read_text()
@@ -58,10 +58,10 @@ def test_a_champion_is_registered_and_adaptation_lowers_domain_perplexity(demo):
     assert adapt["target_ppl_after"] < adapt["target_ppl_before"], adapt
     assert float(adapted.tags["val_ppl"]) == pytest.approx(adapt["target_ppl_after"])
     # exported as a native model directory, the registered version's weights
-    from elmo_core.weights import load_checkpoint
+    from elmo_core.weights import load_model_folder
 
     assert (out / "model" / "source.txt").read_text().strip() == f"models:/elmo-demo-python/{adapted.version}"
-    model, vocab = load_checkpoint(out / "model")
+    model, vocab = load_model_folder(out / "model")
     assert vocab is not None and len(vocab) == model.config.training.n_tokens_vocab
     # the general held-out text was measured before and after as well (forgetting)
     assert adapt["source_ppl_before"] == pytest.approx(summary["pretrain"]["val_ppl"], rel=1e-4)

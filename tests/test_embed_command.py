@@ -13,7 +13,7 @@ from conftest import random_sentences, seeded
 from elmo_core.bilm import BiLM
 from elmo_core.characters import batch_to_ids
 from elmo_core.config import BiLMConfig
-from elmo_core.weights import save_bilm_tf_weights, save_checkpoint
+from elmo_core.weights import save_bilm_tf_weights, save_model_folder
 
 
 def elmo(*args):
@@ -26,7 +26,7 @@ def model_files(tmp_path_factory):
     model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=9).eval()
     save_bilm_tf_weights(model, root / "weights.hdf5")
     model.config.save(root / "options.json")
-    save_checkpoint(model, root / "native")
+    save_model_folder(model, root / "native")
     return model, root
 
 

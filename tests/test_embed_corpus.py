@@ -37,17 +37,17 @@ def registry(tmp_path_factory):
 
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
-    from elmo_core.weights import save_checkpoint
-    from workflows.registry.tracking import StageRun, register
+    from elmo_core.weights import save_model_folder
+    from workflows.registry.tracking import TrackedRun, register
 
     root = tmp_path_factory.mktemp("registry")
     model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=21).eval()
-    save_checkpoint(model, root / "native")
+    save_model_folder(model, root / "native")
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     with mlflow_server(root) as server, pytest.MonkeyPatch.context() as mp:
         uri = server.address
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        run = StageRun("embed-tests", "tiny", {"preset": "tiny"}, {})
+        run = TrackedRun("embed-tests", "tiny", {"preset": "tiny"}, {})
         model_uri = run.log_model(str(root / "native"))
         run.finish()
         assert register(model_uri, NAME, {"val_ppl": 10.0})["version"] == 1

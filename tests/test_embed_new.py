@@ -2,8 +2,8 @@
 real `mlflow server`, outputs on a local disk and on a real S3 server (SeaweedFS) on 127.0.0.1.
 
 The scheduler is SIGKILLed at several points (while a file is being embedded, before and after
-its output is published, after its ledger entry is committed) through its fault hook
-(`workflows.embedding.embed_new.FAULT_ENV`); every rerun must end with exactly one committed output per
+its output is published, after its ledger entry is committed) through its fault points
+(`workflows.faults.FAULT_ENV`); every rerun must end with exactly one committed output per
 input and no other file visible."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 
 from conftest import random_sentences, seeded
 from local_services import mlflow_server, s3_available, s3_server
+from workflows.faults import FAULT_ENV
 
 ray = pytest.importorskip("ray")
 NAME = "elmo-sched"
@@ -37,7 +38,7 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def actor_fault(tmp_path_factory):
-    """Where an embedding actor looks for its kill order (`workflows.embedding.pipeline.ACTOR_FAULT_ENV`)."""
+    """While this file exists, one embedding actor takes it and is killed (`workflows.faults`)."""
     return tmp_path_factory.mktemp("fault") / "kill-one-actor"
 
 
@@ -45,12 +46,10 @@ def actor_fault(tmp_path_factory):
 def cluster(s3, actor_fault):
     """A local Ray whose workers see the S3 server's settings (as a cluster's nodes would have
     them) and the actor fault file's path."""
-    from workflows.embedding.pipeline import ACTOR_FAULT_ENV
-
     with pytest.MonkeyPatch.context() as mp:
         for key, value in (s3[0] if s3 else {}).items():
             mp.setenv(key, value)
-        mp.setenv(ACTOR_FAULT_ENV, str(actor_fault))
+        mp.setenv(FAULT_ENV, f"embed_actor:{actor_fault}")
         ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -63,8 +62,8 @@ def registry(tmp_path_factory):
 
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
-    from elmo_core.weights import save_checkpoint
-    from workflows.registry.tracking import StageRun, register
+    from elmo_core.weights import save_model_folder
+    from workflows.registry.tracking import TrackedRun, register
 
     root = tmp_path_factory.mktemp("registry")
     previous = os.environ.get("MLFLOW_TRACKING_URI")
@@ -73,8 +72,8 @@ def registry(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         for seed, ppl in ((31, 10.0), (32, 20.0)):
             model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=seed).eval()
-            save_checkpoint(model, root / f"native{seed}")
-            run = StageRun("sched-tests", f"tiny{seed}", {"preset": "tiny"}, {})
+            save_model_folder(model, root / f"native{seed}")
+            run = TrackedRun("sched-tests", f"tiny{seed}", {"preset": "tiny"}, {})
             register(run.log_model(str(root / f"native{seed}")), NAME, {"val_ppl": ppl})
             run.finish()
         try:
@@ -89,9 +88,9 @@ def write_text(path, seed, n=30):
 
 def cli(cluster, registry, source, out, *extra, fault=None, env_extra=None):
     env = {**os.environ, "RAY_ADDRESS": cluster, "MLFLOW_TRACKING_URI": registry, **(env_extra or {})}
-    env.pop("ELMO_EMBED_NEW_FAULT", None)
+    env.pop(FAULT_ENV, None)
     if fault:
-        env["ELMO_EMBED_NEW_FAULT"] = fault
+        env[FAULT_ENV] = fault
     return subprocess.run([sys.executable, "-m", "workflows.embedding.embed_new", str(source), "--output", str(out),
                            "--model", f"models:/{NAME}@champion", "--tokenizer", "whitespace",
                            "--lines-per-block", "8", *extra], capture_output=True, text=True, env=env, timeout=300)

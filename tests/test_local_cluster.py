@@ -20,7 +20,7 @@ pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
 import local_services
-from conftest import assert_one_line_per_stage
+from conftest import assert_one_line_per_step
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(local_services.s3_available() is None,
@@ -39,7 +39,7 @@ def local_run(tmp_path_factory):
 
 def test_one_line_per_stage_and_every_server_stopped_by_pid(local_run):
     work, stdout, summary = local_run
-    assert_one_line_per_stage(stdout, 7)
+    assert_one_line_per_step(stdout, 7)
     services = summary["services"]
     assert len(services) == 4  # S3, MLflow, Ray head, a second Ray node
     assert summary["stopped"]["still_running"] == []

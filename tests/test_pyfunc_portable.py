@@ -74,25 +74,25 @@ def registered(tmp_path_factory):
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
     from elmo_core.embedder import Embedder
-    from elmo_core.weights import save_checkpoint
-    from workflows.registry.tracking import StageRun, register
+    from elmo_core.weights import save_model_folder
+    from workflows.registry.tracking import TrackedRun, register
 
     root = tmp_path_factory.mktemp("pyfunc_portable")
     model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=11).eval()
-    save_checkpoint(model, root / "native")
+    save_model_folder(model, root / "native")
     expected = Embedder(model).embed_all([s.split() for s in SENTENCES])
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     with mlflow_server(root) as server, pytest.MonkeyPatch.context() as mp:
         uri = server.address
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         try:
-            run = StageRun("pyfunc-portable", "tiny", {"preset": "tiny"}, {})
+            run = TrackedRun("pyfunc-portable", "tiny", {"preset": "tiny"}, {})
             model_uri = run.log_model(str(root / "native"))
             run.finish()
             assert register(model_uri, NAME, {"val_ppl": 10.0})["promoted"]
             yield uri, expected
         finally:
-            mlflow.set_tracking_uri(previous)  # StageRun set mlflow's global URI to this server
+            mlflow.set_tracking_uri(previous)  # TrackedRun set mlflow's global URI to this server
 
 
 def test_loads_and_embeds_without_the_project(registered, tmp_path):

@@ -1,5 +1,7 @@
 """Weight import/export: bilm-tf hdf5 round trip and the native (safetensors) checkpoint."""
 
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -10,8 +12,8 @@ from elmo_core.bilm import BiLM
 from elmo_core.characters import batch_to_ids
 from elmo_core.config import BiLMConfig
 from elmo_core.vocabulary import Vocabulary
-from elmo_core.weights import (WeightFileError, load_bilm_tf, load_checkpoint, load_model,
-                               save_bilm_tf_weights, save_checkpoint)
+from elmo_core.weights import (WeightFileError, load_bilm_tf, load_model_folder, load_model,
+                               save_bilm_tf_weights, save_model_folder)
 
 
 def _outputs(model, sentences):
@@ -44,8 +46,8 @@ def test_export_import_round_trip_is_bit_exact(tmp_path):
 def test_native_checkpoint_round_trip_is_bit_exact_and_keeps_softmax_and_vocab(tmp_path):
     model = seeded(BiLM(BiLMConfig.preset("tiny", n_tokens_vocab=7)), seed=2).eval()
     vocab = Vocabulary(["<S>", "</S>", "<UNK>", "the", "a", "of", "model"])
-    save_checkpoint(model, tmp_path / "ckpt", vocab)
-    again, vocab_again = load_checkpoint(tmp_path / "ckpt")
+    save_model_folder(model, tmp_path / "ckpt", vocab)
+    again, vocab_again = load_model_folder(tmp_path / "ckpt")
     assert vocab_again == vocab and again.config == model.config
     sentences = random_sentences(12, seed=4)
     assert torch.equal(_outputs(model, sentences), _outputs(again, sentences))
@@ -84,6 +86,22 @@ def test_mismatched_options_and_weights_are_explained(tmp_path):
     with pytest.raises(WeightFileError, match="cannot read weight file"):
         load_bilm_tf(tmp_path / "options.json", tmp_path / "junk.hdf5")
     with pytest.raises(WeightFileError, match="not a model directory"):
-        load_checkpoint(tmp_path)
+        load_model_folder(tmp_path)
     with pytest.raises(ValueError, match="not both"):
         load_model(tmp_path, options_file=tmp_path / "options.json")
+
+
+def test_one_parser_reads_every_kind_of_model_argument(tmp_path):
+    from elmo_core.model_spec import ModelSpec
+
+    assert ModelSpec.parse("models:/m@champion").registry_uri == "models:/m@champion"
+    assert ModelSpec.parse("runs:/abc/model").registry_uri == "runs:/abc/model"
+    pair = ModelSpec.parse("o.json,w.hdf5")
+    assert (pair.options_file, pair.weight_file) == ("o.json", "w.hdf5")
+    assert pair.local_path() == f"{os.path.abspath('o.json')},{os.path.abspath('w.hdf5')}"
+    assert ModelSpec.parse(str(tmp_path)).folder == str(tmp_path)
+    with pytest.raises(ValueError, match="not a model URI"):
+        ModelSpec.parse(str(tmp_path / "missing"))
+    assert ModelSpec.of_files(tmp_path).folder == str(tmp_path)
+    with pytest.raises(ValueError, match="not both"):
+        ModelSpec.of_files(tmp_path, options_file="o.json")

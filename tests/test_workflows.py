@@ -101,18 +101,18 @@ def assert_same_parameters(a: dict, b: dict, atol: float) -> None:
 
 @pytest.fixture(scope="module")
 def one_worker_run(cluster, data):
-    from workflows.training.driver import run_stage, unique_name
+    from workflows.training.driver import run_training, unique_name
 
     vocab = load_vocabulary(data["source"])
-    return run_stage(job(data["source"]), vocab, str(cluster), unique_name("w1"),
+    return run_training(job(data["source"]), vocab, str(cluster), unique_name("w1"),
                      model_config=tiny_options(len(vocab)))
 
 
 def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
-    from workflows.training.driver import run_stage, unique_name
+    from workflows.training.driver import run_training, unique_name
 
     vocab = load_vocabulary(data["source"])
-    two = run_stage(job(data["source"], num_workers=2), vocab, str(cluster), unique_name("w2"),
+    two = run_training(job(data["source"], num_workers=2), vocab, str(cluster), unique_name("w2"),
                     model_config=tiny_options(len(vocab)))
     assert two.final["step"] == one_worker_run.final["step"] == 4
     # training moved the parameters, identically on 1 and 2 workers
@@ -122,11 +122,11 @@ def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
 
 
 def test_worker_failure_resumes_and_ends_equal(cluster, data, one_worker_run):
-    from workflows.training.driver import run_stage, unique_name
+    from workflows.training.driver import run_training, unique_name
 
     vocab = load_vocabulary(data["source"])
     name = unique_name("fault")
-    faulty = run_stage(job(data["source"], num_workers=2, fail_at_step=3), vocab, str(cluster), name,
+    faulty = run_training(job(data["source"], num_workers=2, fail_at_step=3), vocab, str(cluster), name,
                        model_config=tiny_options(len(vocab)))
     assert os.path.exists(os.path.join(str(cluster), f"{name}.fault-injected"))  # it did fail once
     assert faulty.final["step"] == 4
@@ -205,16 +205,16 @@ def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_wor
     from safetensors.torch import load_file
 
     from workflows.training.pretrain import model_options
-    from workflows.training.driver import run_stage, unique_name
+    from workflows.training.driver import run_training, unique_name
 
     vocab = load_vocabulary(data["source"])
     stream = dict(mode="stream", stream_rows=4, unroll_steps=10, max_steps=6, eval_every=3, checkpoint_every=2)
     # plain SGD: Adam's per-parameter normalisation turns float-rounding noise in near-zero
     # gradients into whole steps, which would hide what this test checks
     options = model_options("tiny", len(vocab), dropout=0.0, optimizer="sgd", learning_rate=0.5)
-    one = run_stage(job(data["source"], **stream), vocab, str(cluster), unique_name("s1"), model_config=options)
+    one = run_training(job(data["source"], **stream), vocab, str(cluster), unique_name("s1"), model_config=options)
     name = unique_name("s2fault")
-    two = run_stage(job(data["source"], num_workers=2, fail_at_step=3, **stream), vocab, str(cluster), name,
+    two = run_training(job(data["source"], num_workers=2, fail_at_step=3, **stream), vocab, str(cluster), name,
                     model_config=options)
     assert os.path.exists(os.path.join(str(cluster), f"{name}.fault-injected"))  # it did fail once
     assert one.final["step"] == two.final["step"] == 6
@@ -251,7 +251,7 @@ def test_pretrain_registers_and_the_gate_refuses_a_worse_model(registered, mlflo
     import numpy as np
 
     from elmo_core.embedder import Embedder
-    from elmo_core.weights import load_checkpoint
+    from elmo_core.weights import load_model_folder
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     good = registered
@@ -270,7 +270,7 @@ def test_pretrain_registers_and_the_gate_refuses_a_worse_model(registered, mlflo
     pyfunc = mlflow.pyfunc.load_model("models:/elmo-test@champion")
     sentences = ["The quick brown fox jumps .", "Python is a language"]
     out = pyfunc.predict(__import__("pandas").DataFrame({"sentence": sentences}))
-    model, _ = load_checkpoint(good["model_dir"])  # the best evaluation's model is the one registered
+    model, _ = load_model_folder(good["model_dir"])  # the best evaluation's model is the one registered
     assert good["model_dir"].endswith("best_model") and good["val_ppl"] == min(history["val_ppl"])
     expected = Embedder(model.eval()).embed_all([s.split() for s in sentences])
     for row, exp in zip(out.to_dict("records"), expected):

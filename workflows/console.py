@@ -1,5 +1,5 @@
-"""What a long multi-stage command shows a person: one line per stage with its elapsed time (a
-live ticker and a bar on a terminal), and everything else (Ray, the stages' own prints) sent to a
+"""What a long multi-step command shows a person: one line per step with its elapsed time (a
+live ticker and a bar on a terminal), and everything else (Ray, the steps' own prints) sent to a
 log file. Used by `elmo demo` and `infra/local/run.py`."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 
 
 class Console:
-    """One line per stage on the terminal (kept from before any redirection); a live ticker with
-    the elapsed time, and a bar where a stage knows its progress, when it is a terminal."""
+    """One line per step on the terminal (kept from before any redirection); a live ticker with
+    the elapsed time, and a bar where a step knows its progress, when it is a terminal."""
 
-    def __init__(self, stream, n_stages: int) -> None:
+    def __init__(self, stream, n_steps: int) -> None:
         self.stream = stream
         self.live = stream.isatty()
-        self.n_stages = n_stages
+        self.n_steps = n_steps
         self.index = 0
         self.started = time.monotonic()
 
@@ -28,10 +28,10 @@ class Console:
         self.stream.flush()
 
     @contextlib.contextmanager
-    def stage(self, title: str, progress=None):
+    def step(self, title: str, progress=None):
         """``progress``: a callable -> (done, total) or None, polled for the bar."""
         self.index += 1
-        head = f"[{self.index}/{self.n_stages}] {title}"
+        head = f"[{self.index}/{self.n_steps}] {title}"
         began = time.monotonic()
         outcome = {"note": ""}
         stop = threading.Event()

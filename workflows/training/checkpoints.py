@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from elmo_core.bilm import BiLM
 from elmo_core.vocabulary import Vocabulary
-from elmo_core.weights import load_checkpoint, save_checkpoint
+from elmo_core.weights import load_model_folder, save_model_folder
 
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "train_state.json"
@@ -28,21 +28,21 @@ STREAM_STATE_FILE = "stream_state.safetensors"  # stream mode: every row's carri
 
 
 def is_training_checkpoint(directory: str | Path) -> bool:
-    """A training checkpoint (``model/`` inside), rather than a native model directory."""
+    """A training checkpoint (``model/`` inside), rather than a model folder."""
     return (Path(directory) / MODEL_DIR).is_dir()
 
 
-def load_model(directory: str | Path) -> tuple[BiLM, Vocabulary | None]:
-    """The model of a training checkpoint (its last, ``model/``) or of a native model directory."""
+def load_model_and_vocab(directory: str | Path) -> tuple[BiLM, Vocabulary | None]:
+    """The model and vocabulary of a training checkpoint (its last, ``model/``) or of a model folder."""
     directory = Path(directory)
-    return load_checkpoint(directory / MODEL_DIR if is_training_checkpoint(directory) else directory)
+    return load_model_folder(directory / MODEL_DIR if is_training_checkpoint(directory) else directory)
 
 
 def save_training_checkpoint(directory: Path, model: BiLM, vocab: Vocabulary, optimizer, step: int, extra: dict,
                              best_model: BiLM | None = None, stream_state: dict | None = None) -> None:
-    save_checkpoint(model, directory / MODEL_DIR, vocab)
+    save_model_folder(model, directory / MODEL_DIR, vocab)
     if best_model is not None:
-        save_checkpoint(best_model, directory / BEST_MODEL_DIR, vocab)
+        save_model_folder(best_model, directory / BEST_MODEL_DIR, vocab)
     if stream_state is not None:
         save_file(stream_state, str(directory / STREAM_STATE_FILE))
     torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
@@ -52,7 +52,7 @@ def save_training_checkpoint(directory: Path, model: BiLM, vocab: Vocabulary, op
 def load_training_checkpoint(directory: Path) -> tuple[BiLM, Vocabulary, dict | None, dict]:
     """(model, vocabulary, optimizer state or None, train state); nothing is unpickled except
     the optimizer's tensors, read with ``weights_only=True``."""
-    model, vocab = load_checkpoint(directory / MODEL_DIR)
+    model, vocab = load_model_folder(directory / MODEL_DIR)
     optimizer = None
     if (directory / OPTIMIZER_FILE).exists():
         optimizer = torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
@@ -70,7 +70,7 @@ def final_model_dir(checkpoint_dir: str | Path) -> Path:
 def load_best_state(directory: Path) -> dict | None:
     """The best model's parameters, if the checkpoint records one."""
     best = directory / BEST_MODEL_DIR
-    return load_checkpoint(best)[0].state_dict() if best.exists() else None
+    return load_model_folder(best)[0].state_dict() if best.exists() else None
 
 
 def load_stream_state(directory: Path) -> dict | None:

@@ -1,4 +1,4 @@
-"""The driver side of a training stage: datasets, the Ray Train `TorchTrainer`, the result.
+"""The driver side of a training run: datasets, the Ray Train `TorchTrainer`, the result.
 
 Used by `workflows.training.pretrain` and `workflows.training.adapt`; the per-worker loop is
 `workflows.training.worker`.
@@ -20,7 +20,7 @@ from workflows.training.config import TrainJobConfig
 
 
 @dataclass
-class StageResult:
+class TrainingResult:
     checkpoint_dir: str  # training checkpoint (model/, optimizer.pt, train_state.json)
     history: list[dict]  # every reported metrics dict, in order
     final: dict  # the last reported metrics
@@ -68,9 +68,9 @@ def split_dataset(data_dir: str, split: str):
         return ray.data.read_parquet(files).select_columns(COLUMNS)
 
 
-def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *, model_config: dict | None = None,
-              init_checkpoint: str | None = None, tracking: dict | None = None,
-              training_overrides: dict | None = None) -> StageResult:
+def run_training(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *, model_config: dict | None = None,
+                 init_model: str | None = None, tracking: dict | None = None,
+                 training_overrides: dict | None = None) -> TrainingResult:
     """Train with Ray Train on ``job.num_workers`` workers; returns the final checkpoint."""
     import ray.train
     from ray.data import ExecutionOptions
@@ -90,7 +90,7 @@ def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *
     data_config = ray.train.DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True))
     resources = {"CPU": job.cpus_per_worker, **({"GPU": 1} if job.use_gpu else {})}
     loop_config = {"job": job.to_dict(), "vocab": vocab.tokens, "model_config": model_config,
-                   "init_checkpoint": init_checkpoint, "tracking": tracking,
+                   "init_model": init_model, "tracking": tracking,
                    "training_overrides": training_overrides or {},
                    "fault_marker": os.path.join(storage, f"{name}.fault-injected"),
                    "cache_train": sum(f["bytes"] for f in splits["train"]["files"]) <= job.cache_train_mb << 20}
@@ -108,9 +108,9 @@ def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
     target = Path(tempfile.mkdtemp(prefix=f"{name}-final-"))
     result.checkpoint.to_directory(str(target))
-    return StageResult(str(target), history, dict(result.metrics))
+    return TrainingResult(str(target), history, dict(result.metrics))
 
 
 def unique_name(prefix: str) -> str:
-    """Ray Train resumes a run that reuses a name: every stage run gets a fresh one."""
+    """Ray Train resumes a run that reuses a name: every training run gets a fresh one."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -129,10 +129,10 @@ def evaluate_model(model: BiLM, vocab: Vocabulary, tables: list[pa.Table], modes
 
 def load_for_evaluation(model_dir: str, data_dir: str) -> tuple[BiLM, Vocabulary]:
     """A native model directory or a training checkpoint (its model) and the vocabulary to use."""
-    from workflows.training.checkpoints import load_model
+    from workflows.training.checkpoints import load_model_and_vocab
 
     path = Path(model_dir)
-    model, vocab = load_model(path)
+    model, vocab = load_model_and_vocab(path)
     if vocab is None:
         from preprocessing.dataset import load_vocabulary
 

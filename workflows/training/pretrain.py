@@ -21,6 +21,8 @@ import sys
 
 from elmo_core.config import OPTIMIZERS, PRESETS
 
+from preprocessing.entry_point import entry_point
+
 from workflows.training.config import TRAINING_MODES, TrainJobConfig
 
 UNLIMITED_STEPS = 10**12  # --max-epochs without --max-steps
@@ -129,13 +131,13 @@ def model_options(preset: str, vocab_size: int, **training) -> dict:
 def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: str, address: str | None = None,
              experiment: str = "elmo", parent_run_id: str | None = None, model_config: dict | None = None,
              run_name: str | None = None, recipe: dict | None = None, evaluate_test: bool = False) -> dict:
-    """The whole stage; returns the registration outcome plus the final metrics."""
+    """The whole `elmo pretrain`; returns the registration outcome plus the final metrics."""
     from preprocessing.dataset import load_manifest, load_vocabulary
 
     from workflows.registry import tracking
     from workflows.training.checkpoints import final_model_dir
     from workflows.registry.register import register_run
-    from workflows.training.driver import ensure_ray, run_stage, unique_name
+    from workflows.training.driver import ensure_ray, run_training, unique_name
 
     manifest = load_manifest(job.data)
     vocab = load_vocabulary(job.data)
@@ -146,13 +148,13 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
           file=sys.stderr)
     params = {**{f"job.{k}": v for k, v in job.to_dict().items()}, "preset": preset,
               **{f"model.{k}": v for k, v in _flatten(options).items()}}
-    run = tracking.StageRun(experiment, name, params, {"stage": "pretrain", "vocab_digest": vocab.digest()},
+    run = tracking.TrackedRun(experiment, name, params, {"stage": "pretrain", "vocab_digest": vocab.digest()},
                             parent_run_id)
     if run.resumed:
         print(f"continuing MLflow run {run.run_id} of the interrupted driver", file=sys.stderr)
     try:
         run.log_dataset_manifest(manifest, "train")
-        result = run_stage(job, vocab, storage, name, model_config=options, tracking=run.coordinates())
+        result = run_training(job, vocab, storage, name, model_config=options, tracking=run.coordinates())
         run.log_curves(result.history)
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
         model_uri = run.log_model(str(chosen))
@@ -223,10 +225,7 @@ def write_summary_json(path: str | None, outcome: dict) -> None:
             f.write("\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo pretrain", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+main = entry_point("elmo pretrain", __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ Two training modes (`TrainJobConfig.mode`): `SentenceTrainer` (full sentences, z
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import posixpath
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,8 +28,9 @@ from elmo_core.bilm import BiLM, Perplexity
 from elmo_core.config import BiLMConfig
 from elmo_core.lstm import LstmState
 from elmo_core.vocabulary import Vocabulary
-from elmo_core.weights import load_checkpoint
+from elmo_core.weights import load_model_folder
 
+from workflows import faults
 from workflows.training.batches import GlobalBatch, global_batches
 from workflows.training.checkpoints import (is_training_checkpoint, load_best_state, load_stream_state, load_training_checkpoint,
                           save_training_checkpoint)
@@ -49,141 +51,256 @@ def evaluate(model: BiLM, vocab: Vocabulary, tables, rank: int, world_size: int,
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """Ray Train entry: ``loop_config`` has ``job`` (TrainJobConfig dict), ``model_config``
-    (options dict) or ``init_checkpoint`` (a training/native checkpoint dir), ``vocab`` (tokens),
-    ``tracking`` (MLflow run coordinates or None)."""
-    import ray.train
-    import ray.train.torch
+    """Ray Train entry; ``loop_config`` (built by `workflows.training.driver.run_training`) holds:
 
-    from workflows.registry import tracking
-
+    ``job``                 the `TrainJobConfig` as a dict
+    ``vocab``               the data's vocabulary (tokens)
+    ``model_config``        bilm-tf options of a new model, or None
+    ``init_model``          a training checkpoint or model folder to start from, or None (adapt)
+    ``training_overrides``  `TrainingConfig` fields to replace in the starting model (adapt's recipe)
+    ``tracking``            MLflow run coordinates (rank 0 logs metrics there), or None
+    ``fault_marker``        where ``job.fail_at_step``'s one failure is recorded (`workflows.faults`)
+    ``cache_train``         keep the train split in memory after the first epoch
+    """
     job = TrainJobConfig.from_dict(loop_config["job"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    configure_matmul_precision(device, job)
-    torch.manual_seed(job.seed)
-    torch.set_num_threads(job.torch_threads or max(1, math.ceil(job.cpus_per_worker)))
-    vocab = Vocabulary(loop_config["vocab"])
+    place = _Placement.of_this_worker(job)
+    loop = _TrainingLoop(job, place, _starting_point(loop_config, place.rank), loop_config)
+    try:
+        loop.run()
+    finally:
+        loop.close()
 
-    optimizer_state, start_step, state = None, 0, {}
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where this worker runs: its rank among ``world`` workers, its device and the nodes spanned."""
+
+    rank: int
+    world: int
+    device: torch.device
+    num_nodes: int
+
+    @classmethod
+    def of_this_worker(cls, job: TrainJobConfig) -> "_Placement":
+        """This worker's placement; also sets its seed, thread count and matmul precision."""
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
+        device = ray.train.torch.get_device()
+        configure_matmul_precision(device, job)
+        torch.manual_seed(job.seed)
+        torch.set_num_threads(job.torch_threads or max(1, math.ceil(job.cpus_per_worker)))
+        return cls(rank, world, device, _count_nodes(world))
+
+
+@dataclass
+class _StartingPoint:
+    """What training starts from: a new model, another model (adapt) or this run's last training
+    checkpoint (resumed after a failure)."""
+
+    model: BiLM
+    vocab: Vocabulary
+    step: int = 0
+    optimizer_state: dict | None = None
+    train_state: dict = field(default_factory=dict)  # step, epoch, validation schedule (resumed)
+    best_state: dict | None = None  # the best model's parameters so far (resumed)
+    stream_state: dict | None = None  # every row's carried LSTM state (resumed, stream mode)
+
+
+def _starting_point(loop_config: dict, rank: int) -> _StartingPoint:
+    import ray.train
+
     checkpoint = ray.train.get_checkpoint()
-    best_state = None
-    stream_state = None
     if checkpoint is not None:  # resuming this run after a failure
         with checkpoint.as_directory() as d:
             model, vocab, optimizer_state, state = load_training_checkpoint(Path(d))
-            best_state, stream_state = load_best_state(Path(d)), load_stream_state(Path(d))
-        start_step = int(state["step"])
+            start = _StartingPoint(model, vocab, int(state["step"]), optimizer_state, state,
+                                   load_best_state(Path(d)), load_stream_state(Path(d)))
         if rank == 0:
-            print(f"resuming from the checkpoint of step {start_step}", flush=True)
-    elif loop_config.get("init_checkpoint"):  # adaptation: start from another model
-        init = Path(loop_config["init_checkpoint"])
+            print(f"resuming from the checkpoint of step {start.step}", flush=True)
+        return start
+    vocab = Vocabulary(loop_config["vocab"])
+    optimizer_state = None
+    if loop_config.get("init_model"):  # adaptation: start from another model
+        init = Path(loop_config["init_model"])
         if is_training_checkpoint(init):
             model, _, optimizer_state, _ = load_training_checkpoint(init)
         else:
-            model, _ = load_checkpoint(init)
+            model, _ = load_model_folder(init)
     else:
         model = BiLM(BiLMConfig.from_options(loop_config["model_config"]))
-    if loop_config.get("training_overrides") and checkpoint is None:  # e.g. adaptation with another recipe
+    if loop_config.get("training_overrides"):  # e.g. adaptation with another recipe
         model = _with_training(model, loop_config["training_overrides"])
-    t = model.config.training
-    schedule = PlateauSchedule.from_state(state["schedule"]) if "schedule" in state else PlateauSchedule(
-        t.learning_rate, job.lr_decay, job.lr_decay_patience, job.plateau_threshold, job.early_stop_patience,
-        job.lr_decay_start_epoch)
-    model.to(device).train()
-    optimizer = make_optimizer(model)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    set_learning_rate(optimizer, schedule.learning_rate)
-    best_model = None
-    if rank == 0 and best_state is not None:
-        best_model = BiLM(model.config)
-        best_model.load_state_dict(best_state)
-    ddp = ray.train.torch.prepare_model(LMLoss(model), move_to_device=False) if world > 1 else LMLoss(model)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=job.bf16 and device.type == "cuda")
+    return _StartingPoint(model, vocab, optimizer_state=optimizer_state)
 
-    num_nodes = _count_nodes(world)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("validation")
-    if job.mode == "stream":
-        trainer = StreamTrainer(job, vocab, train_shard, rank, world, device, stream_state)
-    else:
-        trainer = SentenceTrainer(job, vocab, train_shard, rank, world, device,
-                                  cache=bool(loop_config.get("cache_train")))
-    tracker = tracking.WorkerTracker(loop_config.get("tracking")) if rank == 0 else None
-    if tracker is not None and start_step:
-        tracker.log({"resumed_from_step": start_step}, start_step)
 
-    # the held-out rows (capped) are read once, in the background from the start, and reused by
-    # every evaluation
-    val_reader = ReadAhead(lambda: [_read_capped(val_shard, job.eval_max_sentences)], depth=1, name="validation")
-    val_tables = None
-    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-    window_steps = 0
-    try:
-        for batch, following in _with_next(trainer.batches(start_step)):
-            step = batch.step
-            if step >= job.max_steps or (job.max_epochs is not None and batch.epoch >= job.max_epochs):
+@dataclass(frozen=True)
+class _AfterStep:
+    """What follows a step: evaluation, a training checkpoint, a report; whether it is the last."""
+
+    epoch_end: bool
+    last: bool
+    evaluate: bool
+    checkpoint: bool
+    report: bool
+
+    @classmethod
+    def of(cls, job: TrainJobConfig, done: int, epoch: int, next_epoch: int) -> "_AfterStep":
+        """After ``done`` steps, the last of them in ``epoch``, the next in ``next_epoch``."""
+        epoch_end = next_epoch != epoch
+        last = done == job.max_steps or (job.max_epochs is not None and epoch_end and next_epoch >= job.max_epochs)
+        evaluate = done % job.eval_every == 0 or last or (job.eval_each_epoch and epoch_end)
+        checkpoint = done % job.checkpoint_every == 0 or last
+        report = done % job.report_every == 0 or evaluate or checkpoint
+        return cls(epoch_end, last, evaluate, checkpoint, report)
+
+
+class _TrainWindow:
+    """Training loss and speed since the last report: evaluation, checkpoints and reports are
+    left out of ``tokens_per_second``."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.loss, self.tokens, self.steps, self.start = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss += loss
+        self.tokens += tokens
+        self.steps += 1
+
+    def metrics(self) -> dict:
+        elapsed = time.perf_counter() - self.start
+        return {"train_loss": self.loss / max(1, self.steps), "tokens_per_second": self.tokens / elapsed}
+
+
+class _TrainingLoop:
+    """One worker's training run: steps, validation (learning-rate schedule, best model, early
+    stop), metrics to Ray Train and MLflow, training checkpoints."""
+
+    def __init__(self, job: TrainJobConfig, place: _Placement, start: _StartingPoint, loop_config: dict) -> None:
+        import ray.train
+        import ray.train.torch
+
+        from workflows.registry import tracking
+
+        self.job, self.place, self.start_step = job, place, start.step
+        self.vocab, self.model = start.vocab, start.model
+        self.schedule = _schedule(job, self.model, start.train_state)
+        self.model.to(place.device).train()
+        self.optimizer = make_optimizer(self.model)
+        if start.optimizer_state is not None:
+            self.optimizer.load_state_dict(start.optimizer_state)
+        set_learning_rate(self.optimizer, self.schedule.learning_rate)
+        self.best_model = None
+        if place.rank == 0 and start.best_state is not None:
+            self.best_model = BiLM(self.model.config)
+            self.best_model.load_state_dict(start.best_state)
+        self.ddp = (ray.train.torch.prepare_model(LMLoss(self.model), move_to_device=False) if place.world > 1
+                    else LMLoss(self.model))
+        self.autocast = torch.autocast(place.device.type, dtype=torch.bfloat16,
+                                       enabled=job.bf16 and place.device.type == "cuda")
+        self.trainer = _trainer(job, self.vocab, place, start.stream_state, bool(loop_config.get("cache_train")))
+        self.fault_marker = loop_config.get("fault_marker")
+        self.tracker = tracking.WorkerTracker(loop_config.get("tracking")) if place.rank == 0 else None
+        if self.tracker is not None and self.start_step:
+            self.tracker.log({"resumed_from_step": self.start_step}, self.start_step)
+        # the held-out rows (capped) are read once, in the background from the start, and reused
+        # by every evaluation
+        val_shard = ray.train.get_dataset_shard("validation")
+        self.val_reader = ReadAhead(lambda: [_read_capped(val_shard, job.eval_max_sentences)], depth=1,
+                                    name="validation")
+        self.val_tables = None
+        self.window = _TrainWindow()
+
+    def run(self) -> None:
+        job = self.job
+        for batch, following in _with_next(self.trainer.batches(self.start_step)):
+            if batch.step >= job.max_steps or (job.max_epochs is not None and batch.epoch >= job.max_epochs):
                 break  # (a resumed run that had already finished)
-            if job.fail_at_step is not None and step == job.fail_at_step and rank == world - 1:
-                if _first_failure(loop_config["fault_marker"]):
-                    raise RuntimeError(f"injected failure at step {step} (fault test)")
-            window_loss += trainer.train_step(ddp, model, optimizer, batch, autocast)
-            window_tokens += batch.num_tokens()
-            window_steps += 1
-            done = step + 1
-            epoch_end = following.epoch != batch.epoch
-            last = done == job.max_steps or (job.max_epochs is not None and epoch_end
-                                             and following.epoch >= job.max_epochs)
-            evaluate_now = done % job.eval_every == 0 or last or (job.eval_each_epoch and epoch_end)
-            checkpoint_now = done % job.checkpoint_every == 0 or last
-            report_now = done % job.report_every == 0 or evaluate_now or checkpoint_now
-            metrics = {"step": done, "epoch": batch.epoch, "num_workers": world, "num_nodes": num_nodes}
-            if report_now:
-                elapsed = time.perf_counter() - window_start
-                metrics.update(train_loss=window_loss / max(1, window_steps),
-                               tokens_per_second=window_tokens / elapsed, learning_rate=schedule.learning_rate)
-                if evaluate_now:
-                    if val_tables is None:
-                        val_tables = next(iter(val_reader))
-                    ppl = trainer.evaluate(model, val_tables)
-                    improved, stop = schedule.update(ppl.average, done)
-                    if improved and rank == 0:
-                        best_model = _copy_model(model, best_model)
-                    set_learning_rate(optimizer, schedule.learning_rate)
-                    metrics.update(val_ppl_forward=ppl.forward, val_ppl_backward=ppl.backward, val_ppl=ppl.average,
-                                   best_val_ppl=schedule.best, best_step=schedule.best_step)
-                    if stop:
-                        metrics["early_stopped"] = 1
-                        last = checkpoint_now = True
-                if tracker is not None:
-                    tracker.log(metrics, done)
-            if epoch_end:  # after this step's evaluation: the decayed rate applies from the next epoch
-                schedule.end_of_epoch(batch.epoch + 1)
-                set_learning_rate(optimizer, schedule.learning_rate)
-            if report_now:
-                if checkpoint_now:
-                    carried = trainer.carried_state()  # every rank takes part in gathering it
-                    if rank == 0:
-                        with tempfile.TemporaryDirectory() as d:
-                            save_training_checkpoint(Path(d), model, vocab, optimizer, done,
-                                                     {"epoch": batch.epoch, "schedule": schedule.state_dict()},
-                                                     best_model=best_model, stream_state=carried)
-                            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-                    else:
-                        ray.train.report(metrics)
-                else:
-                    ray.train.report(metrics)
-                # tokens_per_second measures training alone: evaluation, checkpoints and reports are
-                # left out of the next window
-                window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
-            if last:
+            if job.fail_at_step == batch.step and self.place.rank == self.place.world - 1:
+                faults.fail_once(self.fault_marker, f"injected failure at step {batch.step} (fault test)")
+            self.window.add(self.trainer.train_step(self.ddp, self.model, self.optimizer, batch, self.autocast),
+                            batch.num_tokens())
+            if self._after_step(batch, _AfterStep.of(job, batch.step + 1, batch.epoch, following.epoch)):
                 break
-    finally:  # stop the background readers (next epoch, validation)
-        trainer.close()
-        val_reader.close()
+
+    def _after_step(self, batch, when: _AfterStep) -> bool:
+        """Evaluate, report and checkpoint as ``when`` says; True if training ends here."""
+        done = batch.step + 1
+        metrics = {"step": done, "epoch": batch.epoch, "num_workers": self.place.world,
+                   "num_nodes": self.place.num_nodes}
+        if when.report:
+            metrics.update(self.window.metrics(), learning_rate=self.schedule.learning_rate)
+            if when.evaluate and self._evaluate(done, metrics):  # early stop
+                metrics["early_stopped"] = 1
+                when = dataclasses.replace(when, last=True, checkpoint=True)
+            if self.tracker is not None:
+                self.tracker.log(metrics, done)
+        if when.epoch_end:  # after this step's evaluation: the decayed rate applies from the next epoch
+            self.schedule.end_of_epoch(batch.epoch + 1)
+            set_learning_rate(self.optimizer, self.schedule.learning_rate)
+        if when.report:
+            self._report(metrics, done, batch.epoch, when.checkpoint)
+            self.window.restart()
+        return when.last
+
+    def _evaluate(self, done: int, metrics: dict) -> bool:
+        """Validation perplexity into ``metrics``, the schedule and the best model; True to stop early."""
+        if self.val_tables is None:
+            self.val_tables = next(iter(self.val_reader))
+        ppl = self.trainer.evaluate(self.model, self.val_tables)
+        improved, stop = self.schedule.update(ppl.average, done)
+        if improved and self.place.rank == 0:
+            self.best_model = _copy_model(self.model, self.best_model)
+        set_learning_rate(self.optimizer, self.schedule.learning_rate)
+        metrics.update(val_ppl_forward=ppl.forward, val_ppl_backward=ppl.backward, val_ppl=ppl.average,
+                       best_val_ppl=self.schedule.best, best_step=self.schedule.best_step)
+        return stop
+
+    def _report(self, metrics: dict, done: int, epoch: int, with_checkpoint: bool) -> None:
+        """``ray.train.report`` of ``metrics``, with a training checkpoint (written by rank 0)."""
+        import ray.train
+
+        if not with_checkpoint:
+            ray.train.report(metrics)
+            return
+        carried = self.trainer.carried_state()  # every rank takes part in gathering it
+        if self.place.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            save_training_checkpoint(Path(d), self.model, self.vocab, self.optimizer, done,
+                                     {"epoch": epoch, "schedule": self.schedule.state_dict()},
+                                     best_model=self.best_model, stream_state=carried)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    def close(self) -> None:
+        """Stop the background readers (next epoch, validation)."""
+        self.trainer.close()
+        self.val_reader.close()
+
+
+def _schedule(job: TrainJobConfig, model: BiLM, train_state: dict) -> PlateauSchedule:
+    """The validation schedule: a resumed run's, or a new one at the model's learning rate."""
+    if "schedule" in train_state:
+        return PlateauSchedule.from_state(train_state["schedule"])
+    return PlateauSchedule(model.config.training.learning_rate, job.lr_decay, job.lr_decay_patience,
+                           job.plateau_threshold, job.early_stop_patience, job.lr_decay_start_epoch)
+
+
+def _trainer(job: TrainJobConfig, vocab: Vocabulary, place: _Placement, stream_state: dict | None,
+             cache_train: bool) -> "SentenceTrainer | StreamTrainer":
+    """The training mode's trainer over this worker's view of the train split."""
+    import ray.train
+
+    train_shard = ray.train.get_dataset_shard("train")
+    if job.mode == "stream":
+        return StreamTrainer(job, vocab, train_shard, place.rank, place.world, place.device, stream_state)
+    return SentenceTrainer(job, vocab, train_shard, place.rank, place.world, place.device, cache=cache_train)
 
 
 class SentenceTrainer:
@@ -296,8 +413,6 @@ def _with_next(iterator: Iterator):
 
 def _with_training(model: BiLM, overrides: dict) -> BiLM:
     """The same parameters in a model whose `TrainingConfig` has ``overrides`` (dropout, optimizer, ...)."""
-    import dataclasses
-
     config = model.config.replace(training=dataclasses.replace(model.config.training, **overrides))
     rebuilt = BiLM(config)
     rebuilt.load_state_dict(model.state_dict())
@@ -355,13 +470,3 @@ def _count_nodes(world: int) -> int:
     nodes = [None] * world
     dist.all_gather_object(nodes, node)
     return len(set(nodes))
-
-
-def _first_failure(marker: str) -> bool:
-    """Fault injection happens once per run: a marker file (local or on the storage's object
-    store), created only if absent, records that it did."""
-    from workflows.object_store import Store
-
-    return Store(posixpath.dirname(marker)).put_if_absent(posixpath.basename(marker), b"failed once\n")
-
-
