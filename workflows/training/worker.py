@@ -360,8 +360,8 @@ def _count_nodes(world: int) -> int:
 def _first_failure(marker: str) -> bool:
     """Fault injection happens once per run: a marker file (local or on the storage's object
     store), created only if absent, records that it did."""
-    from workflows.object_store import Store
+    from preprocessing.storage import Storage
 
-    return Store(posixpath.dirname(marker)).put_if_absent(posixpath.basename(marker), b"failed once\n")
+    return Storage(posixpath.dirname(marker)).put_if_absent(posixpath.basename(marker), b"failed once\n")
 
 
