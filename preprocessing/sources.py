@@ -2,8 +2,10 @@
 
 Inputs may be local paths, directories or globs, ``s3://`` / ``gs://`` prefixes or globs,
 ``http(s)://`` URLs, or ``@LIST`` (a file, local or remote, naming one input per line).
-Bytes are read through smart-open (local, S3, GCS, HTTP); ``.gz``, ``.bz2`` and ``.zst``
-are decompressed here so that the sha256 recorded in the manifest is of the stored bytes.
+They are listed and fingerprinted through `preprocessing.storage` (URLs: one HEAD request, the
+standard library's). Bytes are read through smart-open (local, S3, GCS, HTTP); ``.gz``, ``.bz2``
+and ``.zst`` are decompressed here so that the sha256 recorded in the manifest is of the stored
+bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
-from .storage import Storage, StoredFile
+from .storage import Storage, StoredFile, scheme_of
 
 _GLOB_CHARS = "*?["
 READ_CHUNK = 1 << 20
@@ -39,11 +41,6 @@ class InputFile:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def scheme_of(uri: str) -> str:
-    parsed = urllib.parse.urlparse(uri)
-    return parsed.scheme if len(parsed.scheme) > 1 else ""  # "C:" is not a scheme
 
 
 def _has_glob(text: str) -> bool:

@@ -18,14 +18,16 @@ operation          local directory                                   ``s3://``
 `move`             atomic rename                                     copy, then delete: not atomic (for a
                                                                      moment both names exist)
 `open_output`      not atomic: readers may see a partial file;       the object appears when the stream is
-                   for files no reader looks at yet (staging)        closed
+                   for files no reader looks at yet (staging)        closed (also after a failed write:
+                                                                     pyarrow cannot abort an upload)
 `read`, `list`,    ordinary; `list` fingerprints a file by its       ordinary; `list` and `stat` fingerprint
 `stat`, `delete`   ``mtime_ns``                                      an object by its ETag
 =================  ================================================  ==========================================
 
-The libraries: pyarrow's filesystems read, write, move and delete on every backend (and are
-what Ray Data and Parquet take); boto3 does what pyarrow cannot on S3: the conditional PUT and
-listing with ETags (the fingerprints recorded for inputs). S3 settings come from the usual
+The libraries: pyarrow's filesystems read, move and delete everywhere and write to object stores
+(they are also what Ray Data and Parquet take); local files are written and listed with ``os``;
+boto3 does what pyarrow cannot on S3: the conditional PUT, and listing with ETags (the
+fingerprints recorded for inputs). S3 settings come from the usual
 ``AWS_*`` variables (``AWS_ENDPOINT_URL`` for servers other than AWS).
 
 This module lives in `preprocessing`, the lowest package that reads or writes ``s3://``:
@@ -53,6 +55,12 @@ TEMP_DIR = "_tmp"  # local roots: files being written (same filesystem, so publi
 _NAME_TAKEN = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 
 
+def scheme_of(uri: str) -> str:
+    """``s3``, ``gs``, ``http``...; "" for a local path (``C:`` is not a scheme)."""
+    parsed = urllib.parse.urlparse(uri)
+    return parsed.scheme if len(parsed.scheme) > 1 else ""
+
+
 @dataclass(frozen=True)
 class StoredFile:
     path: str  # relative to the storage root ("" for the root itself)
@@ -67,7 +75,7 @@ class Storage:
     def __init__(self, root_uri: str) -> None:
         self.uri = root_uri.rstrip("/")
         parsed = urllib.parse.urlparse(self.uri)
-        self.scheme = parsed.scheme if len(parsed.scheme) > 1 else ""  # "C:" is not a scheme
+        self.scheme = scheme_of(self.uri)
         self.local = self.scheme in ("", "file")
         if self.local:
             self.root = os.path.abspath(parsed.path if self.scheme == "file" else self.uri)
@@ -211,9 +219,9 @@ class Storage:
         if self.local:
             path = self.path(rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
             try:
-                with os.fdopen(fd, "wb") as f:
+                with open(tmp, "wb") as f:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
