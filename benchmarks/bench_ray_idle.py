@@ -65,13 +65,15 @@ def main() -> None:
     from ray.train.torch import TorchTrainer
 
     from bench_train import prepare
+    from preprocessing.dataset import Dataset
     from workflows.training.driver import split_dataset, unique_name
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         prepare(data)
         ray.init(num_cpus=4, logging_level="WARNING")
-        datasets = {split: split_dataset(str(data), split) for split in ("train", "validation")}
+        dataset = Dataset.open(str(data))
+        datasets = {split: split_dataset(dataset, split) for split in ("train", "validation")}
         trainer = TorchTrainer(
             sleeping_loop, train_loop_config={"seconds": args.startup + args.window, "report_every_s": 10},
             datasets=datasets,

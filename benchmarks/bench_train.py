@@ -65,14 +65,15 @@ def phase_single(data: Path, preset: str, steps: int, warmup: int, batch_tokens:
 
     from elmo_core.bilm import BiLM
     from elmo_core.config import BiLMConfig
-    from preprocessing.dataset import load_vocabulary, split_files
+    from preprocessing.dataset import Dataset
     from workflows.training.batches import COLUMNS, global_batches
     from workflows.training.config import TrainJobConfig
     from workflows.training.pretrain import model_options
     from workflows.training.step import LMLoss, StepContext, make_optimizer, sentence_step
 
     torch.set_num_threads(threads)
-    vocab = load_vocabulary(str(data))
+    dataset = Dataset.open(str(data))
+    vocab = dataset.vocabulary
     torch.manual_seed(0)
     model = BiLM(BiLMConfig.from_options(model_options(preset, len(vocab)))).train()
     optimizer = make_optimizer(model)
@@ -80,7 +81,7 @@ def phase_single(data: Path, preset: str, steps: int, warmup: int, batch_tokens:
     if world > 1:  # the process group is set up by phase_ddp
         step_module = torch.nn.parallel.DistributedDataParallel(step_module)
     job = TrainJobConfig(data=str(data), batch_tokens=batch_tokens)
-    tables = [pq.read_table(u, columns=COLUMNS) for u in split_files(str(data), "train")]
+    tables = [pq.read_table(u, columns=COLUMNS) for u in dataset.split_files("train")]
     stream = global_batches(lambda e: iter(tables), batch_tokens, job.shuffle_buffer, world, job.seed)
     tokens, start = 0, None
     for batch in stream:
@@ -135,7 +136,7 @@ def phase_ddp(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
 def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: int, workers: int) -> dict:
     import ray
 
-    from preprocessing.dataset import load_vocabulary
+    from preprocessing.dataset import Dataset
     from workflows.training.config import TrainJobConfig
     from workflows.training.pretrain import model_options
     from workflows.training.driver import run_training, unique_name
@@ -143,7 +144,8 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     ray.init(num_cpus=4, logging_level="WARNING")
-    vocab = load_vocabulary(str(data))
+    dataset = Dataset.open(str(data))
+    vocab = dataset.vocabulary
     # one report at the end of the warm-up and one at the end: the second window is what we time
     # Ray Train V2 keeps only the reports that carry a (kept) checkpoint: every window gets one (the
     # loop's tokens_per_second leaves checkpoint and evaluation time out)
@@ -152,7 +154,7 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
                          keep_checkpoints=steps)
     with tempfile.TemporaryDirectory() as storage, ProcessSampler(interval=0.5) as procs:
         start = time.perf_counter()
-        result = run_training(job, vocab, storage, unique_name("bench"), model_config=model_options(preset, len(vocab)))
+        result = run_training(job, dataset, storage, unique_name("bench"), model_config=model_options(preset, len(vocab)))
         wall = time.perf_counter() - start
     ray.shutdown()
     timed = [h for h in result.history if h.get("step", 0) > warmup and "tokens_per_second" in h]

@@ -36,7 +36,8 @@ from .ids import SPLIT_HASH
 from .manifest import PassResult, build_manifest
 from .ray_session import ensure_ray
 from .sources import InputError, InputFile, resolve_inputs
-from .storage import OutputLocation, commit
+from .dataset import commit
+from .storage import Storage
 from .tokenize_tasks import read_shards, read_staged, source_tag, stage_block
 
 
@@ -104,7 +105,7 @@ def run_preprocess(inputs: list[str], output: str, config: PreprocessConfig, opt
     say(f"{len(files)} input shard(s), {sum(max(f.size, 0) for f in files) / 1e6:.1f} MB")
     given_vocab = _load_vocab(vocab_path) if vocab_path else None
     version = _dataset_version(config, given_vocab, files)
-    out = OutputLocation(output)
+    out = Storage(output)
     current = out.read_json(schema.MANIFEST_NAME)
     if current is not None and current.get("version") == version:
         say(f"{out.uri} already holds this version ({version[:16]}): nothing to do")
@@ -134,7 +135,7 @@ class PreprocessJob:
     """One run of the job, as the driver decided it."""
 
     files: list[InputFile]
-    out: OutputLocation
+    out: Storage
     staging: str  # the run's directory under DIR/_staging/
     config: PreprocessConfig
     options: RunOptions
@@ -185,7 +186,7 @@ def run_passes(job: PreprocessJob) -> PassResult:
                 tokens_out=r["tokens"], split_sentences=r["split_sentences"])
         elif r["kind"] == schema.KIND_TOKEN:
             counts[r["split"]][r["key"]] += r["count"]
-    staged_files = out.list_files(sentences_dir)
+    staged_files = [(f.path, f.size) for f in out.list(sentences_dir)]
     bad_tags = {source_tag(s) for s in quarantined}
     bad_files = {rel for rel, _ in staged_files if posixpath.basename(rel).split("-", 1)[0] in bad_tags}
     if bad_files:  # a quarantined shard's lines read before its error: their tokens do not count
@@ -211,7 +212,8 @@ def run_passes(job: PreprocessJob) -> PassResult:
                                            "target_bytes": target_bytes})
                    .take_all())
 
-    out.write_text(vocab.to_text(), staging, schema.VOCAB_NAME)
+    out.write(posixpath.join(staging, schema.VOCAB_NAME), vocab.to_text().encode("utf-8"))
     train_counts = counts["train"]
-    out.write_text("".join(f"{t}\t{train_counts.get(t, 0)}\n" for t in vocab.tokens), staging, schema.COUNTS_NAME)
+    out.write(posixpath.join(staging, schema.COUNTS_NAME),
+              "".join(f"{t}\t{train_counts.get(t, 0)}\n" for t in vocab.tokens).encode("utf-8"))
     return PassResult(markers, per_split, counts, vocab, written)

@@ -14,11 +14,11 @@ import pyarrow.compute as pc
 
 from .config import SPLITS
 from .parquet_writer import SplitWriter
-from .storage import OutputLocation
+from .storage import Storage
 from .tokenize_tasks import STAGED_SUFFIX, read_staged
 
 _WORD_IDS: dict = {}  # vocabulary digest -> WordIds (one per worker process)
-_LOCATIONS: dict[str, OutputLocation] = {}  # dataset root -> its location
+_STORAGES: dict[str, Storage] = {}  # dataset root -> its storage
 
 
 def encode_staged(groups: pa.Table, vocab_tokens: list[str], vocab_digest: str, root_uri: str, data_dir: str,
@@ -34,16 +34,16 @@ def encode_staged(groups: pa.Table, vocab_tokens: list[str], vocab_digest: str, 
     if vocab_digest not in _WORD_IDS:
         _WORD_IDS.clear()
         _WORD_IDS[vocab_digest] = WordIds(vocab_tokens)
-    if root_uri not in _LOCATIONS:
-        _LOCATIONS[root_uri] = OutputLocation(root_uri)
-    location = _LOCATIONS[root_uri]
+    if root_uri not in _STORAGES:
+        _STORAGES[root_uri] = Storage(root_uri)
+    storage = _STORAGES[root_uri]
     written = []
     for paths in groups.column("paths").to_pylist():
         name = posixpath.basename(paths[0]).removesuffix(STAGED_SUFFIX)
-        writers = {split: SplitWriter(location, posixpath.join(data_dir, split, name), target_bytes)
+        writers = {split: SplitWriter(storage, posixpath.join(data_dir, split, name), target_bytes)
                    for split in SPLITS}
         for rel in paths:
-            rows = _WORD_IDS[vocab_digest](read_staged(location.fs, location.path(rel)))
+            rows = _WORD_IDS[vocab_digest](read_staged(storage.fs, storage.path(rel)))
             for split, writer in writers.items():
                 part = rows.filter(pc.equal(rows.column("split"), split))
                 if part.num_rows:

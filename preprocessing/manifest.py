@@ -1,6 +1,6 @@
 """The dataset's manifest: what the two passes produced, summed up and listed (counts, OOV rates,
 the files of each split, every input with its fingerprint and status, the config and the schema).
-It is written last by the commit (`storage.commit`) and is what readers trust."""
+It is written last by the commit (`dataset.commit`) and is what readers trust."""
 
 from __future__ import annotations
 

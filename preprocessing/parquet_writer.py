@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import posixpath
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema
-from .storage import OutputLocation
+from .storage import Storage
 
 # A Parquet row group holds at most this many sentences, and at most a quarter of the file size
 # target in memory (Arrow bytes, before encoding and compression).
@@ -20,8 +18,8 @@ class SplitWriter:
     """The Parquet files of one split written by one task: ``<prefix>-<k>.parquet``, a new file
     once one reaches ``target_bytes`` (so a file is at most one row group and the footer over)."""
 
-    def __init__(self, location: OutputLocation, prefix: str, target_bytes: int) -> None:
-        self.location, self.prefix, self.target_bytes = location, prefix, target_bytes
+    def __init__(self, storage: Storage, prefix: str, target_bytes: int) -> None:
+        self.storage, self.prefix, self.target_bytes = storage, prefix, target_bytes
         self.pending: list[pa.Table] = []
         self.pending_rows = self.pending_bytes = 0
         self.stream = self.writer = None
@@ -40,9 +38,7 @@ class SplitWriter:
         if self.writer is None:
             rel = f"{self.prefix}-{len(self.written):05d}.parquet"
             self.written.append({"path": rel, "rows": 0, "bytes": 0})
-            path = self.location.path(rel)
-            self.location.fs.create_dir(posixpath.dirname(path), recursive=True)
-            self.stream = self.location.fs.open_output_stream(path)
+            self.stream = self.storage.open_output(rel)
             self.writer = pq.ParquetWriter(self.stream, schema.SENTENCES, compression=PARQUET_COMPRESSION)
         self.writer.write_table(pa.concat_tables(self.pending), row_group_size=self.pending_rows)
         self.written[-1]["rows"] += self.pending_rows

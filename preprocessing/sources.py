@@ -2,8 +2,10 @@
 
 Inputs may be local paths, directories or globs, ``s3://`` / ``gs://`` prefixes or globs,
 ``http(s)://`` URLs, or ``@LIST`` (a file, local or remote, naming one input per line).
-Bytes are read through smart-open (local, S3, GCS, HTTP); ``.gz``, ``.bz2`` and ``.zst``
-are decompressed here so that the sha256 recorded in the manifest is of the stored bytes.
+They are listed and fingerprinted through `preprocessing.storage` (URLs: one HEAD request, the
+standard library's). Bytes are read through smart-open (local, S3, GCS, HTTP); ``.gz``, ``.bz2``
+and ``.zst`` are decompressed here so that the sha256 recorded in the manifest is of the stored
+bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Iterator
+
+from .storage import Storage, StoredFile, scheme_of
 
 _GLOB_CHARS = "*?["
 READ_CHUNK = 1 << 20
@@ -39,11 +43,6 @@ class InputFile:
         return asdict(self)
 
 
-def scheme_of(uri: str) -> str:
-    parsed = urllib.parse.urlparse(uri)
-    return parsed.scheme if len(parsed.scheme) > 1 else ""  # "C:" is not a scheme
-
-
 def _has_glob(text: str) -> bool:
     return any(c in text for c in _GLOB_CHARS)
 
@@ -54,94 +53,45 @@ def _visible(relpath: str) -> bool:
 
 
 # --- listing ----------------------------------------------------------------------------------
-def _list_local(spec: str) -> list[InputFile]:
-    def entry(path: str, key: str) -> InputFile:
-        st = os.stat(path)
-        return InputFile(os.path.abspath(path), key, st.st_size, f"mtime_ns:{st.st_mtime_ns}")
-
-    if _has_glob(spec):
-        root = spec[: min(spec.index(c) for c in _GLOB_CHARS if c in spec)]
-        root = root if root.endswith(os.sep) or not root else os.path.dirname(root)
-        paths = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
-        return [entry(p, os.path.relpath(p, root or ".").replace(os.sep, "/")) for p in paths
-                if _visible(os.path.relpath(p, root or "."))]
-    if os.path.isdir(spec):
-        out = []
-        for dirpath, dirnames, filenames in os.walk(spec):
-            dirnames[:] = sorted(d for d in dirnames if _visible(d))
-            for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                rel = os.path.relpath(path, spec).replace(os.sep, "/")
-                if _visible(rel):
-                    out.append(entry(path, rel))
-        return out
-    if os.path.isfile(spec):
-        return [entry(spec, os.path.basename(spec))]
-    raise InputError(f"{spec}: no such file or directory")
+def _input_file(storage: Storage, stored: StoredFile, key: str) -> InputFile:
+    return InputFile(storage.uri_of(stored.path), key, stored.size, stored.fingerprint)
 
 
-def _s3_client():
-    import boto3  # smart-open's S3 transport uses the same client settings (AWS_* variables)
+def _list_local_glob(spec: str) -> list[InputFile]:
+    """A local glob, as `glob.glob` (``recursive=True``) expands it; keys relative to its fixed part."""
+    root = spec[: min(spec.index(c) for c in _GLOB_CHARS if c in spec)]
+    root = root if root.endswith(os.sep) or not root else os.path.dirname(root)
+    out = []
+    for path in sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)):
+        key = os.path.relpath(path, root or ".").replace(os.sep, "/")
+        if _visible(key):
+            storage = Storage(path)
+            out.append(_input_file(storage, storage.stat(), key))
+    return out
 
-    return boto3.client("s3")
 
-
-def _list_s3(spec: str) -> list[InputFile]:
-    parsed = urllib.parse.urlparse(spec)
-    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+def _list_stored(spec: str) -> list[InputFile]:
+    """A file or object, a folder or prefix, or (object stores) a glob over keys, which ``*``
+    matches across ``/`` (`fnmatch`); local paths, ``s3://`` and the other schemes pyarrow knows."""
+    local = scheme_of(spec) in ("", "file")
     pattern = None
-    if _has_glob(key):
-        pattern = key
-        key = key[: min(key.index(c) for c in _GLOB_CHARS if c in key)]
-        root = key[: key.rfind("/") + 1]
-    client = _s3_client()
+    if not local and _has_glob(spec):
+        fixed = spec[: min(spec.index(c) for c in _GLOB_CHARS if c in spec)]
+        root = fixed[: fixed.rfind("/")]
+        pattern, spec = spec[len(root) + 1:], root
     try:
-        if pattern is None and key and not key.endswith("/"):
-            try:  # an object named exactly like this?
-                head = client.head_object(Bucket=bucket, Key=key)
-                return [InputFile(spec, key.rsplit("/", 1)[-1], head["ContentLength"], f"etag:{head['ETag'].strip(chr(34))}")]
-            except client.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                    raise
-            key += "/"
-        if pattern is None:
-            root = key
-        out = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-            for obj in page.get("Contents", []):
-                name = obj["Key"]
-                if name.endswith("/") or (pattern is not None and not fnmatch.fnmatchcase(name, pattern)):
-                    continue
-                rel = name[len(root):]
-                if _visible(rel):
-                    out.append(InputFile(f"s3://{bucket}/{name}", rel, obj["Size"], f"etag:{obj['ETag'].strip(chr(34))}"))
-    except Exception as exc:  # botocore raises many unrelated types
-        if isinstance(exc, InputError):
-            raise
+        storage = Storage(spec)
+        single = None if pattern or spec.endswith("/") else storage.stat()
+        if single is not None:
+            return [_input_file(storage, single, spec.rstrip("/").rsplit("/", 1)[-1])]
+        listed = storage.list()
+    except Exception as exc:  # botocore and pyarrow raise many unrelated types
         raise InputError(f"{spec}: cannot list: {exc}") from exc
-    if not out:
-        raise InputError(f"{spec}: no objects found")
-    return sorted(out, key=lambda f: f.key)
-
-
-def _list_pyarrow(spec: str) -> list[InputFile]:
-    """Other object stores (gs://) through pyarrow's filesystems; fingerprint = mtime."""
-    import pyarrow.fs as pafs
-
-    try:
-        fs, path = pafs.FileSystem.from_uri(spec)
-        info = fs.get_file_info(path)
-        scheme = scheme_of(spec)
-        if info.type == pafs.FileType.File:
-            return [InputFile(spec, path.rsplit("/", 1)[-1], info.size, f"mtime:{info.mtime}")]
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    except Exception as exc:
-        raise InputError(f"{spec}: cannot list: {exc}") from exc
-    out = [InputFile(f"{scheme}://{i.path}", i.path[len(path):].lstrip("/"), i.size, f"mtime:{i.mtime}")
-           for i in infos if i.type == pafs.FileType.File and _visible(i.path[len(path):])]
-    if not out:
-        raise InputError(f"{spec}: no files found")
-    return sorted(out, key=lambda f: f.key)
+    out = [_input_file(storage, f, f.path) for f in listed
+           if _visible(f.path) and (pattern is None or fnmatch.fnmatchcase(f.path, pattern))]
+    if not out and not (local and storage.exists()):  # an empty local directory holds no inputs
+        raise InputError(f"{spec}: no such file or directory" if local else f"{spec}: no objects found")
+    return out
 
 
 def _stat_http(spec: str) -> list[InputFile]:
@@ -174,14 +124,12 @@ def resolve_inputs(specs: list[str]) -> list[InputFile]:
             files.extend(resolve_inputs(_read_list_file(spec[1:])))
             continue
         scheme = scheme_of(spec)
-        if scheme == "s3":
-            files.extend(_list_s3(spec))
-        elif scheme in ("http", "https"):
+        if scheme in ("http", "https"):
             files.extend(_stat_http(spec))
-        elif scheme in ("", "file"):
-            files.extend(_list_local(spec[7:] if scheme == "file" else spec))
+        elif scheme in ("", "file") and _has_glob(spec):
+            files.extend(_list_local_glob(spec[7:] if scheme == "file" else spec))
         else:
-            files.extend(_list_pyarrow(spec))
+            files.extend(_list_stored(spec))
     if not files:
         raise InputError("no input files")
     seen: dict[str, str] = {}

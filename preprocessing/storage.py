@@ -1,125 +1,268 @@
-"""The output location (local directory or ``s3://`` prefix) through pyarrow's filesystems,
-and the commit protocol that makes a dataset appear all at once.
+"""Where the jobs keep their files: a local directory or an ``s3://`` prefix, with the operations
+their commit protocols rely on (write whole or not at all, publish, put-if-absent, list, read).
+Paths are given relative to the root, ``/``-separated. Other schemes pyarrow knows (``gs://``)
+work through pyarrow alone, for everything but `put_if_absent`.
 
-A dataset is committed when ``DIR/manifest.json`` exists: it is written last (atomically:
-rename on local disks, a single PUT on object stores) and lists every data file. Readers go
-through the manifest (`preprocessing.dataset`), so a crash at any point leaves either the
-previous dataset or none, never a half-written one.
+What each operation guarantees, per backend:
+
+=================  ================================================  ==========================================
+operation          local directory                                   ``s3://``
+=================  ================================================  ==========================================
+`write`            whole or not at all: written beside the target,   whole or not at all: one PUT (a multipart
+                   then renamed over it (`elmo_core.atomic`)         upload becomes visible only when completed)
+`publish`          whole: a rename from `temp_file` (same            whole: one upload of the finished file
+                   filesystem); the local file is gone after         (as `write`); the local file is deleted
+`put_if_absent`    atomic create: ``link(2)`` of a complete          atomic create: a PUT with ``If-None-Match:
+                   temporary file fails if the name exists           *`` (AWS S3, SeaweedFS). Of two writers
+                                                                     racing for a name, exactly one wins
+`move`             atomic rename                                     copy, then delete: not atomic (for a
+                                                                     moment both names exist)
+`open_output`      not atomic: readers may see a partial file;       the object appears when the stream is
+                   for files no reader looks at yet (staging)        closed (also after a failed write:
+                                                                     pyarrow cannot abort an upload)
+`read`, `list`,    ordinary; `list` fingerprints a file by its       ordinary; `list` and `stat` fingerprint
+`stat`, `delete`   ``mtime_ns``                                      an object by its ETag
+=================  ================================================  ==========================================
+
+The libraries: pyarrow's filesystems read, move and delete everywhere and write to object stores
+(they are also what Ray Data and Parquet take); local files are written and listed with ``os``;
+boto3 does what pyarrow cannot on S3: the conditional PUT, and listing with ETags (the
+fingerprints recorded for inputs). S3 settings come from the usual
+``AWS_*`` variables (``AWS_ENDPOINT_URL`` for servers other than AWS).
+
+This module lives in `preprocessing`, the lowest package that reads or writes ``s3://``:
+`elmo_core` keeps only local atomic writes (`elmo_core.atomic`, which this module uses for local
+roots), so the model code installs without pyarrow or boto3.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
+import tempfile
+import urllib.parse
 import uuid
+from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from . import schema
-from .config import SPLITS
+from elmo_core.atomic import atomic_file
+
+TEMP_DIR = "_tmp"  # local roots: files being written (same filesystem, so publishing is a rename)
+# the error codes S3 servers answer a conditional PUT with when the name exists
+_NAME_TAKEN = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 
 
-class OutputLocation:
-    """Paths under one root on one filesystem, all given relative to the root."""
+def scheme_of(uri: str) -> str:
+    """``s3``, ``gs``, ``http``...; "" for a local path (``C:`` is not a scheme)."""
+    parsed = urllib.parse.urlparse(uri)
+    return parsed.scheme if len(parsed.scheme) > 1 else ""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative to the storage root ("" for the root itself)
+    size: int  # bytes as stored
+    fingerprint: str  # "etag:..." (S3), "mtime_ns:..." (local), "mtime:..." (other schemes)
+
+
+class Storage:
+    """Files under one root: a local directory (also ``file://``), ``s3://bucket/prefix``, or
+    another scheme pyarrow knows. Cheap to make; the clients are made on first use."""
 
     def __init__(self, root_uri: str) -> None:
         self.uri = root_uri.rstrip("/")
-        if "://" in self.uri and not self.uri.startswith("file://"):
-            self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
-            self.local = False
-        else:
-            path = self.uri[7:] if self.uri.startswith("file://") else self.uri
-            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(path)
-            self.local = True
-
-    def path(self, *parts: str) -> str:
-        return posixpath.join(self.root, *parts)
-
-    def uri_of(self, *parts: str) -> str:
-        """What Ray Data / smart-open accept for a path under the root."""
+        parsed = urllib.parse.urlparse(self.uri)
+        self.scheme = scheme_of(self.uri)
+        self.local = self.scheme in ("", "file")
         if self.local:
-            return self.path(*parts)
-        return f"{self.uri.split('://', 1)[0]}://{self.path(*parts)}"
+            self.root = os.path.abspath(parsed.path if self.scheme == "file" else self.uri)
+        else:
+            self.root = f"{parsed.netloc}{parsed.path}".rstrip("/")
 
-    def exists(self, *parts: str) -> bool:
-        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+    @functools.cached_property
+    def fs(self) -> pafs.FileSystem:
+        """The pyarrow filesystem (made on first use: S3's asks the server for the bucket's region)."""
+        return pafs.LocalFileSystem() if self.local else pafs.FileSystem.from_uri(self.uri)[0]
 
-    def read_text(self, *parts: str) -> str | None:
+    @functools.cached_property
+    def _s3(self):
+        import boto3
+
+        return boto3.client("s3")
+
+    # ---------------------------------------------------------------- names
+    def path(self, rel: str = "") -> str:
+        """``rel`` as a path on `fs`."""
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    def uri_of(self, rel: str = "") -> str:
+        """What Ray Data, pyarrow and smart-open accept for ``rel``."""
+        return self.path(rel) if self.local else f"{self.scheme}://{self.path(rel)}"
+
+    def _bucket_key(self, rel: str) -> tuple[str, str]:
+        bucket, _, key = self.path(rel).partition("/")
+        return bucket, key
+
+    # ---------------------------------------------------------------- reading
+    def exists(self, rel: str = "") -> bool:
+        return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def read(self, rel: str) -> bytes | None:
+        """The bytes of ``rel``; None if there is no such file."""
         try:
-            with self.fs.open_input_stream(self.path(*parts)) as f:
-                return f.read().decode("utf-8")
+            with self.fs.open_input_stream(self.path(rel)) as f:
+                return f.read()
         except FileNotFoundError:
             return None
 
-    def write_text(self, text: str, *parts: str) -> None:
-        """Atomic: local files are written aside and renamed; an object PUT is atomic already."""
-        target = self.path(*parts)
-        self.fs.create_dir(posixpath.dirname(target), recursive=True)
-        temp = target + f".tmp-{uuid.uuid4().hex}" if self.local else target
-        with self.fs.open_output_stream(temp) as f:
-            f.write(text.encode("utf-8"))
+    def read_json(self, rel: str):
+        data = self.read(rel)
+        return None if data is None else json.loads(data)
+
+    def stat(self, rel: str = "") -> StoredFile | None:
+        """``rel`` if it is a file (or an object), else None."""
+        if self.scheme == "s3":
+            bucket, key = self._bucket_key(rel)
+            if not key:
+                return None
+            try:
+                head = self._s3.head_object(Bucket=bucket, Key=key)
+            except self._s3.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            return StoredFile(rel, head["ContentLength"], f"etag:{head['ETag'].strip(chr(34))}")
         if self.local:
-            self.fs.move(temp, target)
+            path = self.path(rel)
+            return self._local_file(path) if os.path.isfile(path) else None
+        info = self.fs.get_file_info(self.path(rel))
+        return self._stored(info) if info.type == pafs.FileType.File else None
 
-    def read_json(self, *parts: str) -> dict | None:
-        text = self.read_text(*parts)
-        return None if text is None else json.loads(text)
+    def list(self, rel: str = "") -> list[StoredFile]:
+        """Every file below the folder ``rel`` (at any depth; local symlinks to folders are not
+        followed), sorted by path; [] if there is none."""
+        if self.scheme == "s3":
+            bucket, key = self._bucket_key(rel)
+            root_key = self._bucket_key("")[1]
+            start = len(root_key) + 1 if root_key else 0
+            found = []
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/" if key else ""):
+                found += [StoredFile(obj["Key"][start:], obj["Size"], f"etag:{obj['ETag'].strip(chr(34))}")
+                          for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]  # "/": folder markers
+        elif self.local:
+            found = []
+            for folder, _, names in os.walk(self.path(rel)):
+                for name in names:
+                    try:
+                        found.append(self._local_file(os.path.join(folder, name)))
+                    except FileNotFoundError:  # gone while listing (a writer's temporary file)
+                        pass
+        else:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path(rel), recursive=True, allow_not_found=True))
+            found = [self._stored(i) for i in infos if i.type == pafs.FileType.File]
+        return sorted(found, key=lambda f: f.path)
 
-    def write_json(self, value: dict, *parts: str) -> None:
-        self.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n", *parts)
+    def _local_file(self, path: str) -> StoredFile:
+        st = os.stat(path)
+        rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+        return StoredFile("" if rel == "." else rel, st.st_size, f"mtime_ns:{st.st_mtime_ns}")
 
-    def list_files(self, *parts: str) -> list[tuple[str, int]]:
-        """(path relative to the root, size) of every file below, sorted; [] if absent."""
-        base = self.path(*parts)
-        if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
-            return []
-        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        return sorted((posixpath.relpath(i.path, self.root), i.size) for i in infos if i.type == pafs.FileType.File)
+    def _stored(self, info: pafs.FileInfo) -> StoredFile:
+        rel = posixpath.relpath(info.path, self.root) if info.path != self.root else ""
+        return StoredFile(rel, info.size, f"mtime:{info.mtime}")
+
+    # ---------------------------------------------------------------- writing
+    def write(self, rel: str, data: bytes) -> None:
+        """Replace ``rel`` with ``data``, whole or not at all (readers see the old or the new bytes)."""
+        if self.local:
+            with atomic_file(self.path(rel)) as tmp, open(tmp, "wb") as f:
+                f.write(data)
+        else:
+            with self.fs.open_output_stream(self.path(rel)) as f:
+                f.write(data)
+
+    def write_json(self, rel: str, value) -> None:
+        self.write(rel, (json.dumps(value, indent=2) + "\n").encode("utf-8"))
+
+    def temp_file(self, suffix: str) -> str:
+        """A fresh local path to write a file that `publish` will move into place."""
+        if self.local:
+            os.makedirs(self.path(TEMP_DIR), exist_ok=True)
+            return self.path(f"{TEMP_DIR}/{uuid.uuid4().hex}{suffix}")
+        fd, path = tempfile.mkstemp(prefix="elmo-", suffix=suffix)
+        os.close(fd)
+        return path
+
+    def clear_temp(self, remove_dir: bool = False) -> None:
+        """Files a killed writer left being written (local roots; S3 uploads never leave one)."""
+        folder = self.path(TEMP_DIR)
+        if self.local and os.path.isdir(folder):
+            for name in os.listdir(folder):
+                os.unlink(os.path.join(folder, name))
+            if remove_dir:
+                os.rmdir(folder)
+
+    def publish(self, local_path: str, rel: str) -> None:
+        """Move a complete local file to ``rel`` whole (the local file is gone afterwards)."""
+        if self.local:
+            os.makedirs(os.path.dirname(self.path(rel)), exist_ok=True)
+            os.replace(local_path, self.path(rel))
+        else:
+            pafs.copy_files(local_path, self.path(rel), destination_filesystem=self.fs)
+            os.unlink(local_path)
+
+    def put_if_absent(self, rel: str, data: bytes) -> bool:
+        """Create ``rel`` holding ``data`` unless it exists; True if this call created it."""
+        if self.local:
+            path = self.path(rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.link(tmp, path)  # atomic, and refuses an existing name
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        if self.scheme != "s3":
+            raise ValueError(f"{self.uri}: creating only if absent needs a local directory or s3:// "
+                             f"(not {self.scheme}://)")
+        bucket, key = self._bucket_key(rel)
+        try:
+            self._s3.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            return True
+        except self._s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NAME_TAKEN:
+                return False
+            raise
+
+    def open_output(self, rel: str):
+        """A pyarrow output stream writing ``rel`` (not atomic: for files no reader looks at yet)."""
+        if self.local:  # object stores have no folders to make
+            os.makedirs(os.path.dirname(self.path(rel)), exist_ok=True)
+        return self.fs.open_output_stream(self.path(rel))
 
     def move(self, src: str, dst: str) -> None:
         """Move one file (a rename locally; copy + delete on object stores)."""
-        target = self.path(dst)
-        self.fs.create_dir(posixpath.dirname(target), recursive=True)
         if self.local:
-            self.fs.move(self.path(src), target)
-        else:
-            self.fs.copy_file(self.path(src), target)
-            self.fs.delete_file(self.path(src))
+            os.makedirs(os.path.dirname(self.path(dst)), exist_ok=True)
+        self.fs.move(self.path(src), self.path(dst))
 
-    def delete_file(self, *parts: str) -> None:
+    def delete(self, rel: str) -> None:
+        """Delete the file ``rel`` if it exists."""
         try:
-            self.fs.delete_file(self.path(*parts))
+            self.fs.delete_file(self.path(rel))
         except FileNotFoundError:
             pass
 
-    def delete_dir(self, *parts: str) -> None:
-        if self.exists(*parts):
-            self.fs.delete_dir(self.path(*parts))
-
-
-def commit(out: OutputLocation, staging: str, manifest: dict, say) -> None:
-    from .manifest import manifest_files
-
-    """Archive the committed version (if any), move the new files in, write the manifest last."""
-    old = out.read_json(schema.MANIFEST_NAME)
-    if old is not None:
-        archive = posixpath.join(schema.VERSIONS_DIR, str(old.get("version", "unknown"))[:16])
-        out.write_json(old, archive, "manifest.incomplete.json")
-        out.delete_file(schema.MANIFEST_NAME)  # from here on no reader sees a dataset here
-        for rel in manifest_files(old):
-            if out.exists(rel):
-                out.move(rel, posixpath.join(archive, rel))
-        out.write_json(old, archive, schema.MANIFEST_NAME)
-        out.delete_file(archive, "manifest.incomplete.json")
-        say(f"previous version {archive} archived")
-    for split in SPLITS:  # files of an interrupted commit, listed by no manifest
-        out.delete_dir(split)
-    for split in SPLITS:
-        for i, entry in enumerate(manifest["splits"][split]["files"]):
-            final = posixpath.join(split, f"part-{i:05d}.parquet")
-            out.move(entry.pop("staged"), final)
-            entry["path"] = final
-    for name in (schema.VOCAB_NAME, schema.COUNTS_NAME):
-        out.move(posixpath.join(staging, name), name)
-    out.write_json(manifest, schema.MANIFEST_NAME)
+    def delete_dir(self, rel: str) -> None:
+        """Delete the folder ``rel`` and everything below it, if it exists."""
+        if self.exists(rel):
+            self.fs.delete_dir(self.path(rel))

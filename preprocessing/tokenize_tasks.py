@@ -21,7 +21,7 @@ from . import schema
 from .config import PreprocessConfig
 from .sources import InputError, ShardReader
 from .stage import KIND_LINE, RAW_LINES, BlockStager
-from .storage import OutputLocation
+from .storage import Storage
 
 
 def raw_block(source: str, key: str, first_line: int, lines: list[bytes]) -> pa.Table:
@@ -74,7 +74,7 @@ def source_tag(source: str) -> str:
 STAGED_SUFFIX = ".arrow"
 _STAGED_WRITE = pa.ipc.IpcWriteOptions(compression="zstd")
 _STAGERS: dict[str, BlockStager] = {}  # per worker process: the tokenizer is built once
-_LOCATIONS: dict[str, OutputLocation] = {}  # staging directory -> its location
+_STORAGES: dict[str, Storage] = {}  # staging directory -> its storage
 
 
 def stage_block(batch: pa.Table, config: dict, staging_uri: str) -> pa.Table:
@@ -82,14 +82,13 @@ def stage_block(batch: pa.Table, config: dict, staging_uri: str) -> pa.Table:
     key = json.dumps(config, sort_keys=True)
     if key not in _STAGERS:
         _STAGERS[key] = BlockStager(PreprocessConfig.from_dict(config))
-    if staging_uri not in _LOCATIONS:
-        _LOCATIONS[staging_uri] = OutputLocation(staging_uri)
-        _LOCATIONS[staging_uri].fs.create_dir(_LOCATIONS[staging_uri].root, recursive=True)
-    location = _LOCATIONS[staging_uri]
+    if staging_uri not in _STORAGES:
+        _STORAGES[staging_uri] = Storage(staging_uri)
+    storage = _STORAGES[staging_uri]
     staged, stats = _STAGERS[key](batch)
     for source, table in staged.items():
         name = f"{source_tag(source)}-{table.column('line')[0].as_py():012d}{STAGED_SUFFIX}"
-        with location.fs.open_output_stream(location.path(name)) as f:
+        with storage.open_output(name) as f:
             with pa.ipc.new_file(f, schema.STAGED, options=_STAGED_WRITE) as writer:
                 writer.write_table(table)
     return stats

@@ -185,14 +185,14 @@ def test_a_killed_actor_is_replaced_and_nothing_is_lost(cluster, registry, actor
 
 def test_one_scheduler_at_a_time_and_a_crashed_holder_expires(cluster, registry, tmp_path):
     from workflows.embedding.ledger import Lease, LeaseHeld
-    from workflows.object_store import Store
+    from preprocessing.storage import Storage
 
     source, out = tmp_path / "incoming", tmp_path / "out"
     source.mkdir()
     write_text(source / "a.txt", seed=7)
-    holder = Lease.acquire(Store(str(out)), ttl=60)
+    holder = Lease.acquire(Storage(str(out)), ttl=60)
     assert isinstance(holder, Lease)
-    assert isinstance(Lease.acquire(Store(str(out))), LeaseHeld)
+    assert isinstance(Lease.acquire(Storage(str(out))), LeaseHeld)
     proc = cli(cluster, registry, source, out)
     assert proc.returncode == 0 and "another scheduler" in proc.stderr and committed(out) == []
     holder.release()
@@ -203,7 +203,7 @@ def test_one_scheduler_at_a_time_and_a_crashed_holder_expires(cluster, registry,
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [e["input"]["key"] for e in committed(out)] == ["a.txt"]
     # two contenders for the same epoch: exactly one wins
-    store = Store(str(out))
+    store = Storage(str(out))
     wins = [store.put_if_absent("_lease/999999999999.json", b"{}") for _ in range(2)]
     assert wins == [True, False]
 

@@ -93,7 +93,7 @@ def test_every_workflows_module_lives_in_a_room():
     loose = {p.name for p in (REPO / "workflows").glob("*.py")}
     rooms = {p.name for p in (REPO / "workflows").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert rooms == set(ROOMS)
-    assert loose <= {"__init__.py", "console.py", "faults.py", "object_store.py"}, loose
+    assert loose <= {"__init__.py", "console.py", "faults.py"}, loose
 
 
 def test_no_import_cycles_between_modules():

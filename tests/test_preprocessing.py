@@ -19,7 +19,7 @@ from corpus_helpers import HOSTILE_LINES, long_line, oracle, raw_lines, write_co
 from elmo_core.characters import MAX_WORD_BYTES, ids_to_token
 from elmo_core.vocabulary import Vocabulary
 from preprocessing.config import SPLITS, PreprocessConfig, RunOptions
-from preprocessing.dataset import DatasetError, load_manifest, load_vocabulary, split_files
+from preprocessing.dataset import Dataset, DatasetError
 from preprocessing.encode import char_ids_of
 
 ray = pytest.importorskip("ray")
@@ -52,7 +52,7 @@ def moses_run(ray_cluster, corpus, tmp_path_factory):
 
 def read_split(out: str, split: str) -> list[dict]:
     rows = []
-    for uri in split_files(out, split):
+    for uri in Dataset.open(out).split_files(split):
         rows.extend(pq.read_table(uri).to_pylist())
     return rows
 
@@ -86,7 +86,7 @@ def test_counts_add_up_and_match_a_single_process_pass(moses_run, corpus):
 
 def test_rows_decode_back_to_their_tokens(moses_run):
     out, m, expected = moses_run
-    vocab = load_vocabulary(out)
+    vocab = Dataset.open(out).vocabulary
     seen_ids = set()
     by_line: dict[str, list[str]] = {}
     for split in SPLITS:
@@ -115,7 +115,7 @@ def test_rows_decode_back_to_their_tokens(moses_run):
 
 def test_vocabulary_equals_single_process_count(moses_run):
     out, m, expected = moses_run
-    vocab = load_vocabulary(out)
+    vocab = Dataset.open(out).vocabulary
     assert vocab == Vocabulary.from_counts(expected.counts["train"], CONFIG.max_vocab, CONFIG.min_count)
     assert vocab.tokens[:3] == ["<S>", "</S>", "<UNK>"]
     counts = [line.split("\t") for line in open(os.path.join(out, "vocab_counts.tsv"), encoding="utf-8").read().splitlines()]
@@ -141,7 +141,7 @@ def test_split_and_rows_stable_across_workers_and_blocks(ray_cluster, corpus, tm
         out = str(tmp_path / name)
         run_preprocess([root], out, config, options, log=lambda m: None)
         rows = {s: sorted((r["sentence_id"], r["word_ids"], r["tokens"]) for r in read_split(out, s)) for s in SPLITS}
-        results.append((rows, load_vocabulary(out)))
+        results.append((rows, Dataset.open(out).vocabulary))
     assert results[0] == results[1]
     assert len(results[0][1]) == 300
     assert all(len(results[0][0][s]) > 10 for s in SPLITS)
@@ -159,7 +159,7 @@ def test_rerun_is_a_no_op_and_a_changed_config_a_new_version(ray_cluster, corpus
     assert again == first and os.stat(os.path.join(out, "manifest.json")).st_mtime_ns == stamp
     changed = run_preprocess([root], out, PreprocessConfig(tokenizer="whitespace", min_count=2), log=lambda m: None)
     assert changed["version"] != first["version"] and changed["config_hash"] != first["config_hash"]
-    assert load_manifest(out)["version"] == changed["version"]
+    assert Dataset.open(out).manifest["version"] == changed["version"]
     archived = os.path.join(out, "versions", first["version"][:16])
     assert json.load(open(os.path.join(archived, "manifest.json")))["version"] == first["version"]
     for split in SPLITS:  # the archived version is complete and readable
@@ -193,7 +193,7 @@ def test_corrupt_shard_fails_naming_it_or_is_quarantined(ray_cluster, tmp_path):
     quarantined = str(tmp_path / "quarantined")
     ok = _cli(str(root), "--output", quarantined, "--quarantine-bad-files", *args)
     assert ok.returncode == 0, ok.stderr
-    m = load_manifest(quarantined)
+    m = Dataset.open(quarantined).manifest
     entry = next(e for e in m["inputs"] if e["path"] == paths[1])
     assert entry["status"] == "quarantined" and "unreadable" in entry["error"]
     assert m["quarantined_lines"] == entry["lines"] > 0
@@ -233,11 +233,11 @@ def test_killed_run_leaves_no_readable_half_dataset(ray_cluster, tmp_path):
     proc.wait()
     assert not (out / "manifest.json").exists()
     with pytest.raises(DatasetError, match="no committed dataset"):
-        split_files(str(out), "train")
+        Dataset.open(str(out))
     # a rerun clears the debris and commits
     done = _cli(str(root), "--output", str(out), "--address", ray_cluster, "--min-count", "1")
     assert done.returncode == 0, done.stderr
-    assert load_manifest(str(out))["sentences_out"] > 0
+    assert Dataset.open(str(out)).manifest["sentences_out"] > 0
     assert not (out / "_staging").exists()
 
 
@@ -403,14 +403,14 @@ def test_dataset_files_stay_near_the_size_target(ray_cluster, tmp_path):
 def test_split_writer_starts_a_new_file_at_the_size_target(tmp_path):
     from preprocessing import schema
     from preprocessing.parquet_writer import SplitWriter
-    from preprocessing.storage import OutputLocation
+    from preprocessing.storage import Storage
 
     words = [f"w{i}" for i in range(5000)]
     rows = pa.table({"sentence_id": [f"k:{i}:0" for i in range(4000)], "source": ["s"] * 4000,
                      "line": list(range(4000)), "sentence_index": [0] * 4000, "num_tokens": [20] * 4000,
                      "tokens": [words[i:i + 20] for i in range(4000)],
                      "word_ids": [list(range(i, i + 20)) for i in range(4000)]}, schema=schema.SENTENCES)
-    writer = SplitWriter(OutputLocation(str(tmp_path)), "train/part", target_bytes=20_000)
+    writer = SplitWriter(Storage(str(tmp_path)), "train/part", target_bytes=20_000)
     for start in range(0, 4000, 100):  # 40 staged pieces
         writer.add(rows.slice(start, 100))
     written = writer.close()

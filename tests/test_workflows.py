@@ -17,7 +17,7 @@ import torch
 from preprocessing.sample_text import pydoc_sentences
 from local_services import mlflow_server as start_mlflow_server
 from preprocessing.config import PreprocessConfig
-from preprocessing.dataset import load_vocabulary
+from preprocessing.dataset import Dataset
 from workflows.training.config import TrainJobConfig
 
 ray = pytest.importorskip("ray")
@@ -103,16 +103,18 @@ def assert_same_parameters(a: dict, b: dict, atol: float) -> None:
 def one_worker_run(cluster, data):
     from workflows.training.driver import run_training, unique_name
 
-    vocab = load_vocabulary(data["source"])
-    return run_training(job(data["source"]), vocab, str(cluster), unique_name("w1"),
+    dataset = Dataset.open(data["source"])
+    vocab = dataset.vocabulary
+    return run_training(job(data["source"]), dataset, str(cluster), unique_name("w1"),
                      model_config=tiny_options(len(vocab)))
 
 
 def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
     from workflows.training.driver import run_training, unique_name
 
-    vocab = load_vocabulary(data["source"])
-    two = run_training(job(data["source"], num_workers=2), vocab, str(cluster), unique_name("w2"),
+    dataset = Dataset.open(data["source"])
+    vocab = dataset.vocabulary
+    two = run_training(job(data["source"], num_workers=2), dataset, str(cluster), unique_name("w2"),
                     model_config=tiny_options(len(vocab)))
     assert two.final["step"] == one_worker_run.final["step"] == 4
     # training moved the parameters, identically on 1 and 2 workers
@@ -124,9 +126,10 @@ def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
 def test_worker_failure_resumes_and_ends_equal(cluster, data, one_worker_run):
     from workflows.training.driver import run_training, unique_name
 
-    vocab = load_vocabulary(data["source"])
+    dataset = Dataset.open(data["source"])
+    vocab = dataset.vocabulary
     name = unique_name("fault")
-    faulty = run_training(job(data["source"], num_workers=2, fail_at_step=3), vocab, str(cluster), name,
+    faulty = run_training(job(data["source"], num_workers=2, fail_at_step=3), dataset, str(cluster), name,
                        model_config=tiny_options(len(vocab)))
     assert os.path.exists(os.path.join(str(cluster), f"{name}.fault-injected"))  # it did fail once
     assert faulty.final["step"] == 4
@@ -136,10 +139,9 @@ def test_worker_failure_resumes_and_ends_equal(cluster, data, one_worker_run):
 def test_global_batches_cover_every_sentence_once_per_epoch(data):
     import pyarrow.parquet as pq
 
-    from preprocessing.dataset import split_files
     from workflows.training.batches import COLUMNS, global_batches
 
-    tables = [pq.read_table(u, columns=COLUMNS) for u in split_files(data["source"], "train")]
+    tables = [pq.read_table(u, columns=COLUMNS) for u in Dataset.open(data["source"]).split_files("train")]
     n = sum(t.num_rows for t in tables)
     for world in (1, 2, 3):
         seen, padded, real = 0, 0, 0
@@ -170,12 +172,13 @@ def footer_readers_started() -> int:
 
 
 def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, monkeypatch):
-    from preprocessing.dataset import split_files
     from workflows.training.driver import FOOTER_READER_ENV, split_dataset
+
+    dataset = Dataset.open(data["source"])
 
     def started_by_reading(split: str) -> int:
         before = footer_readers_started()
-        rows = sum(t.num_rows for t in split_dataset(data["source"], split).iter_batches(batch_format="pyarrow"))
+        rows = sum(t.num_rows for t in split_dataset(dataset, split).iter_batches(batch_format="pyarrow"))
         assert rows > 0
         counts, deadline = [], time.time() + 2
         while time.time() < deadline:  # the largest count seen once the state API has caught up
@@ -184,7 +187,7 @@ def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, mon
         return max(counts)
 
     monkeypatch.delenv(FOOTER_READER_ENV, raising=False)
-    assert len(split_files(data["source"], "train")) <= 10
+    assert len(dataset.split_files("train")) <= 10
     assert started_by_reading("train") == 1  # Ray's default pool is 32 processes
     assert FOOTER_READER_ENV not in os.environ  # set only while the dataset is made
     monkeypatch.setenv(FOOTER_READER_ENV, "2")  # the user's setting wins
@@ -207,14 +210,15 @@ def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_wor
     from workflows.training.pretrain import model_options
     from workflows.training.driver import run_training, unique_name
 
-    vocab = load_vocabulary(data["source"])
+    dataset = Dataset.open(data["source"])
+    vocab = dataset.vocabulary
     stream = dict(mode="stream", stream_rows=4, unroll_steps=10, max_steps=6, eval_every=3, checkpoint_every=2)
     # plain SGD: Adam's per-parameter normalisation turns float-rounding noise in near-zero
     # gradients into whole steps, which would hide what this test checks
     options = model_options("tiny", len(vocab), dropout=0.0, optimizer="sgd", learning_rate=0.5)
-    one = run_training(job(data["source"], **stream), vocab, str(cluster), unique_name("s1"), model_config=options)
+    one = run_training(job(data["source"], **stream), dataset, str(cluster), unique_name("s1"), model_config=options)
     name = unique_name("s2fault")
-    two = run_training(job(data["source"], num_workers=2, fail_at_step=3, **stream), vocab, str(cluster), name,
+    two = run_training(job(data["source"], num_workers=2, fail_at_step=3, **stream), dataset, str(cluster), name,
                     model_config=options)
     assert os.path.exists(os.path.join(str(cluster), f"{name}.fault-injected"))  # it did fail once
     assert one.final["step"] == two.final["step"] == 6
@@ -236,7 +240,7 @@ def registered(cluster, data, mlflow_server):
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
-        vocab = load_vocabulary(data["source"])
+        vocab = Dataset.open(data["source"]).vocabulary
         yield pretrain(job(data["source"], max_steps=8, eval_every=4, checkpoint_every=4), "tiny", "elmo-test",
                        str(cluster), model_config=model_options_with_dropout(len(vocab)))
     finally:

@@ -8,6 +8,6 @@
 
 Each command module is also a `ray job submit` entrypoint (``python -m workflows.training.pretrain``).
 training and embedding use the registry and never each other; the demo uses them all. Shared by
-the rooms: `console.py` (one line per step), `object_store.py` (local or S3 files) and `faults.py`
+the rooms: `console.py` (one line per step) and `faults.py`
 (the recovery tests' fault injection).
 """

@@ -49,9 +49,9 @@ def fail_once(marker: str, message: str) -> None:
 def claim_once(marker: str) -> bool:
     """True for the first caller anywhere: ``marker`` (a local path or ``s3://`` key) is created
     only if absent."""
-    from workflows.object_store import Store
+    from preprocessing.storage import Storage
 
-    return Store(posixpath.dirname(marker)).put_if_absent(posixpath.basename(marker), b"failed once\n")
+    return Storage(posixpath.dirname(marker)).put_if_absent(posixpath.basename(marker), b"failed once\n")
 
 
 def _kill_this_process() -> None:

@@ -123,7 +123,7 @@ def upload_text(s3_root: str, corpora_dir: Path, config: LocalRunConfig) -> dict
     """The demo's real text, written locally (kept for reference) and uploaded under
     ``s3_root/corpora/``; ``incoming/`` gets the first two "new" files, ``later/`` the third."""
     from preprocessing import sample_text
-    from workflows.object_store import Store
+    from preprocessing.storage import Storage
 
     corpora = sample_text.load_corpora()
     general = corpora.general[:config.general_paragraphs]
@@ -133,7 +133,7 @@ def upload_text(s3_root: str, corpora_dir: Path, config: LocalRunConfig) -> dict
     for i, paragraphs in enumerate(corpora.new):
         files[f"new/python-modules-{i}.txt"] = paragraphs
         files[f"{'incoming' if i < len(corpora.new) - 1 else 'later'}/python-modules-{i}.txt"] = paragraphs
-    store = Store(f"{s3_root}/corpora")
+    store = Storage(f"{s3_root}/corpora")
     for rel, paragraphs in files.items():
         data = "".join(p + "\n" for p in paragraphs).encode("utf-8")
         (corpora_dir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def upload_text(s3_root: str, corpora_dir: Path, config: LocalRunConfig) -> dict
 
 def run_steps(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console) -> dict:
     """Preprocess -> pretrain -> adapt -> embed-corpus -> embed-new (twice) as Ray jobs."""
-    from workflows.object_store import Store
+    from preprocessing.storage import Storage
 
     summary: dict = {}
     spread = "STRICT_SPREAD" if config.nodes > 1 else "PACK"
@@ -165,7 +165,7 @@ def run_steps(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console) 
                     "--max-vocab", str(config.max_vocab), "--min-count", "2", *common)
         jobs.submit("preprocess-domain", "preprocess", f"{s3}/corpora/domain/", "--output", f"{s3}/datasets/domain",
                     "--vocab", f"{s3}/datasets/general/vocab.txt", *common)
-        datasets = Store(f"{s3}/datasets")
+        datasets = Storage(f"{s3}/datasets")
         summary["datasets"] = {}
         for name in ("general", "domain"):
             m = json.loads(datasets.read(f"{name}/manifest.json"))
@@ -207,9 +207,9 @@ def run_steps(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console) 
         passes = []
         for i in range(2):
             if i == 1:
-                corpora = Store(f"{s3}/corpora")
-                for rel in corpora.list("later"):
-                    corpora.write("incoming/" + rel.split("/", 1)[1], corpora.read(rel))
+                corpora = Storage(f"{s3}/corpora")
+                for later in corpora.list("later"):
+                    corpora.write("incoming/" + later.path.split("/", 1)[1], corpora.read(later.path))
             out = jobs.submit(f"embed-new-{i + 1}", "embed-new", f"{s3}/corpora/incoming/", "--output",
                               f"{s3}/embeddings/incoming", *embed_flags)
             passes.append({"log": str(jobs.log_dir / f"embed-new-{i + 1}.log"),
@@ -223,9 +223,9 @@ def run_steps(jobs: Jobs, s3: str, work: Path, config: LocalRunConfig, console) 
 
 def read_embeddings(uri: str) -> dict:
     """``elmo embed-corpus``'s manifest, with the rows actually in its Parquet files."""
-    from workflows.object_store import Store
+    from preprocessing.storage import Storage
 
-    store = Store(uri)
+    store = Storage(uri)
     manifest = json.loads(store.read("_manifest.json"))
     rows = sum(parquet_rows(store.read(f["output"])) for f in manifest["files"] if f["status"] == "ok")
     return {"uri": uri, "model_version": manifest["model_version"], "sentences": manifest["sentences"],
@@ -243,9 +243,9 @@ def ledger_files(uri: str) -> list[str]:
 def read_ledger_rows(uri: str) -> dict:
     """Per committed input file of ``elmo embed-new``: its Parquet rows and the model version."""
     from workflows.embedding.ledger import committed_outputs
-    from workflows.object_store import Store
+    from preprocessing.storage import Storage
 
-    store = Store(uri)
+    store = Storage(uri)
     return {input_name(e): {"rows": parquet_rows(store.read(e["output"])), "sentences": e["sentences"],
                             "model_version": e["model_version"]} for e in committed_outputs(uri)}
 

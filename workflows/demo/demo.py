@@ -106,7 +106,7 @@ class TourProgress:
     NAME = "state.json"
 
     def __init__(self, store) -> None:
-        self.store = store  # `workflows.object_store.Store` of OUT
+        self.store = store  # `preprocessing.storage.Storage` of OUT
         saved = store.read(self.NAME)
         self.data = json.loads(saved) if saved is not None else {}
 
@@ -167,7 +167,7 @@ def training_progress(experiment: str, run_prefix: str, total: int):
 
 # --- the tour ----------------------------------------------------------------------------------------
 def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool = False) -> dict:
-    from workflows.object_store import Store
+    from preprocessing.storage import Storage
 
     sys.stderr.flush()
     # the terminal, kept apart: fd 2 itself goes to the log while the steps run
@@ -180,7 +180,7 @@ def run_demo(out: Path, profile: DemoProfile, verbose: bool = False, fresh: bool
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray, no token needed
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     log_path = None if verbose else out / "demo.log"
-    store = Store(str(out))
+    store = Storage(str(out))
     progress = TourProgress(store)
     began = time.monotonic()
     console.say(f"elmo demo ({profile.name}): everything goes to {out}"

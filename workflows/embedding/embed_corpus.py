@@ -99,13 +99,13 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
     (bad inputs), `ValueError` (bad model or settings) or `EmbedError` naming the cause."""
     from workflows.embedding.model_source import resolve_model
     from preprocessing.ray_session import ensure_ray
+    from preprocessing.storage import Storage
 
     from workflows.embedding.pipeline import EmbedError, embed_files, list_inputs, output_name
-    from workflows.object_store import Store
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     files = list_inputs(inputs, config)
-    store = Store(output)
+    store = Storage(output)
     model = resolve_model(model_spec)
     check_layers(config, model)
     identity = identity_of(files, model, config)

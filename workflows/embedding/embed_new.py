@@ -64,16 +64,16 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
     """One scheduler run; returns a summary (``status``: done / busy / nothing / failed)."""
     from preprocessing.ray_session import ensure_ray
     from preprocessing.sources import InputError
+    from preprocessing.storage import Storage
 
     from workflows.embedding.embed_corpus import check_layers
     from workflows.embedding.model_source import resolve_model
     from workflows.embedding.output import FORMATS
     from workflows.embedding.pipeline import embed_files, list_inputs
     from workflows.embedding.ledger import Lease, LeaseHeld, Ledger, entry_id, file_identity
-    from workflows.object_store import Store
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    store = Store(output)
+    store = Storage(output)
     lease = Lease.acquire(store, lease_ttl)
     if isinstance(lease, LeaseHeld):
         say(f"[embed-new] {output} is being embedded by another scheduler ({lease.host} pid {lease.pid}, "

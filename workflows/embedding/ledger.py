@@ -6,7 +6,7 @@ log.
 
 * **Ledger** ``OUT/_ledger/<seq>.json``: one entry per embedded input file version: the input's
   identity (URI, size, fingerprint = S3 etag or local mtime), the model version and digest, the
-  output settings, the output's path and counts. An entry is created with `Store.put_if_absent`
+  output settings, the output's path and counts. An entry is created with `Storage.put_if_absent`
   under the next sequence number, *after* its output was published whole, so every entry names a
   complete file. An output file not named by an entry (a run killed between publishing and
   committing) is invisible to readers, and the rerun writes the same path again (paths are a
@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from workflows.object_store import Store
+from preprocessing.storage import Storage
 
 LEDGER_DIR = "_ledger"
 LEASE_DIR = "_lease"
@@ -45,6 +45,11 @@ DEFAULT_TTL = 120.0
 
 def _seq_of(name: str) -> int:
     return int(name.rsplit("/", 1)[-1].split(".", 1)[0])
+
+
+def _json_names(store: Storage, folder: str) -> list[str]:
+    """The ``.json`` files in ``folder``, sorted (a writer's temporary files are not)."""
+    return [f.path for f in store.list(folder) if f.path.endswith(".json")]
 
 
 def _dead_here(record: dict) -> bool:
@@ -75,7 +80,7 @@ class LeaseHeld:
 
 
 class Lease:
-    def __init__(self, store: Store, epoch: int, record: dict, ttl: float) -> None:
+    def __init__(self, store: Storage, epoch: int, record: dict, ttl: float) -> None:
         self.store, self.epoch, self.record, self.ttl = store, epoch, record, ttl
         self._stop = threading.Event()
         self._lost: str | None = None
@@ -83,9 +88,9 @@ class Lease:
         self._thread.start()
 
     @classmethod
-    def acquire(cls, store: Store, ttl: float = DEFAULT_TTL) -> "Lease | LeaseHeld":
+    def acquire(cls, store: Storage, ttl: float = DEFAULT_TTL) -> "Lease | LeaseHeld":
         """The lease, or who holds it."""
-        epochs = sorted(_seq_of(n) for n in store.list(LEASE_DIR) if n.endswith(".json"))
+        epochs = sorted(_seq_of(n) for n in _json_names(store, LEASE_DIR))
         latest = epochs[-1] if epochs else 0
         if latest:
             raw = store.read(f"{LEASE_DIR}/{latest:012d}.json")
@@ -106,7 +111,7 @@ class Lease:
         return f"{LEASE_DIR}/{epoch:012d}.json"
 
     def _superseded(self) -> bool:
-        return any(_seq_of(n) > self.epoch for n in self.store.list(LEASE_DIR) if n.endswith(".json"))
+        return any(_seq_of(n) > self.epoch for n in _json_names(self.store, LEASE_DIR))
 
     def _renew(self) -> None:
         if self._superseded():
@@ -160,15 +165,13 @@ def entry_id(input_dict: dict, model_version_key: str, settings: dict) -> str:
 
 
 class Ledger:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Storage) -> None:
         self.store = store
 
     def entries(self) -> list[dict]:
         """Committed entries in commit order, the first per ``entry_id`` only."""
         seen, out = set(), []
-        for name in self.store.list(LEDGER_DIR):
-            if not name.endswith(".json"):
-                continue
+        for name in _json_names(self.store, LEDGER_DIR):
             entry = json.loads(self.store.read(name) or b"null")
             if entry and entry["entry_id"] not in seen:
                 seen.add(entry["entry_id"])
@@ -177,7 +180,7 @@ class Ledger:
 
     def commit(self, entry: dict) -> int:
         """Append ``entry`` under the next free sequence number; returns it."""
-        names = [n for n in self.store.list(LEDGER_DIR) if n.endswith(".json")]
+        names = _json_names(self.store, LEDGER_DIR)
         seq = max((_seq_of(n) for n in names), default=0) + 1
         while not self.store.put_if_absent(f"{LEDGER_DIR}/{seq:020d}.json",
                                            json.dumps({**entry, "seq": seq}, sort_keys=True).encode()):
@@ -187,5 +190,5 @@ class Ledger:
 
 def committed_outputs(out: str) -> list[dict]:
     """For readers: every output `embed-new` committed under ``out`` (URI added), in commit order."""
-    store = Store(out)
+    store = Storage(out)
     return [{**e, "output_uri": store.uri_of(e["output"])} for e in Ledger(store).entries()]

@@ -75,20 +75,20 @@ def list_inputs(specs: list[str], config: EmbedJobConfig) -> list[InputFile]:
         return resolve_inputs(specs)
     import dataclasses
 
-    from preprocessing.dataset import DatasetError, load_manifest
-    from preprocessing.storage import OutputLocation
+    from preprocessing.dataset import Dataset, DatasetError
+    from preprocessing.storage import Storage
 
     files = []
     for spec in specs:
-        location = OutputLocation(spec)
-        if location.exists(pre_schema.MANIFEST_NAME):
+        storage = Storage(spec)
+        if storage.exists(pre_schema.MANIFEST_NAME):
             try:
-                manifest = load_manifest(spec)
+                dataset = Dataset.open(storage)
             except DatasetError as exc:
                 raise InputError(str(exc)) from None
-            for split in manifest["splits"].values():
+            for split in dataset.manifest["splits"].values():
                 for entry in split["files"]:
-                    (found,) = resolve_inputs([location.uri_of(entry["path"])])
+                    (found,) = resolve_inputs([storage.uri_of(entry["path"])])
                     files.append(dataclasses.replace(found, key=entry["path"]))
         else:
             files += [f for f in resolve_inputs([spec]) if f.key.endswith(".parquet")]

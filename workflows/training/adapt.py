@@ -21,11 +21,15 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from preprocessing.entry_point import entry_point
 
 from workflows.training.config import TrainJobConfig
 from workflows.training.pretrain import add_common_arguments, job_config, recipe_overrides, write_summary_json
+
+if TYPE_CHECKING:  # the command's flags are parsed without loading pyarrow
+    from preprocessing.dataset import Dataset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,13 +64,13 @@ def resolve_start(source: str, workdir: str, vocab_size: int) -> tuple[str, str]
     return target, f"bilm-tf:{os.path.basename(spec.weight_file)}"
 
 
-def held_out_ppl(model_dir: str, data_dir: str, job: TrainJobConfig) -> float:
+def held_out_ppl(model_dir: str, dataset: Dataset, job: TrainJobConfig) -> float:
     """Full-softmax perplexity (geometric mean of both directions) of a model on a validation
     split, each sentence from a zero state."""
     from workflows.training.evaluation import evaluate_model, load_for_evaluation, read_split
 
-    model, vocab = load_for_evaluation(model_dir, data_dir)
-    results = evaluate_model(model, vocab, read_split(data_dir, "validation"), ["sentence"],
+    model, vocab = load_for_evaluation(model_dir, dataset)
+    results = evaluate_model(model, vocab, read_split(dataset, "validation"), ["sentence"],
                              batch_tokens=job.batch_tokens, max_sentences=job.eval_max_sentences)
     return results["sentence"].average
 
@@ -75,7 +79,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
           source_data: str | None = None, experiment: str = "elmo", parent_run_id: str | None = None,
           run_name: str | None = None, recipe: dict | None = None) -> dict:
     """The whole `elmo adapt`; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout)."""
-    from preprocessing.dataset import load_manifest, load_vocabulary
+    from preprocessing.dataset import Dataset
 
     from workflows.registry import tracking
     from workflows.training.checkpoints import final_model_dir, load_model_and_vocab
@@ -83,17 +87,18 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     from workflows.training.driver import ensure_ray, run_training, unique_name
 
     workdir = tempfile.mkdtemp(prefix="elmo-adapt-")
-    data_vocab = load_vocabulary(job.data)
+    target = Dataset.open(job.data)
+    source_dataset = Dataset.open(source_data) if source_data else None
+    data_vocab = target.vocabulary
     start_dir, lineage = resolve_start(source, workdir, len(data_vocab))
     start = Path(start_dir)
     _, model_vocab = load_model_and_vocab(start)
     if model_vocab is not None and model_vocab != data_vocab:
         raise ValueError(f"{job.data} was preprocessed with a different vocabulary than {source}: rerun "
                          "`elmo preprocess ... --vocab <the model's vocab.txt>` so word ids match the softmax")
-    manifest = load_manifest(job.data)
-    before = {"target_ppl_before": held_out_ppl(start_dir, job.data, job)}
-    if source_data:
-        before["source_ppl_before"] = held_out_ppl(start_dir, source_data, job)
+    before = {"target_ppl_before": held_out_ppl(start_dir, target, job)}
+    if source_dataset:
+        before["source_ppl_before"] = held_out_ppl(start_dir, source_dataset, job)
     ensure_ray(address)
     name = run_name or unique_name(f"adapt-{registered_model}")
     print(f"Ray Train run {name!r} (checkpoints under {storage}; rerun with --run-name {name} to resume)",
@@ -104,14 +109,14 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     if run.resumed:
         print(f"continuing MLflow run {run.run_id} of the interrupted driver", file=sys.stderr)
     try:
-        run.log_dataset_manifest(manifest, "target")
+        run.log_dataset_manifest(target.manifest, "target")
         run.log_metrics(before, 0)
-        result = run_training(job, data_vocab, storage, name, init_model=start_dir, tracking=run.coordinates(),
+        result = run_training(job, target, storage, name, init_model=start_dir, tracking=run.coordinates(),
                            training_overrides=recipe)
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
         after = {"target_ppl_after": result.final.get("best_val_ppl", result.final["val_ppl"])}
-        if source_data:
-            after["source_ppl_after"] = held_out_ppl(str(chosen), source_data, job)
+        if source_dataset:
+            after["source_ppl_after"] = held_out_ppl(str(chosen), source_dataset, job)
         run.log_metrics(after, int(result.final["step"]))
         run.log_curves(result.history)
         run.log_model(str(chosen))

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from elmo_core.vocabulary import Vocabulary
+from preprocessing.dataset import Dataset
 
 from workflows.training.batches import COLUMNS
 from workflows.training.config import TrainJobConfig
@@ -57,39 +57,37 @@ def _footer_readers(num_files: int):
         del os.environ[FOOTER_READER_ENV]
 
 
-def split_dataset(data_dir: str, split: str):
+def split_dataset(dataset: Dataset, split: str):
     """A Ray Dataset over a split's Parquet files (only the columns training reads)."""
     import ray.data
 
-    from preprocessing.dataset import split_files
-
-    files = split_files(data_dir, split)
+    files = dataset.split_files(split)
     with _footer_readers(len(files)):
         return ray.data.read_parquet(files).select_columns(COLUMNS)
 
 
-def run_training(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *, model_config: dict | None = None,
+def run_training(job: TrainJobConfig, dataset: Dataset, storage: str, name: str, *, model_config: dict | None = None,
                  init_model: str | None = None, tracking: dict | None = None,
                  training_overrides: dict | None = None) -> TrainingResult:
-    """Train with Ray Train on ``job.num_workers`` workers; returns the final checkpoint."""
+    """Train with Ray Train on ``job.num_workers`` workers on ``dataset`` (its train and
+    validation splits, its vocabulary); returns the final checkpoint. The workers get the
+    splits as Ray Datasets and the vocabulary's tokens, not the handle."""
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
-    from preprocessing.dataset import load_manifest
-
     from workflows.training.worker import train_loop_per_worker
 
-    splits = load_manifest(job.data)["splits"]
+    splits = dataset.manifest["splits"]
     for split in ("train", "validation"):
         if splits[split]["sentences"] == 0:
-            raise ValueError(f"{job.data} has no {split} sentences: rerun `elmo preprocess` with more text "
+            raise ValueError(f"{dataset.uri} has no {split} sentences: rerun `elmo preprocess` with more text "
                              "or a larger --validation-fraction")
-    datasets = {"train": split_dataset(job.data, "train"), "validation": split_dataset(job.data, "validation")}
+    datasets = {"train": split_dataset(dataset, "train"), "validation": split_dataset(dataset, "validation")}
     # every worker reads the whole (ordered) stream and keeps its share of each global batch
     data_config = ray.train.DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True))
     resources = {"CPU": job.cpus_per_worker, **({"GPU": 1} if job.use_gpu else {})}
-    loop_config = {"job": job.to_dict(), "vocab": vocab.tokens, "model_config": model_config,
+    loop_config = {"job": job.to_dict(), "vocab": dataset.vocabulary.tokens, "model_config": model_config,
                    "init_model": init_model, "tracking": tracking,
                    "training_overrides": training_overrides or {},
                    "fault_marker": os.path.join(storage, f"{name}.fault-injected"),

@@ -20,6 +20,7 @@ import torch
 
 from elmo_core.bilm import BiLM, Perplexity
 from elmo_core.vocabulary import Vocabulary
+from preprocessing.dataset import Dataset
 
 from workflows.training.streams import RunningText, evaluation_windows
 
@@ -98,15 +99,13 @@ def perplexity_of(sums: list[float], device) -> Perplexity:
     return Perplexity.from_sums(f_nll, int(f_n), b_nll, int(b_n))
 
 
-def read_split(data_dir: str, split: str) -> list[pa.Table]:
+def read_split(dataset: Dataset, split: str) -> list[pa.Table]:
     """A committed dataset's split as Arrow tables (local or s3://), the columns evaluation reads."""
     import pyarrow.parquet as pq
 
-    from preprocessing.dataset import split_files
-
     from workflows.training.batches import COLUMNS
 
-    return [pq.read_table(uri, columns=COLUMNS) for uri in split_files(data_dir, split)]
+    return [pq.read_table(uri, columns=COLUMNS) for uri in dataset.split_files(split)]
 
 
 def evaluate_model(model: BiLM, vocab: Vocabulary, tables: list[pa.Table], modes: Iterable[str] = MODES, *,
@@ -127,14 +126,13 @@ def evaluate_model(model: BiLM, vocab: Vocabulary, tables: list[pa.Table], modes
     return results
 
 
-def load_for_evaluation(model_dir: str, data_dir: str) -> tuple[BiLM, Vocabulary]:
-    """A native model directory or a training checkpoint (its model) and the vocabulary to use."""
+def load_for_evaluation(model_dir: str, dataset: Dataset) -> tuple[BiLM, Vocabulary]:
+    """A native model directory or a training checkpoint (its model) and the vocabulary to use
+    (the model's own, else the dataset's)."""
     from workflows.training.checkpoints import load_model_and_vocab
 
     path = Path(model_dir)
     model, vocab = load_model_and_vocab(path)
     if vocab is None:
-        from preprocessing.dataset import load_vocabulary
-
-        vocab = load_vocabulary(data_dir)
+        vocab = dataset.vocabulary
     return model, vocab

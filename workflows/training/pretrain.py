@@ -18,12 +18,16 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from elmo_core.config import OPTIMIZERS, PRESETS
 
 from preprocessing.entry_point import entry_point
 
 from workflows.training.config import TRAINING_MODES, TrainJobConfig
+
+if TYPE_CHECKING:  # the command's flags are parsed without loading pyarrow
+    from preprocessing.dataset import Dataset
 
 UNLIMITED_STEPS = 10**12  # --max-epochs without --max-steps
 
@@ -132,15 +136,15 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
              experiment: str = "elmo", parent_run_id: str | None = None, model_config: dict | None = None,
              run_name: str | None = None, recipe: dict | None = None, evaluate_test: bool = False) -> dict:
     """The whole `elmo pretrain`; returns the registration outcome plus the final metrics."""
-    from preprocessing.dataset import load_manifest, load_vocabulary
+    from preprocessing.dataset import Dataset
 
     from workflows.registry import tracking
     from workflows.training.checkpoints import final_model_dir
     from workflows.registry.register import register_run
     from workflows.training.driver import ensure_ray, run_training, unique_name
 
-    manifest = load_manifest(job.data)
-    vocab = load_vocabulary(job.data)
+    dataset = Dataset.open(job.data)
+    vocab = dataset.vocabulary
     options = model_config or model_options(preset, len(vocab), **(recipe or {}))
     ensure_ray(address)
     name = run_name or unique_name(f"pretrain-{registered_model}")
@@ -153,12 +157,12 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
     if run.resumed:
         print(f"continuing MLflow run {run.run_id} of the interrupted driver", file=sys.stderr)
     try:
-        run.log_dataset_manifest(manifest, "train")
-        result = run_training(job, vocab, storage, name, model_config=options, tracking=run.coordinates())
+        run.log_dataset_manifest(dataset.manifest, "train")
+        result = run_training(job, dataset, storage, name, model_config=options, tracking=run.coordinates())
         run.log_curves(result.history)
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
         model_uri = run.log_model(str(chosen))
-        test = test_metrics(str(chosen), job) if evaluate_test else {}
+        test = test_metrics(str(chosen), dataset, job) if evaluate_test else {}
         if test:
             run.log_metrics(test, int(result.final["step"]))
         run.finish()
@@ -171,12 +175,12 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
             "history": result.history}
 
 
-def test_metrics(model_dir: str, job: TrainJobConfig) -> dict:
-    """``test_ppl[_stream]{,_forward,_backward}`` of a model on the data's test split."""
+def test_metrics(model_dir: str, dataset: Dataset, job: TrainJobConfig) -> dict:
+    """``test_ppl[_stream]{,_forward,_backward}`` of a model on the dataset's test split."""
     from workflows.training.evaluation import evaluate_model, load_for_evaluation, read_split
 
-    model, vocab = load_for_evaluation(model_dir, job.data)
-    results = evaluate_model(model, vocab, read_split(job.data, "test"), batch_tokens=job.batch_tokens,
+    model, vocab = load_for_evaluation(model_dir, dataset)
+    results = evaluate_model(model, vocab, read_split(dataset, "test"), batch_tokens=job.batch_tokens,
                              stream_rows=job.eval_stream_rows, unroll_steps=job.unroll_steps)
     metrics = {}
     for mode, ppl in results.items():
