@@ -26,6 +26,8 @@ import signal
 import sys
 import time
 
+from elmo_core.cli_fields import HelpFormatter
+
 from workflows.embedding.config import EmbedJobConfig
 
 FAULT_ENV = "ELMO_EMBED_NEW_FAULT"  # tests: "POINT:N" SIGKILLs this process at the N-th POINT
@@ -182,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workflows.embedding.embed_new", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m workflows.embedding.embed_new", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
     add_arguments(p)
     return run(p.parse_args(argv))
 

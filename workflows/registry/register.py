@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from elmo_core.cli_fields import HelpFormatter
+
 
 def registration_tags(run) -> dict:
     """The version's tags, read from an MLflow run (`mlflow.entities.Run`) of `elmo pretrain` or
@@ -62,7 +64,8 @@ def register_run(run_id: str, registered_model: str) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID", help="a finished `elmo pretrain` / `elmo adapt` MLflow run")
-    p.add_argument("--registered-model", required=True, metavar="NAME")
+    p.add_argument("--registered-model", required=True, metavar="NAME",
+                   help="the MLflow registered model to add the run's model to as a version")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo register", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="elmo register", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from elmo_core.cli_fields import HelpFormatter
+
 from workflows.training.config import TrainJobConfig
 from workflows.training.pretrain import add_common_arguments, job_config, recipe_overrides, write_summary_json
 
@@ -105,8 +107,8 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     try:
         run.log_dataset_manifest(manifest, "target")
         run.log_metrics(before, 0)
-        result = run_stage(job, data_vocab, storage, name, init_checkpoint=start_dir, tracking=run.coordinates(),
-                           training_overrides=recipe)
+        result = run_stage(job, data_vocab, storage, name, init_checkpoint=start_dir, recipe=recipe,
+                           tracking=run.coordinates())
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
         after = {"target_ppl_after": result.final.get("best_val_ppl", result.final["val_ppl"])}
         if source_data:
@@ -144,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo adapt", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="elmo adapt", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

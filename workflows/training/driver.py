@@ -67,9 +67,11 @@ def split_dataset(data_dir: str, split: str):
 
 
 def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *, model_config: dict | None = None,
-              init_checkpoint: str | None = None, tracking: dict | None = None,
-              training_overrides: dict | None = None) -> StageResult:
-    """Train with Ray Train on ``job.num_workers`` workers; returns the final checkpoint."""
+              init_checkpoint: str | None = None, recipe: dict | None = None,
+              tracking: dict | None = None) -> StageResult:
+    """Train with Ray Train on ``job.num_workers`` workers; returns the final checkpoint. The model
+    starts from ``model_config`` (options, a new model) or ``init_checkpoint`` (a model directory);
+    ``recipe``: `TrainingConfig` fields changed on it (the optimizer recipe, dropout, ...)."""
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
@@ -89,7 +91,7 @@ def run_stage(job: TrainJobConfig, vocab: Vocabulary, storage: str, name: str, *
     resources = {"CPU": job.cpus_per_worker, **({"GPU": 1} if job.use_gpu else {})}
     loop_config = {"job": job.to_dict(), "vocab": vocab.tokens, "model_config": model_config,
                    "init_checkpoint": init_checkpoint, "tracking": tracking,
-                   "training_overrides": training_overrides or {},
+                   "recipe": recipe or {},
                    "fault_marker": os.path.join(storage, f"{name}.fault-injected"),
                    "cache_train": sum(f["bytes"] for f in splits["train"]["files"]) <= job.cache_train_mb << 20}
     trainer = TorchTrainer(

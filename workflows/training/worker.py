@@ -50,7 +50,8 @@ def evaluate(model: BiLM, vocab: Vocabulary, tables, rank: int, world_size: int,
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train entry: ``loop_config`` has ``job`` (TrainJobConfig dict), ``model_config``
-    (options dict) or ``init_checkpoint`` (a training/native checkpoint dir), ``vocab`` (tokens),
+    (options dict) or ``init_checkpoint`` (a training/native checkpoint dir), ``recipe``
+    (`TrainingConfig` fields changed on that starting model), ``vocab`` (tokens),
     ``tracking`` (MLflow run coordinates or None)."""
     import ray.train
     import ray.train.torch
@@ -83,10 +84,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
             model, _, optimizer_state, _ = load_training_checkpoint(init)
         else:
             model, _ = load_checkpoint(init)
+        if loop_config["recipe"]:
+            model = _with_recipe(model, loop_config["recipe"])
     else:
-        model = BiLM(BiLMConfig.from_options(loop_config["model_config"]))
-    if loop_config.get("training_overrides") and checkpoint is None:  # e.g. adaptation with another recipe
-        model = _with_training(model, loop_config["training_overrides"])
+        model = BiLM(BiLMConfig.from_options(loop_config["model_config"]).with_recipe(loop_config["recipe"]))
     t = model.config.training
     schedule = PlateauSchedule.from_state(state["schedule"]) if "schedule" in state else PlateauSchedule(
         t.learning_rate, job.lr_decay, job.lr_decay_patience, job.plateau_threshold, job.early_stop_patience,
@@ -294,12 +295,9 @@ def _with_next(iterator: Iterator):
         current = following
 
 
-def _with_training(model: BiLM, overrides: dict) -> BiLM:
-    """The same parameters in a model whose `TrainingConfig` has ``overrides`` (dropout, optimizer, ...)."""
-    import dataclasses
-
-    config = model.config.replace(training=dataclasses.replace(model.config.training, **overrides))
-    rebuilt = BiLM(config)
+def _with_recipe(model: BiLM, recipe: dict) -> BiLM:
+    """The same parameters in a model whose `TrainingConfig` has ``recipe``'s fields (dropout, optimizer, ...)."""
+    rebuilt = BiLM(model.config.with_recipe(recipe))
     rebuilt.load_state_dict(model.state_dict())
     return rebuilt
 
