@@ -41,6 +41,11 @@ def flag_name(f: dataclasses.Field) -> str:
     return "--" + f.name.replace("_", "-")
 
 
+def help_of(cls, name: str) -> str:
+    """The help text of ``cls``'s field ``name`` (for a flag added by hand)."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["help"]
+
+
 def field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -90,11 +95,12 @@ def _base_type(hint: Any) -> Any:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` with each flag's default after its text, unless the text already says it (or
-    the flag is required)."""
+    """``--help`` with each flag's default after its text, unless the text already says it, the
+    flag is required, or it stores a constant of a group of flags (``--top`` of ``--all|--top``)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.required:
+        one_of_a_group = action.nargs == 0 and action.const is not None and not isinstance(action.const, bool)
+        if "default" in text or action.required or one_of_a_group:
             return text
         return super()._get_help_string(action)

@@ -80,6 +80,8 @@ def _presets() -> str:
 
 def render() -> str:
     from elmo_core.config import TrainingConfig
+    from elmo_core.embed_command import EmbedFileConfig
+    from elmo_core.embed_command import add_arguments as embed_arguments
     from preprocessing.cli import add_arguments as preprocess_arguments
     from preprocessing.config import PreprocessConfig, RunOptions
     from workflows.embedding.config import EmbedJobConfig
@@ -107,6 +109,7 @@ def render() -> str:
         "### Model presets (`--preset`, `elmo_core.config.PRESETS`)\n\n" + _presets(),
         _section("`elmo embed-corpus`, `elmo embed-new`", EmbedJobConfig, _flags(embed_new_arguments),
                  "what the output holds and how the job runs"),
+        _section("`elmo embed`", EmbedFileConfig, _flags(embed_arguments), "one file, no Ray"),
         END,
     ])
 
