@@ -29,13 +29,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from elmo_core.cli_fields import HelpFormatter
+
     parser = argparse.ArgumentParser(prog="elmo", description="Train, adapt and use ELMo embeddings.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     argv = sys.argv[1:] if argv is None else argv
     chosen = argv[0] if argv and argv[0] in COMMANDS else None
     modules = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if name == chosen:  # only the chosen command's module is imported
             modules[name] = importlib.import_module(module_name)
             modules[name].add_arguments(p)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cli_fields import setting
+
 # The released char-CNN filter bank: (width, n_filters), 2048 channels in all.
 RELEASED_FILTERS: tuple[tuple[int, int], ...] = (
     (1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512), (7, 1024),
@@ -81,18 +83,22 @@ class TrainingConfig:
     ``optimizer="adagrad", learning_rate=0.2, max_grad_norm=10, dropout=0.1``.
     """
 
-    n_tokens_vocab: int = 0  # word vocabulary size of the softmax (0: no softmax)
-    dropout: float = 0.1  # on each LSTM layer's input and on the top output (before the softmax)
-    n_negative_samples_batch: int = 8192  # sampled-softmax negatives per batch (bilm-tf's)
-    # Vocabularies up to this size train with the exact softmax: measured on a 10k vocabulary,
-    # it trained faster than 8,192 sampled negatives (2,660 vs 1,800 tokens/s) at equal perplexity.
-    full_softmax_max_vocab: int = 16384
-    unroll_steps: int = 20  # bilm-tf options.json field (window length); kept for round trips
-    batch_size: int = 128  # bilm-tf options.json field (windows per device); kept for round trips
-    optimizer: str = "adam"  # "adam", "adagrad" (bilm-tf) or "sgd"
-    learning_rate: float = 2e-3  # the optimizer's step size (bilm-tf's Adagrad: 0.2)
-    initial_accumulator_value: float = 1.0  # Adagrad only
-    max_grad_norm: float = 5.0  # global gradient-norm clip
+    n_tokens_vocab: int = setting(0, "word vocabulary size of the softmax (0: no softmax)", flag=False)
+    dropout: float = setting(0.1, "dropout on each LSTM layer's input and on the top output (before the softmax)")
+    n_negative_samples_batch: int = setting(8192, "sampled-softmax negatives per batch (bilm-tf's)", flag=False)
+    # Measured on a 10k vocabulary: the exact softmax trained faster than 8,192 sampled negatives
+    # (2,660 vs 1,800 tokens/s) at equal perplexity.
+    full_softmax_max_vocab: int = setting(16384, "vocabularies up to this size train with the exact softmax",
+                                          flag=False)
+    bilm_tf_unroll_steps: int = setting(20, "options.json `unroll_steps`: bilm-tf's window length (kept for "
+                                            "round trips; the stream mode's window is TrainJobConfig.unroll_steps)",
+                                        flag=False)
+    bilm_tf_batch_size: int = setting(128, "options.json `batch_size`: bilm-tf's windows per device (kept for "
+                                           "round trips)", flag=False)
+    optimizer: str = setting("adam", "the optimizer: adam, adagrad (bilm-tf's) or sgd", choices=OPTIMIZERS)
+    learning_rate: float = setting(2e-3, "the optimizer's step size (bilm-tf's Adagrad: 0.2)")
+    initial_accumulator_value: float = setting(1.0, "Adagrad's initial accumulator", flag=False)
+    max_grad_norm: float = setting(5.0, "global gradient-norm clip", flag=False)
 
     def for_vocabulary(self, vocab_size: int) -> "TrainingConfig":
         """This recipe for a softmax over ``vocab_size`` words (negatives capped by it)."""
@@ -137,6 +143,16 @@ class BiLMConfig:
     def replace(self, **changes: Any) -> "BiLMConfig":
         return dataclasses.replace(self, **changes)
 
+    def with_recipe(self, recipe: dict[str, Any]) -> "BiLMConfig":
+        """This model with `TrainingConfig` fields changed (the optimizer recipe, dropout, ...);
+        sampled negatives stay capped by the vocabulary."""
+        if not recipe:
+            return self
+        training = dataclasses.replace(self.training, **recipe)
+        if training.n_tokens_vocab:
+            training = training.for_vocabulary(training.n_tokens_vocab)
+        return self.replace(training=training)
+
     # ----------------------------------------------------------------- options.json
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "BiLMConfig":
@@ -166,8 +182,8 @@ class BiLMConfig:
             n_tokens_vocab=int(options.get("n_tokens_vocab", d.n_tokens_vocab)),
             dropout=float(options.get("dropout", d.dropout)),
             n_negative_samples_batch=int(options.get("n_negative_samples_batch", d.n_negative_samples_batch)),
-            unroll_steps=int(options.get("unroll_steps", d.unroll_steps)),
-            batch_size=int(options.get("batch_size", d.batch_size)),
+            bilm_tf_unroll_steps=int(options.get("unroll_steps", d.bilm_tf_unroll_steps)),
+            bilm_tf_batch_size=int(options.get("batch_size", d.bilm_tf_batch_size)),
         )
         optimization = {}  # written by us (not bilm-tf): the optimizer a model was trained with
         for key, kind in (("optimizer", str), ("learning_rate", float), ("initial_accumulator_value", float),
@@ -203,8 +219,8 @@ class BiLMConfig:
             "lstm": lstm,
             "dropout": t.dropout,
             "n_negative_samples_batch": t.n_negative_samples_batch,
-            "unroll_steps": t.unroll_steps,
-            "batch_size": t.batch_size,
+            "unroll_steps": t.bilm_tf_unroll_steps,
+            "batch_size": t.bilm_tf_batch_size,
             "optimizer": t.optimizer,
             "learning_rate": t.learning_rate,
             "initial_accumulator_value": t.initial_accumulator_value,

@@ -14,9 +14,11 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_file
+from .cli_fields import add_fields, from_args, help_of, setting
 from .layer_selection import DEFAULT_LAYERS, DTYPES, LayerSelection
 
 
@@ -29,27 +31,35 @@ class OutputError(OSError):
     stderr, exit status 1, with no partial file left and an earlier output untouched."""
 
 
+@dataclass(frozen=True)
+class EmbedFileConfig:
+    """How `elmo embed` embeds a file: what it stores, and how it batches (stateless batching
+    never changes a vector)."""
+
+    layers: str = setting(DEFAULT_LAYERS, "all | top | average | mix:W0,W1,W2 (weighted sum, weights as given); "
+                          "--all, --top, --average for short", flag=False)  # added with them, one of a group
+    dtype: str = setting("float32", "stored precision", choices=sorted(DTYPES))
+    batch_size: int = setting(64, "sentences per batch")
+    stateful: bool = setting(False, "carry LSTM state from row k of a batch to row k of the next, batches being "
+                             "consecutive groups of --batch-size lines (bilm-tf/AllenNLP behaviour)")
+    device: str = setting("cpu", "cpu or cuda[:N]")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input_file", help="text file, one whitespace-tokenized sentence per line (UTF-8)")
     p.add_argument("output_file", help="HDF5 file to write")
     layers = p.add_mutually_exclusive_group()
     layers.add_argument("--all", dest="layers", action="store_const", const="all",
-                        help="all layers: (3, n, 2P) per sentence (default)")
+                        help="all layers: (3, n, 2P) per sentence (the default)")
     layers.add_argument("--top", dest="layers", action="store_const", const="top", help="top layer: (n, 2P)")
     layers.add_argument("--average", dest="layers", action="store_const", const="average",
                         help="mean of the layers: (n, 2P)")
-    layers.add_argument("--layers", dest="layers", metavar="SPEC",
-                        help="all | top | average | mix:W0,W1,W2 (weighted sum, weights as given)")
-    p.set_defaults(layers=DEFAULT_LAYERS)
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="stored precision (default float32)")
+    layers.add_argument("--layers", dest="layers", metavar="SPEC", help=help_of(EmbedFileConfig, "layers"))
+    p.set_defaults(layers=EmbedFileConfig.layers)
     p.add_argument("--options-file", help="bilm-tf/AllenNLP options.json (with --weight-file)")
     p.add_argument("--weight-file", help="bilm-tf/AllenNLP weights .hdf5 (with --options-file)")
     p.add_argument("--model", help="native model directory (config.json + model.safetensors)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
-    p.add_argument("--stateful", action="store_true",
-                   help="carry LSTM state from row k of a batch to row k of the next, batches being "
-                        "consecutive groups of --batch-size lines (bilm-tf/AllenNLP behaviour)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    add_fields(p, EmbedFileConfig)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -153,14 +163,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
+    config = from_args(EmbedFileConfig, args, layers=args.layers)
+    if config.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if not args.model and not (args.options_file and args.weight_file):
         raise InputError("give --model DIR, or both --options-file and --weight-file")
     if args.model and (args.options_file or args.weight_file):
         raise InputError("give either --model or --options-file/--weight-file, not both")
     try:
-        selection = LayerSelection.parse(args.layers, args.dtype)
+        selection = LayerSelection.parse(config.layers, config.dtype)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     lines, sentences = read_sentences(args.input_file)
@@ -175,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     from .embedder import Embedder
     from .weights import WeightFileError, load_model
 
-    device = torch.device(args.device)
+    device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda, but no CUDA device is available")
     try:
@@ -184,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
 
     try:
-        embedder = Embedder(model, batch_size=args.batch_size, stateful=args.stateful, layers=selection)
+        embedder = Embedder(model, batch_size=config.batch_size, stateful=config.stateful, layers=selection)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     n_tokens = sum(len(s) for s in sentences)

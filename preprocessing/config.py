@@ -12,6 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from elmo_core.cli_fields import setting
+
 SPLITS = ("train", "validation", "test")
 TOKENIZERS = ("moses", "whitespace")
 INPUT_FORMATS = ("sentence", "document")
@@ -22,27 +24,32 @@ COMPRESSIONS = (".gz", ".bz2", ".zst")
 class PreprocessConfig:
     """What the output depends on (hashed into `config_hash`)."""
 
-    tokenizer: str = "moses"  # Moses-compatible (sacremoses) or pre-tokenized text
-    language: str = "en"  # Moses language rules
-    input_format: str = "sentence"  # one sentence a line, or one document a line (split into sentences)
-    # Longer sentences are cut into consecutive pieces of at most this many tokens (never dropped).
+    tokenizer: str = setting("moses", "moses (sacremoses, Moses-compatible) or whitespace for pre-tokenized text",
+                             choices=TOKENIZERS)
+    language: str = setting("en", "Moses language rules")
+    input_format: str = setting("sentence", "one sentence a line, or one document a line (split into sentences)",
+                                choices=INPUT_FORMATS)
     # bilm-tf trains on 20-token windows; 256 keeps LSTM memory bounded while splitting almost no
     # real sentence (1B Word Benchmark sentences are under 100 tokens).
-    max_sentence_tokens: int = 256
+    max_sentence_tokens: int = setting(256, "cut longer sentences into consecutive pieces of at most this many "
+                                       "tokens (never dropped)")
     # Vocabulary, counted on the train split (neither applies when an existing vocabulary file is
     # given).
-    max_vocab: int | None = None  # entries kept, specials included (None: no limit)
-    min_count: int = 3  # words seen fewer times are left out (bilm-tf's 1B Word vocabulary: 3)
-    # Deterministic split by hash of each line's id (pieces of a line stay together).
-    validation_fraction: float = 0.01
-    test_fraction: float = 0.01  # the same, for the test split
-    split_salt: str = "elmo-split-v1"  # names the hash scheme; a new salt is a new split (and dataset version)
-    # Shards whose every line goes to one split, whatever the hash says: (shard key, split) pairs,
-    # e.g. a benchmark's own validation and test files (`--validation-input`, `--test-input`).
-    assigned_splits: tuple[tuple[str, str], ...] = ()
-    # Parquet file size target: the writer starts a new file once one reaches this many MB.
-    shard_size_mb: int = 128
-    quarantine_bad_files: bool = False  # False: a bad shard fails the job
+    max_vocab: int | None = setting(None, "vocabulary: keep at most N entries, specials included (None: no limit)",
+                                    metavar="N")
+    min_count: int = setting(3, "vocabulary: keep words seen at least K times (bilm-tf's 1B Word vocabulary: 3)",
+                             metavar="K")
+    validation_fraction: float = setting(0.01, "share of lines held out for validation (by a hash of each line's "
+                                         "id: the pieces of a line stay together)")
+    test_fraction: float = setting(0.01, "the same, for the test split")
+    split_salt: str = setting("elmo-split-v1", "names the hash scheme; a new salt is a new split (and dataset "
+                              "version)", flag=False)
+    assigned_splits: tuple[tuple[str, str], ...] = setting(
+        (), "shards whose every line goes to one split, whatever the hash says: (shard key, split) pairs, e.g. a "
+        "benchmark's own validation and test files (`--validation-input`, `--test-input`)", flag=False)
+    shard_size_mb: int = setting(128, "Parquet file size target in MB: a new file starts once one reaches it")
+    quarantine_bad_files: bool = setting(False, "skip shards that cannot be read and list them in the manifest "
+                                         "instead of failing the job")
 
     def __post_init__(self) -> None:
         if self.tokenizer not in TOKENIZERS:
@@ -93,7 +100,9 @@ class PreprocessConfig:
 class RunOptions:
     """How the job runs; never changes the output."""
 
-    num_workers: int | None = None  # tokenizer processes (None: one per CPU Ray offers)
-    cpus_per_worker: float = 1.0  # fractional values leave room for reading on small machines
-    lines_per_block: int = 4096  # lines read per block; the unit of parallel tokenization
-    address: str | None = None  # Ray cluster address; None: the job's cluster or a local Ray
+    num_workers: int | None = setting(None, "tokenizer processes (None: one per CPU Ray offers)")
+    cpus_per_worker: float = setting(1.0, "CPUs Ray reserves per tokenizer process (fractions leave room for "
+                                     "reading on small machines)")
+    lines_per_block: int = setting(4096, "lines read per block; the unit of parallel tokenization")
+    address: str | None = setting(None, "Ray cluster to use (None: the job's cluster, else a local Ray started now)",
+                                  metavar="RAY_ADDRESS")

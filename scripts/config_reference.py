@@ -1,5 +1,6 @@
 """The README's configuration reference, generated from the config dataclasses (the one place the
-numbers live), their source comments and the commands' flags, so that it cannot drift.
+numbers live), their fields' help text (`elmo_core.cli_fields.setting`) and the commands' flags,
+so that it cannot drift.
 
     .venv/bin/python scripts/config_reference.py --write   # rewrite the README's section
     .venv/bin/python scripts/config_reference.py --check   # exit 1 if the README is stale
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import re
 import sys
 from pathlib import Path
 
@@ -20,8 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 README = REPO / "README.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
-
-RECIPE_FLAGS = ("optimizer", "learning_rate", "dropout")  # the TrainingConfig fields `recipe_overrides` sets
 
 ENVIRONMENT = [
     ("MLFLOW_TRACKING_URI", "where runs and registered models live: `http://HOST:5000` (a server), "
@@ -38,24 +35,6 @@ ENVIRONMENT = [
 ]
 
 
-def _field_comments(cls) -> dict[str, str]:
-    """field name -> its source comments: the block just above it and the one on its line."""
-    comments, block = {}, []
-    for line in inspect.getsource(cls).splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            text = stripped.lstrip("#").strip()
-            if not text.startswith("---"):
-                block.append(text)
-            continue
-        match = re.match(r"(\w+)\s*:[^#]*?(?:#\s*(.*))?$", stripped)
-        if match and not stripped.startswith(("def ", "return", "@")) and "(" not in stripped.split(":")[0]:
-            parts = [*block, match.group(2) or ""]
-            comments[match.group(1)] = " ".join(p for p in parts if p).replace("|", "\\|")
-        block = []
-    return comments
-
-
 def _flags(add_arguments) -> dict[str, argparse.Action]:
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
@@ -63,26 +42,26 @@ def _flags(add_arguments) -> dict[str, argparse.Action]:
 
 
 def _default(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-        value = f.default_factory()
-    else:
-        return "(required)"
+    from elmo_core.cli_fields import field_default
+
+    value = field_default(f)
     return f"`{value!r}`" if value not in ("", None) else ("none" if value is None else "`\"\"`")
 
 
-def _table(cls, flags: dict[str, argparse.Action], skip: tuple[str, ...] = (), only_flags: tuple[str, ...] | None = None) -> str:
-    comments = _field_comments(cls)
+def _table(cls, flags: dict[str, argparse.Action]) -> str:
+    """One row per field: its flag (if the command has one), default and help text (the flag's,
+    which says what happens when it is not given)."""
     rows = ["| setting | flag | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        action = flags.get(f.name) if only_flags is None or f.name in only_flags else None
+        action = flags.get(f.name)
         flag = f"`{action.option_strings[-1]}`" if action else "-"
-        meaning = comments.get(f.name) or (action.help % {"default": action.default} if action and action.help else "")
-        rows.append(f"| `{f.name}` | {flag} | {_default(f)} | {meaning.replace(chr(10), ' ')} |")
+        meaning = action.help % {} if action else f.metadata["help"]
+        rows.append(f"| `{f.name}` | {flag} | {_default(f)} | {meaning.replace('|', chr(92) + '|')} |")
     return "\n".join(rows)
+
+
+def _section(commands: str, cls, flags: dict[str, argparse.Action], what: str) -> str:
+    return f"### {commands}: `{cls.__module__}.{cls.__name__}` ({what})\n\n" + _table(cls, flags)
 
 
 def _presets() -> str:
@@ -101,38 +80,36 @@ def _presets() -> str:
 
 def render() -> str:
     from elmo_core.config import TrainingConfig
+    from elmo_core.embed_command import EmbedFileConfig
+    from elmo_core.embed_command import add_arguments as embed_arguments
     from preprocessing.cli import add_arguments as preprocess_arguments
     from preprocessing.config import PreprocessConfig, RunOptions
-    from workflows.training.config import TrainJobConfig
     from workflows.embedding.config import EmbedJobConfig
+    from workflows.embedding.embed_new import add_arguments as embed_new_arguments
+    from workflows.training.config import TrainJobConfig
     from workflows.training.pretrain import add_arguments as pretrain_arguments
-    from workflows.training.pretrain import recipe_overrides
-    from workflows.embedding.embed_new import add_arguments as schedule_arguments
 
-    train_flags = _flags(pretrain_arguments)
-    overridable = recipe_overrides(argparse.Namespace(**{name: 1 for name in RECIPE_FLAGS}))
-    assert tuple(overridable) == RECIPE_FLAGS, "recipe_overrides sets other fields: update RECIPE_FLAGS"
+    preprocess, train = _flags(preprocess_arguments), _flags(pretrain_arguments)
     env = "\n".join(["| variable | what it sets |", "|---|---|",
                      *(f"| `{name}` | {text} |" for name, text in ENVIRONMENT)])
     return "\n\n".join([
         START,
         "<!-- generated by scripts/config_reference.py from the config dataclasses; edit those, then run "
         "`.venv/bin/python scripts/config_reference.py --write` -->",
-        "Every number a command uses lives in one config dataclass; a flag sets one field. Python "
-        "callers build the dataclass (`TrainJobConfig(max_steps=500, ...)`) and pass it to the same "
-        "functions the commands call.",
+        "Every number a command uses lives in one config dataclass; a flag sets one field, and its help "
+        "text (`--help`) is the field's. Python callers build the dataclass (`TrainJobConfig(max_steps=500, "
+        "...)`) and pass it to the same functions the commands call.",
         "### Environment\n\n" + env,
-        "### `elmo preprocess`: `preprocessing.config.PreprocessConfig` (what the dataset holds)\n\n"
-        + _table(PreprocessConfig, _flags(preprocess_arguments)),
-        "### `elmo preprocess`: `preprocessing.config.RunOptions` (how it runs; never changes the output)\n\n"
-        + _table(RunOptions, _flags(preprocess_arguments)),
-        "### `elmo pretrain`, `elmo adapt`: `workflows.config.TrainJobConfig` (batching, schedule, "
-        "checkpoints, placement)\n\n" + _table(TrainJobConfig, train_flags, skip=("fail_at_step",)),
-        "### `elmo pretrain`, `elmo adapt`: `elmo_core.config.TrainingConfig` (the recipe; defaults "
-        "before the preset's)\n\n" + _table(TrainingConfig, train_flags, only_flags=RECIPE_FLAGS),
+        _section("`elmo preprocess`", PreprocessConfig, preprocess, "what the dataset holds"),
+        _section("`elmo preprocess`", RunOptions, preprocess, "how it runs; never changes the output"),
+        _section("`elmo pretrain`, `elmo adapt`", TrainJobConfig, train,
+                 "batching, schedule, checkpoints, placement"),
+        _section("`elmo pretrain`, `elmo adapt`", TrainingConfig, train,
+                 "the recipe; defaults before the preset's"),
         "### Model presets (`--preset`, `elmo_core.config.PRESETS`)\n\n" + _presets(),
-        "### `elmo embed-corpus`, `elmo embed-new`: `workflows.config.EmbedJobConfig`\n\n"
-        + _table(EmbedJobConfig, _flags(schedule_arguments)),
+        _section("`elmo embed-corpus`, `elmo embed-new`", EmbedJobConfig, _flags(embed_new_arguments),
+                 "what the output holds and how the job runs"),
+        _section("`elmo embed`", EmbedFileConfig, _flags(embed_arguments), "one file, no Ray"),
         END,
     ])
 

@@ -62,6 +62,28 @@ def test_reads_bilm_tf_options_and_keeps_unknown_keys(bilm_tf, tmp_path):
     assert config.to_options()["some_future_key"] == {"x": 1}
 
 
+def test_bilm_tf_training_shape_keeps_its_option_names():
+    """bilm-tf's ``unroll_steps``/``batch_size`` (not used here) are read and written under
+    bilm-tf's names; in the code they are ``bilm_tf_*`` (``unroll_steps`` is the stream mode's)."""
+    options = BiLMConfig.preset("tiny").to_options()
+    assert (options["unroll_steps"], options["batch_size"]) == (20, 128)
+    config = BiLMConfig.from_options({**options, "unroll_steps": 7, "batch_size": 3})
+    assert (config.training.bilm_tf_unroll_steps, config.training.bilm_tf_batch_size) == (7, 3)
+    assert config.to_options()["unroll_steps"] == 7 and config.to_options()["batch_size"] == 3
+    assert "bilm_tf_unroll_steps" not in config.to_options() and not config.extra
+
+
+def test_a_recipe_on_a_built_config_equals_the_recipe_given_to_the_preset():
+    """The one route of the recipe (`BiLMConfig.with_recipe`, applied by the training worker) gives
+    the model the preset with the recipe would have had; negatives stay capped by the vocabulary."""
+    recipe = {"dropout": 0.3, "learning_rate": 0.01, "n_negative_samples_batch": 5000}
+    direct = BiLMConfig.preset("tiny", **recipe)
+    direct = direct.replace(training=direct.training.for_vocabulary(4000))
+    built = BiLMConfig.preset("tiny").with_recipe({"n_tokens_vocab": 4000})
+    assert built.with_recipe(recipe) == direct and direct.training.n_negative_samples_batch == 4000
+    assert built.with_recipe({}) is built
+
+
 @pytest.mark.parametrize("options, message", [
     ({"lstm": {}}, "not a valid bilm-tf options.json"),
     ({"char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 4]], "n_highway": 0, "activation": "gelu"},

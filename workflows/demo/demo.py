@@ -68,16 +68,22 @@ class DemoProfile:
     adapt_learning_rate: float
 
     def model_options(self, vocab_size: int) -> dict:
-        """bilm-tf options of the demo's biLM for a vocabulary of this size."""
+        """bilm-tf options of the demo's biLM for a vocabulary of this size (its training numbers
+        are `recipe`'s)."""
         from elmo_core.config import BiLMConfig
 
-        config = BiLMConfig.preset(self.preset, dropout=self.dropout, learning_rate=self.learning_rate,
-                                   n_negative_samples_batch=self.negatives)
-        config = config.replace(training=config.training.for_vocabulary(vocab_size))
+        config = BiLMConfig.preset(self.preset).with_recipe({"n_tokens_vocab": vocab_size})
         lstm = dataclasses.replace(config.lstm, dim=self.lstm_dim or config.lstm.dim,
                                    projection_dim=self.projection_dim or config.lstm.projection_dim)
         cnn = dataclasses.replace(config.char_cnn, filters=self.char_filters or config.char_cnn.filters)
         return config.replace(lstm=lstm, char_cnn=cnn).to_options()
+
+    def recipe(self, stage: str) -> dict:
+        """The `TrainingConfig` fields ``stage`` ("pretrain" or "adapt") trains with."""
+        if stage == "adapt":
+            return {"learning_rate": self.adapt_learning_rate, "dropout": self.dropout}
+        return {"learning_rate": self.learning_rate, "dropout": self.dropout,
+                "n_negative_samples_batch": self.negatives}
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -324,7 +330,8 @@ class _Tour:
                 s["note"] = f"reused {GENERAL_MODEL} v{pretrained['version']} (same data and settings)"
             else:
                 result = pretrain(job, profile.preset, GENERAL_MODEL, str(self.out / "ray_results"),
-                                  experiment=EXPERIMENT, model_config=model_options, run_name=run_name)
+                                  experiment=EXPERIMENT, model_config=model_options,
+                                  recipe=profile.recipe("pretrain"), run_name=run_name)
                 pretrained = {k: result[k] for k in ("name", "version", "promoted", "val_ppl", "run_id")}
                 pretrained["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")
                 self.progress.put("pretrain", key, pretrained)
@@ -353,7 +360,7 @@ class _Tour:
                 adapt_job = job.replace(data=str(self.data_dir / "domain"), max_steps=profile.adapt_steps)
                 result = adapt(adapt_job, parent, DOMAIN_MODEL, str(self.out / "ray_results"),
                                source_data=str(self.data_dir / "general"), experiment=EXPERIMENT, run_name=run_name,
-                               recipe={"learning_rate": profile.adapt_learning_rate, "dropout": profile.dropout})
+                               recipe=profile.recipe("adapt"))
                 adapted = {k: result[k] for k in ("name", "version", "promoted", "run_id", "target_ppl_before",
                                                   "target_ppl_after", "source_ppl_before", "source_ppl_after")}
                 adapted["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")

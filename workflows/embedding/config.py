@@ -5,7 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from elmo_core.cli_fields import setting
+from elmo_core.layer_selection import DTYPES
+from preprocessing.config import TOKENIZERS
+
 EMBED_INPUT_FORMATS = ("sentence", "document", "parquet")
+OUTPUT_FORMATS = ("parquet", "hdf5")
 
 
 @dataclass(frozen=True)
@@ -14,37 +19,41 @@ class EmbedJobConfig:
     run (the run settings never change a vector)."""
 
     # --- what the output holds ------------------------------------------------------------------
-    input_format: str = "sentence"  # one sentence a line, one document a line, or preprocessed Parquet
-    tokenizer: str = "moses"  # as `elmo preprocess` (ignored for parquet input)
-    max_sentence_tokens: int = 256  # longer sentences are cut (as preprocessing); hdf5 never cuts
-    layers: str = "all"  # elmo_core.layer_selection: all | top | average | mix:W0,W1,W2
-    dtype: str = "float32"  # stored precision; computing is float32
-    format: str = "parquet"  # parquet | hdf5 (hdf5: elmo embed's layout, sentence input only)
-    quarantine_bad_files: bool = False  # False: an unreadable input fails the job
+    input_format: str = setting("sentence", "one sentence a line, one document a line, or an `elmo preprocess` "
+                                "output / Parquet files with a tokens column", choices=EMBED_INPUT_FORMATS)
+    tokenizer: str = setting("moses", "as `elmo preprocess` (ignored for parquet input)", choices=TOKENIZERS)
+    max_sentence_tokens: int = setting(256, "cut longer sentences into pieces (as preprocessing; hdf5 never cuts)")
+    layers: str = setting("all", "all (layer_0..layer_2 columns) | top | average | mix:W0,W1,W2 "
+                          "(elmo_core.layer_selection)")
+    dtype: str = setting("float32", "stored precision; computing is float32", choices=sorted(DTYPES))
+    format: str = setting("parquet", "parquet, or hdf5 (exactly elmo embed's file for each input; sentence input "
+                          "only)", choices=OUTPUT_FORMATS)
+    quarantine_bad_files: bool = setting(False, "skip unreadable inputs and list them instead of failing the job")
     # --- how it runs ------------------------------------------------------------------------------
-    num_actors: int = 1  # embedding actors (each loads the model once)
-    cpus_per_actor: float = 1.0  # also its torch threads (rounded, at least 1)
-    use_gpu: bool = False  # one GPU per actor
-    batch_tokens: int = 6000  # positions per LSTM batch (sentences x longest, <S>/</S> included)
-    lines_per_block: int = 1024  # lines read per block; sentences per tokenizing and embedding call
-    # Ray Data blocks of at most this size (KiB). Ray Data joins what a task yields into blocks up
-    # to this size (128 MiB by default: a whole file became one block). 8 MiB was measured
-    # (benchmarks/README.md); with 256 KiB the benchmark took over 16 min instead of 9 (stopped).
-    block_kb: int = 8192
-    # embedding calls queued at an actor at once (Ray Data's default: 4). With 1, an actor that is
-    # ready first cannot queue blocks the others could start on (benchmarks/README.md)
-    tasks_per_actor: int = 1
+    num_actors: int = setting(1, "embedding actors (each loads the model once)")
+    cpus_per_actor: float = setting(1.0, "CPUs per actor, also its torch threads (rounded, at least 1)")
+    use_gpu: bool = setting(False, "one GPU per actor")
+    batch_tokens: int = setting(6000, "padded tokens of an LSTM batch, sentences x (longest + 2)")
+    lines_per_block: int = setting(1024, "lines read per block; sentences per tokenizing and embedding call")
+    # Ray Data joins what a task yields into blocks up to this size (128 MiB by default: a whole
+    # file became one block). 8 MiB was measured (benchmarks/README.md); with 256 KiB the
+    # benchmark took over 16 min instead of 9 (stopped).
+    block_kb: int = setting(8192, "Ray Data block size bound in KiB")
+    # With 1, an actor that is ready first cannot queue blocks the others could start on
+    # (benchmarks/README.md).
+    tasks_per_actor: int = setting(1, "embedding calls queued at an actor at once (Ray Data's default: 4)",
+                                   flag=False)
 
     def __post_init__(self) -> None:
         from elmo_core.layer_selection import LayerSelection
 
         if self.input_format not in EMBED_INPUT_FORMATS:
             raise ValueError(f"input format must be one of {', '.join(EMBED_INPUT_FORMATS)}, not {self.input_format!r}")
-        if self.tokenizer not in ("moses", "whitespace"):
-            raise ValueError(f"tokenizer must be moses or whitespace, not {self.tokenizer!r}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be {' or '.join(TOKENIZERS)}, not {self.tokenizer!r}")
         LayerSelection.parse(self.layers, self.dtype)
-        if self.format not in ("parquet", "hdf5"):
-            raise ValueError(f"format must be parquet or hdf5, not {self.format!r}")
+        if self.format not in OUTPUT_FORMATS:
+            raise ValueError(f"format must be {' or '.join(OUTPUT_FORMATS)}, not {self.format!r}")
         if self.format == "hdf5" and self.input_format != "sentence":
             raise ValueError("--format hdf5 writes one dataset per line, as elmo embed: it needs --input-format sentence")
         for name in ("num_actors", "batch_tokens", "lines_per_block", "max_sentence_tokens", "block_kb",

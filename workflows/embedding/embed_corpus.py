@@ -22,44 +22,23 @@ import sys
 import time
 
 from preprocessing.entry_point import entry_point
+from elmo_core.cli_fields import add_fields, from_args
+
 
 from workflows.embedding.config import EmbedJobConfig
 
 MANIFEST = "_manifest.json"
 MANIFEST_FORMAT = 1
-_DEFAULTS = EmbedJobConfig()
 
 
 def add_job_arguments(p: argparse.ArgumentParser) -> None:
-    """The settings `embed-corpus` and `embed-new` share: input, layers, dtype, format, Ray."""
+    """The settings `embed-corpus` and `embed-new` share: the model, `EmbedJobConfig`'s, Ray's."""
     p.add_argument("--model", required=True, metavar="MODEL",
                    help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, a model directory, "
                         "or OPTIONS.json,WEIGHTS.hdf5 (an alias is pinned to one version at the start)")
-    p.add_argument("--input-format", choices=["sentence", "document", "parquet"], default=_DEFAULTS.input_format,
-                   help="one sentence a line (default), one document a line, or an `elmo preprocess` "
-                        "output / Parquet files with a tokens column")
-    p.add_argument("--tokenizer", choices=["moses", "whitespace"], default=_DEFAULTS.tokenizer)
-    p.add_argument("--max-sentence-tokens", type=int, default=_DEFAULTS.max_sentence_tokens,
-                   help="cut longer sentences into pieces (default %(default)s; hdf5 never cuts)")
-    p.add_argument("--layers", default=_DEFAULTS.layers,
-                   help="all (default: layer_0..layer_2 columns) | top | average | mix:W0,W1,W2")
-    p.add_argument("--dtype", choices=["float32", "float16"], default=_DEFAULTS.dtype, help="stored precision")
-    p.add_argument("--format", choices=["parquet", "hdf5"], default=_DEFAULTS.format,
-                   help="parquet (default) or hdf5 (exactly elmo embed's file for each input)")
-    p.add_argument("--quarantine-bad-files", action="store_true",
-                   help="skip unreadable inputs and list them instead of failing")
-    run = p.add_argument_group("execution (does not change any vector)")
-    run.add_argument("--num-actors", type=int, default=_DEFAULTS.num_actors, help="embedding actors (default 1)")
-    run.add_argument("--cpus-per-actor", type=float, default=_DEFAULTS.cpus_per_actor)
-    run.add_argument("--batch-tokens", type=int, default=_DEFAULTS.batch_tokens,
-                     help="positions per LSTM batch (default %(default)s)")
-    run.add_argument("--lines-per-block", type=int, default=_DEFAULTS.lines_per_block,
-                     help="lines read per block; sentences per embedding call (default %(default)s)")
-    run.add_argument("--block-kb", type=int, default=_DEFAULTS.block_kb,
-                     help="Ray Data block size bound in KiB (default %(default)s)")
-    run.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
-    run.add_argument("--address", metavar="RAY_ADDRESS",
-                     help="Ray cluster (default: the job's cluster, else a local Ray started now)")
+    p.add_argument("--address", metavar="RAY_ADDRESS",
+                   help="Ray cluster (default: the job's cluster, else a local Ray started now)")
+    add_fields(p, EmbedJobConfig)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,11 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def job_config(args: argparse.Namespace) -> EmbedJobConfig:
-    return EmbedJobConfig(
-        input_format=args.input_format, tokenizer=args.tokenizer, max_sentence_tokens=args.max_sentence_tokens,
-        layers=args.layers, dtype=args.dtype, format=args.format, quarantine_bad_files=args.quarantine_bad_files,
-        num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor, use_gpu=args.use_gpu,
-        batch_tokens=args.batch_tokens, lines_per_block=args.lines_per_block, block_kb=args.block_kb)
+    return from_args(EmbedJobConfig, args)
 
 
 def check_layers(config: EmbedJobConfig, model) -> None:

@@ -21,9 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workflows.embedding.config import OUTPUT_FORMATS
+
 METADATA_KEY = "elmo.embedding"
 ROW_COLUMNS = ("sentence_id", "source", "line", "sentence_index", "tokens")
-FORMATS = {"parquet": ".parquet", "hdf5": ".hdf5"}
+FORMATS = {name: f".{name}" for name in OUTPUT_FORMATS}  # format -> file extension
 
 
 def vectors_of(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:

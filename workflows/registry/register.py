@@ -64,7 +64,8 @@ def register_run(run_id: str, registered_model: str) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID", help="a finished `elmo pretrain` / `elmo adapt` MLflow run")
-    p.add_argument("--registered-model", required=True, metavar="NAME")
+    p.add_argument("--registered-model", required=True, metavar="NAME",
+                   help="the MLflow registered model to add the run's model to as a version")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -111,8 +111,8 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     try:
         run.log_dataset_manifest(target.manifest, "target")
         run.log_metrics(before, 0)
-        result = run_training(job, target, storage, name, init_model=start_dir, tracking=run.coordinates(),
-                           training_overrides=recipe)
+        result = run_training(job, target, storage, name, init_model=start_dir, recipe=recipe,
+                              tracking=run.coordinates())
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
         after = {"target_ppl_after": result.final.get("best_val_ppl", result.final["val_ppl"])}
         if source_dataset:

@@ -67,11 +67,13 @@ def split_dataset(dataset: Dataset, split: str):
 
 
 def run_training(job: TrainJobConfig, dataset: Dataset, storage: str, name: str, *, model_config: dict | None = None,
-                 init_model: str | None = None, tracking: dict | None = None,
-                 training_overrides: dict | None = None) -> TrainingResult:
+                 init_model: str | None = None, recipe: dict | None = None,
+                 tracking: dict | None = None) -> TrainingResult:
     """Train with Ray Train on ``job.num_workers`` workers on ``dataset`` (its train and
-    validation splits, its vocabulary); returns the final checkpoint. The workers get the
-    splits as Ray Datasets and the vocabulary's tokens, not the handle."""
+    validation splits, its vocabulary); returns the final checkpoint. The model starts from
+    ``model_config`` (options, a new model) or ``init_model`` (a model folder or training
+    checkpoint); ``recipe``: `TrainingConfig` fields changed on it (the optimizer recipe, dropout,
+    ...). The workers get the splits as Ray Datasets and the vocabulary's tokens, not the handle."""
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
@@ -89,7 +91,7 @@ def run_training(job: TrainJobConfig, dataset: Dataset, storage: str, name: str,
     resources = {"CPU": job.cpus_per_worker, **({"GPU": 1} if job.use_gpu else {})}
     loop_config = {"job": job.to_dict(), "vocab": dataset.vocabulary.tokens, "model_config": model_config,
                    "init_model": init_model, "tracking": tracking,
-                   "training_overrides": training_overrides or {},
+                   "recipe": recipe or {},
                    "fault_marker": os.path.join(storage, f"{name}.fault-injected"),
                    "cache_train": sum(f["bytes"] for f in splits["train"]["files"]) <= job.cache_train_mb << 20}
     trainer = TorchTrainer(

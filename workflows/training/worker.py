@@ -57,7 +57,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ``vocab``               the data's vocabulary (tokens)
     ``model_config``        bilm-tf options of a new model, or None
     ``init_model``          a training checkpoint or model folder to start from, or None (adapt)
-    ``training_overrides``  `TrainingConfig` fields to replace in the starting model (adapt's recipe)
+    ``recipe``              `TrainingConfig` fields changed on the starting model (the optimizer
+                            recipe, dropout, ...); never applied when resuming
     ``tracking``            MLflow run coordinates (rank 0 logs metrics there), or None
     ``fault_marker``        where ``job.fail_at_step``'s one failure is recorded (`workflows.faults`)
     ``cache_train``         keep the train split in memory after the first epoch
@@ -129,10 +130,10 @@ def _starting_point(loop_config: dict, rank: int) -> _StartingPoint:
             model, _, optimizer_state, _ = load_training_checkpoint(init)
         else:
             model, _ = load_model_folder(init)
+        if loop_config["recipe"]:
+            model = _with_recipe(model, loop_config["recipe"])
     else:
-        model = BiLM(BiLMConfig.from_options(loop_config["model_config"]))
-    if loop_config.get("training_overrides"):  # e.g. adaptation with another recipe
-        model = _with_training(model, loop_config["training_overrides"])
+        model = BiLM(BiLMConfig.from_options(loop_config["model_config"]).with_recipe(loop_config["recipe"]))
     return _StartingPoint(model, vocab, optimizer_state=optimizer_state)
 
 
@@ -411,10 +412,9 @@ def _with_next(iterator: Iterator):
         current = following
 
 
-def _with_training(model: BiLM, overrides: dict) -> BiLM:
-    """The same parameters in a model whose `TrainingConfig` has ``overrides`` (dropout, optimizer, ...)."""
-    config = model.config.replace(training=dataclasses.replace(model.config.training, **overrides))
-    rebuilt = BiLM(config)
+def _with_recipe(model: BiLM, recipe: dict) -> BiLM:
+    """The same parameters in a model whose `TrainingConfig` has ``recipe``'s fields (dropout, optimizer, ...)."""
+    rebuilt = BiLM(model.config.with_recipe(recipe))
     rebuilt.load_state_dict(model.state_dict())
     return rebuilt
 
