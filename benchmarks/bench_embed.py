@@ -8,7 +8,7 @@ tokens in total (nothing is committed); the memory phases use a corpus of ``--me
 and one ``--memory-factor`` times larger (the same number of files, each that much longer).
 Model: a native model directory (`elmo_core.weights.save_checkpoint`) of the ``--preset``
 configuration (default ``small``, the released ELMo small sizes) with random weights of a
-realistic scale (std 1/sqrt(fan in), as ``tests/conftest.py: seeded``): speed does not depend on
+realistic scale (std 1/sqrt(fan in), as ``tests/helpers/random_inputs.py: seeded``): speed does not depend on
 the values. Every phase runs in its own process, on the same files and model:
 
 * ``baseline_Nt``: one process, no Ray, N torch threads: loads the model, then for each file reads
@@ -81,7 +81,7 @@ def make_model(directory: Path, preset: str, seed: int = 0) -> dict:
 
     model = BiLM(BiLMConfig.preset(preset))
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # as tests/conftest.py: seeded (std 1/sqrt(fan in), biases too)
+    with torch.no_grad():  # as tests/helpers/random_inputs.py: seeded (std 1/sqrt(fan in), biases too)
         for p in model.parameters():
             fan_in = p.shape[-2] if p.dim() >= 2 else 4
             p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)

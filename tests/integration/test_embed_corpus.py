@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import random_sentences, seeded
-from local_services import mlflow_server
+from tests.helpers.random_inputs import random_sentences, seeded
+from infra.local.local_services import mlflow_server
 
 ray = pytest.importorskip("ray")
 NAME = "elmo-embed"

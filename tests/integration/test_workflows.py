@@ -15,13 +15,12 @@ import pytest
 import torch
 
 from preprocessing.sample_text import pydoc_sentences
-from local_services import mlflow_server as start_mlflow_server
+from infra.local.local_services import mlflow_server as start_mlflow_server
 from preprocessing.config import PreprocessConfig
 from preprocessing.dataset import load_vocabulary
 from workflows.training.config import TrainJobConfig
 
 ray = pytest.importorskip("ray")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LICENSES = "/usr/share/common-licenses"
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from command_check import check_command, shell_commands
+from tests.helpers import REPO
+from tests.helpers.command_check import check_command, shell_commands
 
-REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 CHECKED_PROGRAMS = {".venv/bin/elmo": "elmo", "elmo": "elmo", "python": "python", ".venv/bin/python": "python",
                     "ray": "ray", ".venv/bin/mlflow": "mlflow", "mlflow": "mlflow"}
