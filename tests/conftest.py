@@ -55,11 +55,25 @@ def bilm_tf() -> BilmTfFixture:
     return BilmTfFixture(FIXTURE_DIR)
 
 
+# tests/integration/conftest.py's servers, started once per session by the first test asking for one
+SHARED_SERVERS = {"s3", "mlflow_server", "cluster"}
+
+
 def pytest_collection_modifyitems(config, items):
     """The declared markers, applied: `slow` to everything under tests/integration (servers, Ray
-    clusters, whole jobs), `fixture` to every test that reads bilm-tf's reference model."""
+    clusters, whole jobs), `fixture` to every test that reads bilm-tf's reference model.
+
+    The order: the unit tier first, then the integration modules that start their own servers,
+    then those that share the session's servers, the ones on the session's Ray last, so that no
+    shared server (the Ray above all) sits idle beside another module's work."""
     for item in items:
         if item.path.is_relative_to(INTEGRATION):
             item.add_marker(pytest.mark.slow)
         if "bilm_tf" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.fixture)
+
+    def uses(names: set[str]) -> set[Path]:
+        return {item.path for item in items if names & set(getattr(item, "fixturenames", ()))}
+
+    sharing, on_ray = uses(SHARED_SERVERS), uses({"cluster"})
+    items.sort(key=lambda item: (item.path.is_relative_to(INTEGRATION), item.path in sharing, item.path in on_ray))

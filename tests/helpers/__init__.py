@@ -1,5 +1,6 @@
-"""What both test tiers share: generated inputs, the corpus oracle, the numpy reference, the
-command checks."""
+"""What both test tiers import: generated inputs (random_inputs, corpus), the numpy reference
+(reference_numpy), command checks (command_check, commands, console), small waits (waiting) and
+Parquet sizes (parquet_files). ``REPO`` is the repository root."""
 
 from pathlib import Path
 

@@ -18,69 +18,22 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers.random_inputs import random_sentences, seeded
-from infra.local.local_services import mlflow_server, s3_available, s3_server
+from infra.local.local_services import s3_available
+from tests.helpers.random_inputs import random_sentences
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 NAME = "elmo-sched"
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A real S3 server on 127.0.0.1 (None where no server binary is installed)."""
-    if s3_available() is None:
-        yield None
-        return
-    with s3_server(tmp_path_factory.mktemp("s3")) as (_, env, client):
-        yield env, client
-
-
-@pytest.fixture(scope="module")
-def actor_fault(tmp_path_factory):
-    """Where an embedding actor looks for its kill order (`workflows.embedding.pipeline.ACTOR_FAULT_ENV`)."""
-    return tmp_path_factory.mktemp("fault") / "kill-one-actor"
-
-
-@pytest.fixture(scope="module")
-def cluster(s3, actor_fault):
-    """A local Ray whose workers see the S3 server's settings (as a cluster's nodes would have
-    them) and the actor fault file's path."""
-    from workflows.embedding.pipeline import ACTOR_FAULT_ENV
-
+def registry(mlflow_server, register_tiny):
+    """NAME version 1 (champion) and version 2 (registered, not champion yet): two tiny biLMs, on
+    the session's server; yields its URI."""
+    for seed, ppl in ((31, 10.0), (32, 20.0)):
+        register_tiny(NAME, seed=seed, val_ppl=ppl, experiment="sched-tests", run_name=f"tiny{seed}")
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in (s3[0] if s3 else {}).items():
-            mp.setenv(key, value)
-        mp.setenv(ACTOR_FAULT_ENV, str(actor_fault))
-        ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """NAME version 1 (champion) and version 2 (registered, not champion yet): two tiny biLMs."""
-    import mlflow
-
-    from elmo_core.bilm import BiLM
-    from elmo_core.config import BiLMConfig
-    from elmo_core.weights import save_checkpoint
-    from workflows.registry.tracking import StageRun, register
-
-    root = tmp_path_factory.mktemp("registry")
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    with mlflow_server(root) as server, pytest.MonkeyPatch.context() as mp:
-        uri = server.address
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        for seed, ppl in ((31, 10.0), (32, 20.0)):
-            model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=seed).eval()
-            save_checkpoint(model, root / f"native{seed}")
-            run = StageRun("sched-tests", f"tiny{seed}", {"preset": "tiny"}, {})
-            register(run.log_model(str(root / f"native{seed}")), NAME, {"val_ppl": ppl})
-            run.finish()
-        try:
-            yield uri
-        finally:
-            mlflow.set_tracking_uri(previous)
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        yield mlflow_server
 
 
 def write_text(path, seed, n=30):

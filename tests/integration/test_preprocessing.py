@@ -25,15 +25,8 @@ from tests.helpers import REPO
 from tests.helpers.commands import run_preprocess
 from tests.helpers.parquet_files import row_group_and_footer
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 CONFIG = PreprocessConfig(max_sentence_tokens=50, min_count=2, validation_fraction=0.1, test_fraction=0.1)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,7 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def moses_run(ray_cluster, corpus, tmp_path_factory):
+def moses_run(cluster, corpus, tmp_path_factory):
     from preprocessing.driver import run_preprocess
 
     root, paths = corpus
@@ -131,7 +124,7 @@ def test_vocabulary_equals_single_process_count(moses_run):
     assert m["oov_tokens"] == oov and m["oov_rate"] == pytest.approx(oov / total)
 
 
-def test_split_and_rows_stable_across_workers_and_blocks(ray_cluster, corpus, tmp_path):
+def test_split_and_rows_stable_across_workers_and_blocks(cluster, corpus, tmp_path):
     from preprocessing.driver import run_preprocess
 
     root, _ = corpus
@@ -149,7 +142,7 @@ def test_split_and_rows_stable_across_workers_and_blocks(ray_cluster, corpus, tm
     assert all(len(results[0][0][s]) > 10 for s in SPLITS)
 
 
-def test_rerun_is_a_no_op_and_a_changed_config_a_new_version(ray_cluster, corpus, tmp_path):
+def test_rerun_is_a_no_op_and_a_changed_config_a_new_version(cluster, corpus, tmp_path):
     from preprocessing.driver import run_preprocess
 
     root, _ = corpus
@@ -170,11 +163,11 @@ def test_rerun_is_a_no_op_and_a_changed_config_a_new_version(ray_cluster, corpus
     assert not os.path.exists(os.path.join(out, "_staging"))
 
 
-def test_corrupt_shard_fails_naming_it_or_is_quarantined(ray_cluster, tmp_path):
+def test_corrupt_shard_fails_naming_it_or_is_quarantined(cluster, tmp_path):
     root = tmp_path / "corpus"
     paths = write_corpus(str(root), n_sentences=120)
     good = str(tmp_path / "good")
-    args = ["--tokenizer", "whitespace", "--min-count", "1", "--address", ray_cluster]
+    args = ["--tokenizer", "whitespace", "--min-count", "1", "--address", cluster]
     assert run_preprocess(str(root), "--output", good, *args).returncode == 0
     before = open(os.path.join(good, "manifest.json")).read()
     # truncate the gzip shard in the middle of its compressed stream
@@ -204,13 +197,13 @@ def test_corrupt_shard_fails_naming_it_or_is_quarantined(ray_cluster, tmp_path):
     assert {t: int(c) for t, c in counted} == dict(truth.counts["train"])
 
 
-def test_killed_run_leaves_no_readable_half_dataset(ray_cluster, tmp_path):
+def test_killed_run_leaves_no_readable_half_dataset(cluster, tmp_path):
     root = tmp_path / "corpus"
     write_corpus(str(root), n_sentences=400)
     out = tmp_path / "ds"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "preprocessing", str(root), "--output", str(out),
-                             "--address", ray_cluster, "--min-count", "1"], env=env, cwd=REPO,
+                             "--address", cluster, "--min-count", "1"], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not any((out / "_staging").glob("*/sentences/*.arrow")):
@@ -222,13 +215,13 @@ def test_killed_run_leaves_no_readable_half_dataset(ray_cluster, tmp_path):
     with pytest.raises(DatasetError, match="no committed dataset"):
         split_files(str(out), "train")
     # a rerun clears the debris and commits
-    done = run_preprocess(str(root), "--output", str(out), "--address", ray_cluster, "--min-count", "1")
+    done = run_preprocess(str(root), "--output", str(out), "--address", cluster, "--min-count", "1")
     assert done.returncode == 0, done.stderr
     assert load_manifest(str(out))["sentences_out"] > 0
     assert not (out / "_staging").exists()
 
 
-def test_http_urls_from_a_list_file(ray_cluster, corpus, tmp_path):
+def test_http_urls_from_a_list_file(cluster, corpus, tmp_path):
     import functools
     import http.server
     import threading
@@ -257,7 +250,7 @@ def test_http_urls_from_a_list_file(ray_cluster, corpus, tmp_path):
     assert all(e["size"] == by_size[e["key"]] for e in m["inputs"])
 
 
-def test_dataset_files_stay_near_the_size_target(ray_cluster, tmp_path):
+def test_dataset_files_stay_near_the_size_target(cluster, tmp_path):
     """``shard_size_mb`` bounds the Parquet files: a new file starts once one reaches it, so
     none is more than a row group and its footer over; every sentence is in exactly one file."""
     import pydoc_data.topics
