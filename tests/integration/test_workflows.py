@@ -157,11 +157,13 @@ def test_global_batches_cover_every_sentence_once_per_epoch(data):
     assert a == b
 
 
-def footer_readers_started() -> int:
-    """FooterReader actors Ray Data has started so far (the state API lags by about a second)."""
+def footer_readers_started(address: str) -> int:
+    """FooterReader actors Ray Data has started so far on the cluster at ``address`` (named, since
+    other Rays may run on the machine; the state API lags by about a second)."""
     from ray.util.state import list_actors
 
-    return len(list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000, raise_on_missing_output=False))
+    return len(list_actors(address, filters=[("class_name", "=", "FooterReader")], limit=10_000,
+                           raise_on_missing_output=False))
 
 
 def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, monkeypatch):
@@ -169,12 +171,12 @@ def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, mon
     from workflows.training.driver import FOOTER_READER_ENV, split_dataset
 
     def started_by_reading(split: str) -> int:
-        before = footer_readers_started()
+        before = footer_readers_started(cluster)
         rows = sum(t.num_rows for t in split_dataset(data["source"], split).iter_batches(batch_format="pyarrow"))
         assert rows > 0
         counts, deadline = [], time.time() + 2
         while time.time() < deadline:  # the largest count seen once the state API has caught up
-            counts.append(footer_readers_started() - before)
+            counts.append(footer_readers_started(cluster) - before)
             time.sleep(0.5)
         return max(counts)
 
