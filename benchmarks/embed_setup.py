@@ -17,7 +17,7 @@ def make_model(directory: Path, preset: str, seed: int = 0) -> dict:
 
     model = BiLM(BiLMConfig.preset(preset))
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # as tests/conftest.py: seeded (std 1/sqrt(fan in), biases too)
+    with torch.no_grad():  # as tests/helpers/random_inputs.py: seeded (std 1/sqrt(fan in), biases too)
         for p in model.parameters():
             fan_in = p.shape[-2] if p.dim() >= 2 else 4
             p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)

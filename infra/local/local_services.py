@@ -139,7 +139,7 @@ def _wait_until(service: Service, ready, timeout: float) -> None:
             raise ServiceError(f"{service.name} exited with status {service.proc.returncode}; see {service.log}")
         if time.time() > deadline:
             raise ServiceError(f"{service.name} did not answer within {timeout:.0f} s; see {service.log}")
-        time.sleep(0.3)
+        time.sleep(0.1)
 
 
 def _http_ok(url: str) -> bool:

@@ -1,6 +1,7 @@
 """The product's cluster path on one machine: real servers on 127.0.0.1, every stage a Ray job.
 
     .venv/bin/python infra/local/run.py [--workdir out/local-cluster] [--nodes 2] [--keep-workdir]
+    .venv/bin/python -m infra.local.run ...    (the same, from the repository root)
 
 1. starts an S3 server (SeaweedFS; bucket ``elmo``), an MLflow tracking server (sqlite store,
    artifacts served by it from ``s3://elmo/mlflow-artifacts``) and a Ray cluster of ``--nodes``
@@ -34,12 +35,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # run as a script (python infra/local/run.py): the repository's packages win
 
-import local_services  # noqa: E402  (beside this file)
+from infra.local import local_services  # noqa: E402
 
 BUCKET = "elmo"
 GENERAL_MODEL, DOMAIN_MODEL = "elmo-local", "elmo-local-python"

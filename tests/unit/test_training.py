@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import seeded
+from tests.helpers.random_inputs import seeded
 from elmo_core.bilm import BiLM, Perplexity, sentence_targets
 from elmo_core.characters import batch_to_ids
 from elmo_core.config import BiLMConfig

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tests.helpers.waiting import wait_until
 from workflows.training.batches import global_batches
 from workflows.training.read_ahead import ReadAhead
 from workflows.training.worker import epoch_reader
@@ -42,8 +43,7 @@ def test_reads_ahead_at_most_depth_items_and_stops_when_closed():
     iterator = iter(reader)
     assert [next(iterator) for _ in range(2)] == [0, 1]
     reader.close()
-    time.sleep(0.3)
-    assert not any(t.name == "bounded" for t in threading.enumerate())  # the thread ended
+    assert wait_until(lambda: not any(t.name == "bounded" for t in threading.enumerate()))  # the thread ended
     assert len(produced) < 10
 
 
@@ -85,8 +85,7 @@ def test_read_ahead_gives_the_same_batches_and_opens_the_next_epoch_early():
     opened = events.index(("open", 1))
     assert ("batch", 0) in events[opened:]
     ahead.close()  # stopping early ends the background reader
-    time.sleep(0.3)
-    assert not any(t.name.startswith("epoch-") for t in threading.enumerate())
+    assert wait_until(lambda: not any(t.name.startswith("epoch-") for t in threading.enumerate()))
 
 
 class CountingShard:

@@ -18,68 +18,23 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import random_sentences, seeded
-from local_services import mlflow_server, s3_available, s3_server
+from infra.local.local_services import s3_available
+from tests.helpers.random_inputs import random_sentences
 from workflows.faults import FAULT_ENV
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 NAME = "elmo-sched"
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A real S3 server on 127.0.0.1 (None where no server binary is installed)."""
-    if s3_available() is None:
-        yield None
-        return
-    with s3_server(tmp_path_factory.mktemp("s3")) as (_, env, client):
-        yield env, client
-
-
-@pytest.fixture(scope="module")
-def actor_fault(tmp_path_factory):
-    """While this file exists, one embedding actor takes it and is killed (`workflows.faults`)."""
-    return tmp_path_factory.mktemp("fault") / "kill-one-actor"
-
-
-@pytest.fixture(scope="module")
-def cluster(s3, actor_fault):
-    """A local Ray whose workers see the S3 server's settings (as a cluster's nodes would have
-    them) and the actor fault file's path."""
+def registry(mlflow_server, register_tiny):
+    """NAME version 1 (champion) and version 2 (registered, not champion yet): two tiny biLMs, on
+    the session's server; yields its URI."""
+    for seed, ppl in ((31, 10.0), (32, 20.0)):
+        register_tiny(NAME, seed=seed, val_ppl=ppl, experiment="sched-tests", run_name=f"tiny{seed}")
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in (s3[0] if s3 else {}).items():
-            mp.setenv(key, value)
-        mp.setenv(FAULT_ENV, f"embed_actor:{actor_fault}")
-        ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """NAME version 1 (champion) and version 2 (registered, not champion yet): two tiny biLMs."""
-    import mlflow
-
-    from elmo_core.bilm import BiLM
-    from elmo_core.config import BiLMConfig
-    from elmo_core.weights import save_model_folder
-    from workflows.registry.tracking import TrackedRun, register
-
-    root = tmp_path_factory.mktemp("registry")
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    with mlflow_server(root) as server, pytest.MonkeyPatch.context() as mp:
-        uri = server.address
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        for seed, ppl in ((31, 10.0), (32, 20.0)):
-            model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=seed).eval()
-            save_model_folder(model, root / f"native{seed}")
-            run = TrackedRun("sched-tests", f"tiny{seed}", {"preset": "tiny"}, {})
-            register(run.log_model(str(root / f"native{seed}")), NAME, {"val_ppl": ppl})
-            run.finish()
-        try:
-            yield uri
-        finally:
-            mlflow.set_tracking_uri(previous)
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        yield mlflow_server
 
 
 def write_text(path, seed, n=30):
@@ -287,15 +242,3 @@ def test_on_s3_new_files_and_a_kill_after_publishing(s3, cluster, registry, tmp_
         assert f["0"].shape == (3, 4, 32)
     assert json.loads(client.get_object(Bucket="corpora", Key="corpus-embeddings/_manifest.json")["Body"].read())[
         "identity"] == manifest["identity"]
-
-
-def test_every_accepts_units_and_refuses_nonsense():
-    import argparse
-
-    from workflows.embedding.embed_new import parse_every, version_dir
-
-    assert [parse_every(t) for t in ("90", "90s", "15m", "1h", "1.5d")] == [90, 90, 900, 3600, 129600]
-    for bad in ("", "0", "-5m", "1w", "soon"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            parse_every(bad)
-    assert version_dir("elmo-news/12") == "elmo-news-v12" and version_dir("sha256:ab12") == "sha256-ab12"

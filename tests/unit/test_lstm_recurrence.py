@@ -70,7 +70,7 @@ def test_the_fused_cell_gives_the_eager_loops_outputs():
     """`use_fused_cell`: the compiled elementwise step (the GPU's fast inference path; on this CPU
     a C++ loop) within 1e-5 of the eager loop in float32: the recurrence alone, with clipping and
     rows finishing early, and a whole biLM's layers."""
-    from conftest import random_sentences, seeded
+    from tests.helpers.random_inputs import random_sentences, seeded
     from elmo_core.bilm import BiLM
     from elmo_core.characters import batch_to_ids
     from elmo_core.config import BiLMConfig

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import reference_numpy as ref
-from conftest import random_sentences, seeded
+from tests.helpers import reference_numpy as ref
+from tests.helpers.random_inputs import random_sentences, seeded
 from elmo_core.bilm import BiLM
 from elmo_core.characters import batch_to_ids
 from elmo_core.config import BiLMConfig, CharCNNConfig, LSTMConfig

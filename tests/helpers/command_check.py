@@ -15,7 +15,7 @@ import tomllib
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def pyproject() -> dict:

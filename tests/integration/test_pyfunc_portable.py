@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_sentences, seeded
-from local_services import free_ports, mlflow_server, stop_group
+
+from infra.local.local_services import free_ports, stop_group
+from tests.helpers import REPO
+from tests.helpers.random_inputs import random_sentences
 
 NAME = "elmo-portable"
 MODEL_URI = f"models:/{NAME}@champion"
@@ -67,32 +69,16 @@ print("RESULT " + json.dumps({
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    """(tracking URI, expected `all` layers per sentence) with NAME@champion registered."""
-    import mlflow
-
-    from elmo_core.bilm import BiLM
-    from elmo_core.config import BiLMConfig
+def registered(mlflow_server, register_tiny):
+    """(tracking URI, expected `all` layers per sentence) with NAME@champion registered on the
+    session's server."""
     from elmo_core.embedder import Embedder
-    from elmo_core.weights import save_model_folder
-    from workflows.registry.tracking import TrackedRun, register
 
-    root = tmp_path_factory.mktemp("pyfunc_portable")
-    model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=11).eval()
-    save_model_folder(model, root / "native")
-    expected = Embedder(model).embed_all([s.split() for s in SENTENCES])
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    with mlflow_server(root) as server, pytest.MonkeyPatch.context() as mp:
-        uri = server.address
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        try:
-            run = TrackedRun("pyfunc-portable", "tiny", {"preset": "tiny"}, {})
-            model_uri = run.log_model(str(root / "native"))
-            run.finish()
-            assert register(model_uri, NAME, {"val_ppl": 10.0})["promoted"]
-            yield uri, expected
-        finally:
-            mlflow.set_tracking_uri(previous)  # TrackedRun set mlflow's global URI to this server
+    tiny = register_tiny(NAME, seed=11, val_ppl=10.0, experiment="pyfunc-portable")
+    assert tiny["promoted"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        yield mlflow_server, Embedder(tiny["model"]).embed_all([s.split() for s in SENTENCES])
 
 
 def test_loads_and_embeds_without_the_project(registered, tmp_path):
@@ -107,7 +93,7 @@ def test_loads_and_embeds_without_the_project(registered, tmp_path):
 
     # elmo_core came with the model, not from this checkout
     assert Path(out["elmo_core_file"]).parent.parent.name == "code"
-    assert not Path(out["elmo_core_file"]).is_relative_to(Path(__file__).resolve().parents[1] / "elmo_core")
+    assert not Path(out["elmo_core_file"]).is_relative_to(REPO / "elmo_core")
 
     for got, exp in zip(out["all"], expected):  # default layers: all, (L+1, n, 2P)
         np.testing.assert_allclose(np.array(got), exp, atol=1e-5)
@@ -184,7 +170,7 @@ def test_serves_over_rest(registered, tmp_path):
                 if proc.poll() is not None or time.time() > deadline:
                     raise AssertionError("mlflow models serve did not come up:\n"
                                          + log_path.read_text(errors="replace")[-5000:]) from None
-                time.sleep(0.5)
+                time.sleep(0.1)
         data = {"columns": ["sentence"], "data": [[s] for s in SENTENCES]}
         try:
             everything = _post(base + "/invocations", {"dataframe_split": data})["predictions"]

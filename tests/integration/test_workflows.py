@@ -15,13 +15,11 @@ import pytest
 import torch
 
 from preprocessing.sample_text import pydoc_sentences
-from local_services import mlflow_server as start_mlflow_server
 from preprocessing.config import PreprocessConfig
 from preprocessing.dataset import Dataset
 from workflows.training.config import TrainJobConfig
 
-ray = pytest.importorskip("ray")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytest.importorskip("ray")
 LICENSES = "/usr/share/common-licenses"
 
 
@@ -48,12 +46,9 @@ def target_domain_lines() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    # 2 training workers x 1 CPU plus room for Ray Data's readers
-    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
-    yield tmp_path_factory.mktemp("ray_storage")
-    ray.shutdown()
+def ray_storage(cluster, tmp_path_factory):
+    """Where Ray Train keeps this module's runs, on the session's Ray."""
+    return tmp_path_factory.mktemp("ray_storage")
 
 
 @pytest.fixture(scope="module")
@@ -100,21 +95,23 @@ def assert_same_parameters(a: dict, b: dict, atol: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_worker_run(cluster, data):
+def one_worker_run(ray_storage, data):
     from workflows.training.driver import run_training, unique_name
 
     dataset = Dataset.open(data["source"])
+
     vocab = dataset.vocabulary
-    return run_training(job(data["source"]), dataset, str(cluster), unique_name("w1"),
+    return run_training(job(data["source"]), dataset, str(ray_storage), unique_name("w1"),
                      model_config=tiny_options(len(vocab)))
 
 
-def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
+def test_ddp_two_workers_match_one_worker(ray_storage, data, one_worker_run):
     from workflows.training.driver import run_training, unique_name
 
     dataset = Dataset.open(data["source"])
+
     vocab = dataset.vocabulary
-    two = run_training(job(data["source"], num_workers=2), dataset, str(cluster), unique_name("w2"),
+    two = run_training(job(data["source"], num_workers=2), dataset, str(ray_storage), unique_name("w2"),
                     model_config=tiny_options(len(vocab)))
     assert two.final["step"] == one_worker_run.final["step"] == 4
     # training moved the parameters, identically on 1 and 2 workers
@@ -123,15 +120,16 @@ def test_ddp_two_workers_match_one_worker(cluster, data, one_worker_run):
     assert two.final["val_ppl"] == pytest.approx(one_worker_run.final["val_ppl"], rel=1e-4)
 
 
-def test_worker_failure_resumes_and_ends_equal(cluster, data, one_worker_run):
+def test_worker_failure_resumes_and_ends_equal(ray_storage, data, one_worker_run):
     from workflows.training.driver import run_training, unique_name
 
     dataset = Dataset.open(data["source"])
+
     vocab = dataset.vocabulary
     name = unique_name("fault")
-    faulty = run_training(job(data["source"], num_workers=2, fail_at_step=3), dataset, str(cluster), name,
+    faulty = run_training(job(data["source"], num_workers=2, fail_at_step=3), dataset, str(ray_storage), name,
                        model_config=tiny_options(len(vocab)))
-    assert os.path.exists(os.path.join(str(cluster), f"{name}.fault-injected"))  # it did fail once
+    assert os.path.exists(os.path.join(str(ray_storage), f"{name}.fault-injected"))  # it did fail once
     assert faulty.final["step"] == 4
     assert_same_parameters(final_state(one_worker_run), final_state(faulty), atol=2e-5)
 
@@ -164,44 +162,37 @@ def test_global_batches_cover_every_sentence_once_per_epoch(data):
     assert a == b
 
 
-def footer_readers_started() -> int:
-    """FooterReader actors Ray Data has started so far (the state API lags by about a second)."""
+def footer_readers_started(address: str) -> int:
+    """FooterReader actors Ray Data has started so far on the cluster at ``address`` (named, since
+    other Rays may run on the machine; the state API lags by about a second)."""
     from ray.util.state import list_actors
 
-    return len(list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000, raise_on_missing_output=False))
+    return len(list_actors(address, filters=[("class_name", "=", "FooterReader")], limit=10_000,
+                           raise_on_missing_output=False))
 
 
 def test_a_split_is_listed_by_one_footer_reader_per_ten_files(cluster, data, monkeypatch):
     from workflows.training.driver import FOOTER_READER_ENV, split_dataset
 
-    dataset = Dataset.open(data["source"])
-
     def started_by_reading(split: str) -> int:
-        before = footer_readers_started()
-        rows = sum(t.num_rows for t in split_dataset(dataset, split).iter_batches(batch_format="pyarrow"))
+        before = footer_readers_started(cluster)
+        rows = sum(t.num_rows for t in split_dataset(Dataset.open(data["source"]), split).iter_batches(batch_format="pyarrow"))
         assert rows > 0
         counts, deadline = [], time.time() + 2
         while time.time() < deadline:  # the largest count seen once the state API has caught up
-            counts.append(footer_readers_started() - before)
+            counts.append(footer_readers_started(cluster) - before)
             time.sleep(0.5)
         return max(counts)
 
     monkeypatch.delenv(FOOTER_READER_ENV, raising=False)
-    assert len(dataset.split_files("train")) <= 10
+    assert len(Dataset.open(data["source"]).split_files("train")) <= 10
     assert started_by_reading("train") == 1  # Ray's default pool is 32 processes
     assert FOOTER_READER_ENV not in os.environ  # set only while the dataset is made
     monkeypatch.setenv(FOOTER_READER_ENV, "2")  # the user's setting wins
     assert started_by_reading("train") == 2
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    with start_mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
-        uri = server.address
-        yield uri
-
-
-def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_worker(cluster, data):
+def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_worker(ray_storage, data):
     """Windows of running text with the state carried: the checkpoint holds every row's state
     (gathered from both workers), so a run that fails and resumes on 2 workers ends with the
     parameters of an uninterrupted 1-worker run."""
@@ -211,16 +202,17 @@ def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_wor
     from workflows.training.driver import run_training, unique_name
 
     dataset = Dataset.open(data["source"])
+
     vocab = dataset.vocabulary
     stream = dict(mode="stream", stream_rows=4, unroll_steps=10, max_steps=6, eval_every=3, checkpoint_every=2)
     # plain SGD: Adam's per-parameter normalisation turns float-rounding noise in near-zero
     # gradients into whole steps, which would hide what this test checks
     options = model_options("tiny", len(vocab), dropout=0.0, optimizer="sgd", learning_rate=0.5)
-    one = run_training(job(data["source"], **stream), dataset, str(cluster), unique_name("s1"), model_config=options)
+    one = run_training(job(data["source"], **stream), dataset, str(ray_storage), unique_name("s1"), model_config=options)
     name = unique_name("s2fault")
-    two = run_training(job(data["source"], num_workers=2, fail_at_step=3, **stream), dataset, str(cluster), name,
+    two = run_training(job(data["source"], num_workers=2, fail_at_step=3, **stream), dataset, str(ray_storage), name,
                     model_config=options)
-    assert os.path.exists(os.path.join(str(cluster), f"{name}.fault-injected"))  # it did fail once
+    assert os.path.exists(os.path.join(str(ray_storage), f"{name}.fault-injected"))  # it did fail once
     assert one.final["step"] == two.final["step"] == 6
     assert_same_parameters(final_state(one), final_state(two), atol=1e-5)
     assert two.final["val_ppl"] == pytest.approx(one.final["val_ppl"], rel=1e-4)
@@ -232,7 +224,7 @@ def test_stream_mode_on_two_workers_with_a_failure_ends_as_one_uninterrupted_wor
 
 
 @pytest.fixture(scope="module")
-def registered(cluster, data, mlflow_server):
+def registered(ray_storage, data, mlflow_server):
     """A pretrained model registered as elmo-test version 1 on the server (used by the registry
     and the adaptation tests, so each can also run alone)."""
     from workflows.training.pretrain import pretrain
@@ -240,9 +232,10 @@ def registered(cluster, data, mlflow_server):
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
-        vocab = Dataset.open(data["source"]).vocabulary
+        dataset = Dataset.open(data["source"])
+        vocab = dataset.vocabulary
         yield pretrain(job(data["source"], max_steps=8, eval_every=4, checkpoint_every=4), "tiny", "elmo-test",
-                       str(cluster), model_config=model_options_with_dropout(len(vocab)))
+                       str(ray_storage), model_config=model_options_with_dropout(len(vocab)))
     finally:
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -330,7 +323,7 @@ def test_a_finished_run_is_registered_again_as_its_own_step(registered, mlflow_s
     assert refused.returncode == 2 and "no run" in refused.stderr
 
 
-def test_adaptation_lowers_target_perplexity(cluster, data, mlflow_server, registered, monkeypatch):
+def test_adaptation_lowers_target_perplexity(ray_storage, data, mlflow_server, registered, monkeypatch):
     import mlflow
 
     from workflows.training.adapt import adapt
@@ -338,7 +331,7 @@ def test_adaptation_lowers_target_perplexity(cluster, data, mlflow_server, regis
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     assert registered["version"] == 1  # the champion this adaptation starts from
     out = adapt(job(data["target"], max_steps=12, eval_every=6, checkpoint_every=6), "models:/elmo-test@champion",
-                "elmo-test-legal", str(cluster), source_data=data["source"])
+                "elmo-test-legal", str(ray_storage), source_data=data["source"])
     assert out["target_ppl_after"] < 0.8 * out["target_ppl_before"]
     # the source data's held-out perplexity before adapting is the parent's own, as registered
     assert out["source_ppl_before"] == pytest.approx(registered["val_ppl"], rel=1e-4)

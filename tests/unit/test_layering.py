@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 OURS = ("elmo_cli", "elmo_core", "preprocessing", "workflows")
 # what each package may not import (ours above it, and third-party layers it must not know)
 FORBIDDEN = {

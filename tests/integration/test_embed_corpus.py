@@ -16,45 +16,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import random_sentences, seeded
-from local_services import mlflow_server
+from tests.helpers.random_inputs import random_sentences
 
 ray = pytest.importorskip("ray")
 NAME = "elmo-embed"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """A tiny seeded biLM registered as NAME version 1 (champion); yields (uri, model, native dir)."""
-    import mlflow
-
-    from elmo_core.bilm import BiLM
-    from elmo_core.config import BiLMConfig
-    from elmo_core.weights import save_model_folder
-    from workflows.registry.tracking import TrackedRun, register
-
-    root = tmp_path_factory.mktemp("registry")
-    model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=21).eval()
-    save_model_folder(model, root / "native")
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    with mlflow_server(root) as server, pytest.MonkeyPatch.context() as mp:
-        uri = server.address
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        run = TrackedRun("embed-tests", "tiny", {"preset": "tiny"}, {})
-        model_uri = run.log_model(str(root / "native"))
-        run.finish()
-        assert register(model_uri, NAME, {"val_ppl": 10.0})["version"] == 1
-        try:
-            yield {"uri": uri, "model": model, "dir": root / "native", "model_uri": model_uri}
-        finally:
-            mlflow.set_tracking_uri(previous)
+def registry(mlflow_server, register_tiny):
+    """A tiny seeded biLM registered as NAME version 1 (champion) on the session's server: its
+    URI, the model, its native checkpoint and the logged model's URI."""
+    tiny = register_tiny(NAME, seed=21, val_ppl=10.0, experiment="embed-tests")
+    assert tiny["version"] == 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        yield {"uri": mlflow_server, "model": tiny["model"], "dir": tiny["dir"], "model_uri": tiny["model_uri"]}
 
 
 @pytest.fixture(scope="module")

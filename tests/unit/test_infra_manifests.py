@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from command_check import CommandError, check_command, pyproject, shell_commands
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+from tests.helpers.command_check import CommandError, check_command, pyproject, shell_commands
+
 INFRA = REPO / "infra"
 CRDS = Path(os.environ.get("ELMO_KUBERAY_CRDS", REPO.parent / "shared" / "fixtures" / "kuberay-crds"))
 MANIFESTS = sorted((INFRA / "kuberay").glob("*.yaml"))

@@ -16,9 +16,8 @@ pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from conftest import assert_one_line_per_step  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO  # noqa: E402
+from tests.helpers.console import assert_one_line_per_step  # noqa: E402
 
 
 def run_demo(out: Path) -> subprocess.CompletedProcess:
