@@ -20,7 +20,7 @@ import pyarrow as pa
 from . import schema
 from .config import PreprocessConfig
 from .sources import InputError, ShardReader
-from .stage import KIND_LINE, RAW_LINES, BlockStager
+from .first_pass import KIND_LINE, RAW_LINES, BlockStager
 from .storage import Storage
 
 

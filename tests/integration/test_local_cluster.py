@@ -37,7 +37,7 @@ def local_run(tmp_path_factory):
     return work, proc.stdout, json.loads((work / "summary.json").read_text())
 
 
-def test_one_line_per_stage_and_every_server_stopped_by_pid(local_run):
+def test_one_line_per_step_and_every_server_stopped_by_pid(local_run):
     work, stdout, summary = local_run
     assert_one_line_per_step(stdout, 7)
     services = summary["services"]

@@ -76,7 +76,7 @@ def test_split_hash_is_uniform_per_line_and_the_same_in_mixed_blocks():
     from tests.helpers.corpus import split_of
     from preprocessing.ids import line_split_codes
     from preprocessing.tokenize_tasks import raw_block
-    from preprocessing.stage import BlockStager
+    from preprocessing.first_pass import BlockStager
 
     config = PreprocessConfig(tokenizer="whitespace", validation_fraction=0.1, test_fraction=0.05)
     codes = line_split_codes("shard-a.txt", np.arange(1, 200_001), config)

@@ -64,7 +64,7 @@ class EmbedJobConfig:
             raise ValueError("cpus-per-actor must be > 0")
 
     def preprocess_config(self):
-        """The tokenizing settings, as preprocessing takes them (`preprocessing.stage.tokenize_lines`)."""
+        """The tokenizing settings, as preprocessing takes them (`preprocessing.first_pass.tokenize_lines`)."""
         from preprocessing.config import PreprocessConfig
 
         cut = 1 << 30 if self.format == "hdf5" else self.max_sentence_tokens  # elmo embed never cuts

@@ -1,7 +1,7 @@
 """The embedding jobs' pipeline on Ray Data: input files -> one embeddings file each.
 
     read (one task per file: raw line blocks, then an end-or-error marker; or Parquet batches)
-    -> tokenize (CPU tasks; `preprocessing.stage.tokenize_lines`, the tokenizer of `elmo preprocess`)
+    -> tokenize (CPU tasks; `preprocessing.first_pass.tokenize_lines`, the tokenizer of `elmo preprocess`)
     -> embed (an actor pool: each actor loads the model once from the object store, then
        `elmo_core.embedder.Embedder` over length-sorted, ``batch_tokens``-sized batches; GPU with
        ``use_gpu``)
@@ -137,9 +137,9 @@ _PROCESSORS: dict = {}
 
 
 def tokenize_block(batch: pa.Table, config: dict, keep_text: bool) -> pa.Table:
-    """Ray Data UDF: raw lines (`preprocessing.stage.RAW_LINES`) -> `ROWS` (markers passed on)."""
+    """Ray Data UDF: raw lines (`preprocessing.first_pass.RAW_LINES`) -> `ROWS` (markers passed on)."""
     from preprocessing.config import PreprocessConfig
-    from preprocessing.stage import KIND_LINE, tokenize_lines
+    from preprocessing.first_pass import KIND_LINE, tokenize_lines
     from preprocessing.text import LineProcessor
 
     key = repr(sorted(config.items()))
