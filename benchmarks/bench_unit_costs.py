@@ -4,7 +4,7 @@ and one driver-written or worker-decoded byte cost on this machine.
 
     .venv/bin/python benchmarks/bench_unit_costs.py --out benchmarks/results/unit_costs_cpu.json
 
-About 3-5 minutes on 2 vCPUs. It starts its own S3 server (SeaweedFS, `infra.local.local_services`)
+About 1-2 minutes on 2 vCPUs. It starts its own S3 server (SeaweedFS, `infra.local.local_services`)
 and `mlflow server` on 127.0.0.1 and stops them by PID; ``--skip-s3`` / ``--skip-mlflow`` leave
 those sections out. Every section measures the project's own code path where one exists:
 
@@ -152,7 +152,6 @@ def checkpoints(work: Path, s3_env: dict | None, presets: list[str]) -> dict:
             row.update(upload_s3=up, download_s3=down, upload_s3_s_per_gb=up["median_s"] / gb,
                        download_s3_s_per_gb=down["median_s"] / gb)
         out[f"{preset}@{SMALL_VOCAB}"] = row
-        del model, optimizer
     return out
 
 
@@ -330,7 +329,8 @@ def training_read(work: Path) -> dict:
         tokens_total += int(n)
     table = pa.table({
         "sentence_id": pa.array([f"d{i}" for i in range(n_sentences)]), "source": pa.array(["news.txt"] * n_sentences),
-        "line": pa.array(np.arange(n_sentences), pa.int64()), "sentence_index": pa.array(np.zeros(n_sentences, np.int32)),
+        "line": pa.array(np.arange(n_sentences), pa.int64()),
+        "sentence_index": pa.array(np.zeros(n_sentences, np.int32)),
         "num_tokens": pa.array(lengths.astype(np.int32)), "tokens": pa.array(rows["tokens"]),
         "word_ids": pa.array(rows["word_ids"], pa.list_(pa.int32()))}).select(schema.SENTENCES.names)
     table = table.cast(schema.SENTENCES)
