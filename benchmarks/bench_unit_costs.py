@@ -254,7 +254,7 @@ def embedding(work: Path) -> dict:
     from workflows.embedding.pipeline import output_schema, vector_column
 
     checksum = hashlib.sha256(b"part").hexdigest()
-    part = {"part": "v/emb-3f2a9c1d0b7e/corpus/2026/12/02/news-000123.txt.00007-of-00012.parquet",
+    part = {"part": "elmo-news-v7/corpus/2026/12/02/news-000123.txt.3f2a9c1d0b7e.00007.parquet",
             "input": "s3://bucket/feeds/corpus/2026/12/02/news-000123.txt", "first_line": 7169, "lines": 1024,
             "rows": 1021, "blank_lines": 3, "tokens": 25_530, "sha256": checksum}
     # the ledger entry `embed_new.run_once` commits today for one input file (field for field)
@@ -262,9 +262,9 @@ def embedding(work: Path) -> dict:
              "fingerprint": "etag:" + hashlib.md5(b"x").hexdigest()}
     entry = {"entry_id": checksum[:24], "file_identity": checksum[:24], "input": {**ident, "sha256": checksum},
              "model_uri": "models:/elmo-news@champion", "model_source": "registry", "model_version": "elmo-news/7",
-             "model_digest": checksum, "model_version_key": "elmo-news-7-" + checksum[:12],
+             "model_digest": checksum, "model_version_key": "elmo-news/7",
              "settings": EmbedJobConfig().output_settings(),
-             "output": f"v/elmo-news-7/{ident['key']}.{checksum[:12]}.parquet", "lines": 12_000,
+             "output": f"elmo-news-v7/{ident['key']}.{checksum[:12]}.parquet", "lines": 12_000,
              "blank_lines": 3, "sentences": 11_997, "tokens": 300_000, "lease_epoch": 12,
              "committed": "2026-12-02T12:00:00Z", "seq": 100_000}
     part_bytes = len(json.dumps(part, sort_keys=True).encode())
