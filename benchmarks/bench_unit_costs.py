@@ -17,7 +17,7 @@ those sections out. Every section measures the project's own code path where one
 * ``s3``: one request of each kind through `preprocessing.storage.Storage` (PUT, GET, HEAD,
   conditional PUT new and taken, LIST of 1,000 keys).
 * ``ledger``: today's `Ledger` on S3 over 1,000 entries: reading it, and one commit.
-* ``mlflow``: the training loop's calls counted by its own rule (`worker._AfterStep`) and the
+* ``mlflow``: the training loop's calls counted by its rule (restated from `worker._AfterStep.of`) and the
   latency of one `WorkerTracker.log` (one ``log_batch``) on a real server.
 * ``embedding``: bytes of a per-part record and of today's ledger entry; `ParquetOutput` writing
   `original`'s three 1,024-float layers (the driver's per-byte cost today).
@@ -201,18 +201,23 @@ def ledger(client, entry: dict, entries: int = 1000) -> dict:
 
 # ------------------------------------------------------------------------------------ MLflow
 def mlflow_calls_by_rule() -> dict:
-    """What the training loop sends per step, by its own rule (`worker._AfterStep.of`), with the
-    defaults of `TrainJobConfig`: reports (one MLflow ``log_batch`` from rank 0 and one
-    ``ray.train.report`` from every worker), evaluations and checkpoints per 1,000 steps."""
+    """What the training loop sends per step with the defaults of `TrainJobConfig`: reports (one
+    MLflow ``log_batch`` from rank 0 and one ``ray.train.report`` from every worker), evaluations
+    and checkpoints per 1,000 steps. The rule is the one `workflows/training/worker.py` applies
+    after each step (``_AfterStep.of``, private there), restated here for the middle of a run
+    (no epoch end): evaluate every ``eval_every``, checkpoint every ``checkpoint_every`` and at
+    the last step, report every ``report_every`` and whenever it evaluates or checkpoints."""
     from workflows.training.config import TrainJobConfig
-    from workflows.training.worker import _AfterStep
 
     job = TrainJobConfig(data="x", max_steps=1000)
     counts = {"report": 0, "evaluate": 0, "checkpoint": 0}
     for done in range(1, job.max_steps + 1):
-        when = _AfterStep.of(job, done, 0, 0)
-        for key in counts:
-            counts[key] += bool(getattr(when, key))
+        last = done == job.max_steps
+        evaluate = done % job.eval_every == 0 or last
+        checkpoint = done % job.checkpoint_every == 0 or last
+        report = done % job.report_every == 0 or evaluate or checkpoint
+        for key, happens in (("report", report), ("evaluate", evaluate), ("checkpoint", checkpoint)):
+            counts[key] += happens
     return {"steps": job.max_steps, "report_every": job.report_every, "eval_every": job.eval_every,
             "checkpoint_every": job.checkpoint_every, "per_1000_steps": counts,
             "mlflow_log_batch_per_step": counts["report"] / job.max_steps,
