@@ -186,3 +186,21 @@ def test_the_rows_decoded_are_the_split_rows_in_order(tmp_path):
     expected = list(sentences_from_table(table))
     assert {r: s.word_ids.tolist() for r, s in got.items()} == {r: expected[r].word_ids.tolist()
                                                                 for r in (0, 5, 79, 80, 199)}
+
+
+def test_the_sentence_trainer_reads_its_batches_in_the_background_from_the_resumed_step(tmp_path):
+    from elmo_core.vocabulary import Vocabulary
+    from workflows.training.config import TrainJobConfig
+    from workflows.training.worker import SentenceTrainer
+
+    paths = write_split(tmp_path, sentence_rows(430, seed=8))
+    job = TrainJobConfig(data=str(tmp_path), batch_tokens=BATCH_TOKENS, shuffle_buffer=SHUFFLE, seed=SEED,
+                         num_workers=2)
+    trainer = SentenceTrainer(job, Vocabulary(["<S>", "</S>", "<UNK>"] + [f"w{i}" for i in range(100)]), SplitRows(str(tmp_path), paths), 1, 2,
+                              "cpu")
+    got = take(trainer.batches(17), 20)
+    rows = SplitRows(str(tmp_path), paths)
+    expected = take(worker_batches(rows.lengths(), rows.read, BATCH_TOKENS, SHUFFLE, 1, 2, SEED, 17), 20)
+    assert [b.step for b in got] == list(range(17, 37))
+    assert [words(b.mine) for b in got] == [words(b.mine) for b in expected]
+    trainer.close()
