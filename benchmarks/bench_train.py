@@ -36,6 +36,8 @@ words, ~21 tokens a sentence like the Penn Treebank, preprocessed by `elmo prepr
   rows decoded into sentences and CPU seconds.
 * ``resume``: seconds from opening the split to a resumed run's first batch, resuming 5% and
   95% into epoch 0 (median of ``--repeats``), in sentence and stream mode.
+* ``share_layouts``: from the plan alone, what other ways of sharing a batch would read and
+  cost in balance (`share_layouts`).
 
 ``--before-code``: the same phases also run with that checkout's code (``PYTHONPATH``); one
 without `workflows.training.batch_plan` (before issue 26) takes the path of then: every worker
@@ -352,6 +354,46 @@ def measure_reading(data: Path, code: Path, repeats: int, steps: dict) -> dict:
     return result
 
 
+def share_layouts(data: Path, worlds=(2, 4), group_rows=(512, 2048, 65536)) -> list[dict]:
+    """From the plan alone (epoch 0): the largest fraction of a split's row groups one worker must
+    read, and the mean over steps of (largest share's tokens / mean share's tokens), if the split
+    had row groups of ``group_rows`` rows and a batch were shared by ``stride`` (today: sentences
+    ``r, r + W, ...``), ``chunk`` (the batch's rows in split order, cut in W runs) or ``owner`` (the
+    rows of row groups ``r, r + W, ...``): what reading ~1/N of the bytes would cost."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from preprocessing.dataset import Dataset
+    from workflows.training.batch_plan import plan_buffers
+    from workflows.training.config import TrainJobConfig
+
+    job = TrainJobConfig(data=str(data))
+    lengths = np.concatenate([pq.read_table(p, columns=["num_tokens"]).column(0).to_numpy()
+                              for p in Dataset.open(str(data)).split_files("train")]).astype(np.int64)
+    out = []
+    for world in worlds:
+        batches = []
+        for buffer in plan_buffers(lengths, job.batch_tokens, job.shuffle_buffer, world, job.seed):
+            if buffer.epoch > 0:
+                break
+            batches += buffer.batches
+        for g in group_rows:
+            for name in ("stride", "chunk", "owner"):
+                groups, imbalance = [set() for _ in range(world)], []
+                for rows in batches:
+                    shares = ([rows[r::world] for r in range(world)] if name == "stride" else
+                              np.array_split(np.sort(rows), world) if name == "chunk" else
+                              [rows[(rows // g) % world == r] for r in range(world)])
+                    tokens = [int(lengths[share].sum()) for share in shares]
+                    imbalance.append(max(tokens) * world / sum(tokens))
+                    for r in range(world):
+                        groups[r].update((shares[r] // g).tolist())
+                out.append({"workers": world, "row_group_rows": g, "share": name,
+                            "max_fraction_of_row_groups_read": max(map(len, groups)) / -(-len(lengths) // g),
+                            "mean_largest_share_over_mean": float(np.mean(imbalance))})
+    return out
+
+
 def reading_benchmark(args) -> None:
     from preprocessing.dataset import Dataset
 
@@ -370,6 +412,7 @@ def reading_benchmark(args) -> None:
         checkouts = {"before": args.before_code, **checkouts}
     for name, code in checkouts.items():
         report[name] = measure_reading(data, code, args.repeats, steps)
+    report["share_layouts"] = share_layouts(data)
     write_report(args.out, report)
 
 
