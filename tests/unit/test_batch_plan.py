@@ -12,7 +12,7 @@ import pytest
 
 from preprocessing import schema
 from workflows.training.batch_plan import plan_buffers, worker_batches
-from workflows.training.batches import global_batches, sentences_from_table
+from workflows.training.batches import global_batches
 from workflows.training.split_rows import SplitRows
 
 BATCH_TOKENS, SHUFFLE, SEED = 400, 120, 3
@@ -90,7 +90,7 @@ def test_each_worker_decodes_only_its_rows_and_the_workers_together_each_row_onc
             got = []
             read = lambda rows: (got.append(rows), reader.read(rows))[1]  # noqa: E731
             take(worker_batches(reader.lengths(), read, BATCH_TOKENS, SHUFFLE, rank, world, SEED), steps)
-            counts.append(reader.rows_decoded)
+            counts.append(reader.rows_read)
             seen.append(np.concatenate(got))
         # every row of the epoch's batches decoded by exactly one worker, none twice
         assert sorted(np.concatenate(seen).tolist()) == sorted(planned.tolist())
@@ -114,7 +114,7 @@ def test_the_length_index_is_a_small_part_of_the_bytes(tmp_path):
     everything.read(np.arange(table.num_rows))
     footers = sum(pq.ParquetFile(tmp_path / p).metadata.serialized_size for p in paths)  # read by both
     assert index.bytes_read - footers < 0.1 * (everything.bytes_read - footers)
-    assert everything.rows_decoded == table.num_rows
+    assert everything.rows_read == table.num_rows
 
 
 def test_a_resume_at_step_k_reads_no_row_of_an_earlier_buffer_and_continues_as_the_uninterrupted_run(tmp_path):
@@ -137,7 +137,7 @@ def test_a_resume_at_step_k_reads_no_row_of_an_earlier_buffer_and_continues_as_t
         assert first.step == k
         # the first read: only this worker's rows of steps k .. the buffer's end
         wanted = {int(r) for rows in buffers[3].batches[2:] for r in rows[rank::world]}
-        assert set(got[0].tolist()) == wanted and reader.rows_decoded == len(wanted)
+        assert set(got[0].tolist()) == wanted and reader.rows_read == len(wanted)
         rest = [first] + take(resumed, left - 1)
         assert not earlier_rows & set(np.concatenate(got).tolist())
         assert len(rest) == len(whole[k:]) > 5
@@ -151,7 +151,7 @@ def test_a_dataset_whose_row_lengths_disagree_with_num_tokens_is_refused(tmp_pat
                              pa.array([n + 1 for n in table.column("num_tokens").to_pylist()], pa.int32()))
     rows = SplitRows(str(tmp_path), write_split(tmp_path, wrong, files=1))
     with pytest.raises(ValueError, match="num_tokens"):
-        rows.read(np.arange(10))
+        next(worker_batches(rows.lengths(), rows.read, BATCH_TOKENS, 20, 0, 1, SEED))
 
 
 def test_a_cached_split_is_read_from_the_files_once(tmp_path):
@@ -179,13 +179,13 @@ def row_bytes(root, paths) -> int:
     return total
 
 
-def test_the_rows_decoded_are_the_split_rows_in_order(tmp_path):
+def test_read_returns_the_rows_asked_for_in_split_order(tmp_path):
     table = sentence_rows(200, seed=7)
     rows = SplitRows(str(tmp_path), write_split(tmp_path, table))
-    got = rows.read(np.array([0, 5, 79, 80, 199]))
-    expected = list(sentences_from_table(table))
-    assert {r: s.word_ids.tolist() for r, s in got.items()} == {r: expected[r].word_ids.tolist()
-                                                                for r in (0, 5, 79, 80, 199)}
+    wanted = [0, 5, 79, 80, 199]
+    got = rows.read(np.array(wanted))
+    assert got.column_names == ["word_ids", "tokens"] and rows.rows_read == 5
+    assert got.to_pylist() == table.select(["word_ids", "tokens"]).take(wanted).to_pylist()
 
 
 def test_the_sentence_trainer_reads_its_batches_in_the_background_from_the_resumed_step(tmp_path):

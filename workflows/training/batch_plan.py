@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
+import pyarrow as pa
 
-from workflows.training.batches import Sentence
+from workflows.training.batches import Sentence, sentences_from_table
 
 
 @dataclass(frozen=True)
@@ -119,17 +120,21 @@ class WorkerBatch:
         return int(self.lengths.sum() + len(self.lengths))
 
 
-def worker_batches(lengths: np.ndarray, read_rows: Callable[[np.ndarray], dict[int, Sentence]], batch_tokens: int,
+def worker_batches(lengths: np.ndarray, read_rows: Callable[[np.ndarray], pa.Table], batch_tokens: int,
                    shuffle_buffer: int, rank: int, world_size: int, seed: int,
                    start_step: int = 0) -> Iterator[WorkerBatch]:
     """Endless stream of worker ``rank``'s batches from ``start_step`` on: global batch ``s``'s
     sentences ``rank, rank + world_size, ...`` (`GlobalBatch.share`). Per buffer, one call
-    ``read_rows(rows)`` (sorted split row numbers -> their sentences) reads this worker's rows."""
+    ``read_rows(rows)`` (sorted split row numbers -> those rows, columns ``word_ids`` and
+    ``tokens``) reads this worker's rows; each batch's are turned into sentences when it is due."""
     plan = plan_buffers(lengths, batch_tokens, shuffle_buffer, world_size, seed)
     for buffer in buffers_from(plan, start_step):
         skip = max(0, start_step - buffer.first_step)
         shares = [rows[rank::world_size] for rows in buffer.batches[skip:]]
-        sentences = read_rows(np.unique(np.concatenate(shares)))
+        wanted = np.unique(np.concatenate(shares))
+        table = read_rows(wanted)
         for i, (rows, share) in enumerate(zip(buffer.batches[skip:], shares)):
-            yield WorkerBatch(buffer.first_step + skip + i, buffer.epoch, [sentences[int(r)] for r in share],
-                              lengths[rows])
+            mine = list(sentences_from_table(table.take(pa.array(np.searchsorted(wanted, share)))))
+            if [len(s) for s in mine] != lengths[share].tolist():
+                raise ValueError("the rows' word ids disagree with their num_tokens column")
+            yield WorkerBatch(buffer.first_step + skip + i, buffer.epoch, mine, lengths[rows])

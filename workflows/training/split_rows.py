@@ -4,8 +4,8 @@ Sentence-mode workers read the train split through this instead of a Ray Data st
 whole split: `SplitRows.lengths` reads the ``num_tokens`` column alone (a few hundred bytes a
 row group: the index the batch plan is computed from, `workflows.training.batch_plan`), and
 `SplitRows.read` reads, of the row groups holding the rows asked for, the columns training
-needs (``word_ids``, ``tokens``) and turns only the rows asked for into sentences (character
-ids). Every dataset has ``num_tokens`` (`preprocessing.schema.SENTENCES`), so datasets written
+needs (``word_ids``, ``tokens``) and returns only the rows asked for (the worker turns them into
+sentences with character ids, `workflows.training.batch_plan.worker_batches`). Every dataset has ``num_tokens`` (`preprocessing.schema.SENTENCES`), so datasets written
 before this reader need nothing new.
 """
 
@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 
 from preprocessing.storage import Storage
 
-from workflows.training.batches import Sentence, sentences_from_table
 
 LENGTH_COLUMN = "num_tokens"
 ROW_COLUMNS = ["word_ids", "tokens"]
@@ -32,16 +31,15 @@ class SplitRows:
     read once, replayed by later epochs); else the last `KEPT_ROW_GROUPS`.
 
     ``bytes_read``: Parquet bytes read so far (column chunks as stored, plus footers);
-    ``rows_decoded``: rows turned into sentences so far."""
+    ``rows_read``: rows returned by `read` so far."""
 
     def __init__(self, root: str, paths: list[str], cache: bool = False) -> None:
         self.storage, self.paths, self.cache = Storage(root), list(paths), cache
-        self.bytes_read = self.rows_decoded = 0
+        self.bytes_read = self.rows_read = 0
         self._files: dict[int, pq.ParquetFile] = {}
         self._groups: list[tuple[int, int]] = []  # (file, row group) in row order
         self._starts = np.zeros(1, np.int64)  # first row of each row group, then the total
         self._kept: OrderedDict[int, pa.Table] = OrderedDict()
-        self._lengths = np.zeros(0, np.int64)
 
     def _file(self, i: int) -> pq.ParquetFile:
         if i not in self._files:
@@ -59,29 +57,23 @@ class SplitRows:
             for g in range(f.num_row_groups):
                 self.bytes_read += f.metadata.row_group(g).column(column).total_compressed_size
                 table = f.read_row_group(g, columns=[LENGTH_COLUMN])
-                parts.append(table.column(0).to_numpy().astype(np.int64))
+                parts.append(table.column(0).combine_chunks().to_numpy().astype(np.int64))
                 groups.append((i, g))
                 starts.append(starts[-1] + table.num_rows)
         self._groups, self._starts = groups, np.asarray(starts, np.int64)
-        self._lengths = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        return self._lengths
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
-    def read(self, rows: np.ndarray) -> dict[int, Sentence]:
-        """Sentences of ``rows`` (sorted, unique row numbers), reading only the row groups holding them."""
+    def read(self, rows: np.ndarray) -> pa.Table:
+        """The rows ``rows`` (sorted, unique row numbers) in that order, columns `ROW_COLUMNS`,
+        reading only the row groups holding them."""
         if len(self._starts) == 1:
             self.lengths()
         rows = np.asarray(rows, np.int64)
-        found: dict[int, Sentence] = {}
         groups = np.searchsorted(self._starts, rows, side="right") - 1
-        for g in np.unique(groups):
-            wanted = rows[groups == g]
-            table = self._row_group(int(g)).take(pa.array(wanted - self._starts[g]))
-            self.rows_decoded += len(wanted)
-            for row, sentence in zip(wanted.tolist(), sentences_from_table(table)):
-                if len(sentence) != self._lengths[row]:
-                    raise ValueError(f"row {row}: num_tokens {self._lengths[row]} but {len(sentence)} word ids")
-                found[row] = sentence
-        return found
+        parts = [self._row_group(int(g)).take(pa.array(rows[groups == g] - self._starts[g]))
+                 for g in np.unique(groups)]
+        self.rows_read += len(rows)
+        return pa.concat_tables(parts) if parts else pa.table({c: [] for c in ROW_COLUMNS})
 
     def _row_group(self, g: int) -> pa.Table:
         if g in self._kept:
