@@ -279,6 +279,9 @@ def _import_reading_modules() -> None:
             importlib.import_module(name)
         except ImportError:  # before issue 26
             pass
+    import pyarrow as pa
+
+    pa.array([1], pa.int32()).to_numpy()  # its first call imports modules: ~11 MB of reads
 
 
 def phase_read_epoch(data: Path, rank: int, world: int, steps: int) -> dict:
