@@ -4,9 +4,14 @@ Sentence-mode workers read the train split through this instead of a Ray Data st
 whole split: `SplitRows.lengths` reads the ``num_tokens`` column alone (a few hundred bytes a
 row group: the index the batch plan is computed from, `workflows.training.batch_plan`), and
 `SplitRows.read` reads, of the row groups holding the rows asked for, the columns training
-needs (``word_ids``, ``tokens``) and returns only the rows asked for (the worker turns them into
-sentences with character ids, `workflows.training.batch_plan.worker_batches`). Every dataset has ``num_tokens`` (`preprocessing.schema.SENTENCES`), so datasets written
-before this reader need nothing new.
+needs (``word_ids``, ``tokens``) and returns only the rows asked for (the worker turns them
+into sentences with character ids, `workflows.training.batch_plan.worker_batches`). Every
+dataset has ``num_tokens`` (`preprocessing.schema.SENTENCES`), so datasets written before this
+reader need nothing new.
+
+Parquet is read a row group at a time (pyarrow has no row-range reads), and a worker's share
+of a batch is spread over its whole shuffle buffer: each worker reads every row group it has
+rows in, which today is every one (`benchmarks/README.md`, "What each training worker reads").
 """
 
 from __future__ import annotations
