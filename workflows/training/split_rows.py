@@ -1,7 +1,7 @@
 """A split's Parquet files read by row number: the length index, and only the rows asked for.
 
 Sentence-mode workers read the train split through this instead of a Ray Data stream of the
-whole split: `SplitRows.lengths` reads the ``num_tokens`` column alone (a few hundred bytes a
+whole split: `SplitRows.lengths` reads the ``num_tokens`` column alone (under a byte a
 row group: the index the batch plan is computed from, `workflows.training.batch_plan`), and
 `SplitRows.read` reads, of the row groups holding the rows asked for, the columns training
 needs (``word_ids``, ``tokens``) and returns only the rows asked for (the worker turns them
