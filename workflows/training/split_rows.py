@@ -2,7 +2,7 @@
 
 Sentence-mode workers read the train split through this instead of a Ray Data stream of the
 whole split: `SplitRows.lengths` reads the ``num_tokens`` column alone (under a byte a
-row group: the index the batch plan is computed from, `workflows.training.batch_plan`), and
+row: the index the batch plan is computed from, `workflows.training.batch_plan`), and
 `SplitRows.read` reads, of the row groups holding the rows asked for, the columns training
 needs (``word_ids``, ``tokens``) and returns only the rows asked for (the worker turns them
 into sentences with character ids, `workflows.training.batch_plan.worker_batches`). Every
