@@ -21,6 +21,28 @@ phases' tokens/s is the training loop's own ``tokens_per_second`` (evaluation an
 excluded, data waits included), averaged over the windows after the warm-up; with the default
 data, a 5,120-token run of 16+ steps crosses epoch boundaries (the first epoch streams from Ray
 Data; the workers keep this small train split and replay it after: `TrainJobConfig.cache_train_mb`).
+
+``--reading``: what each training worker reads from the train split, without Ray and without
+training (issue 26, part 2), on PTB-sized generated text (``--sentences`` sentences of Zipf-drawn
+words, ~21 tokens a sentence like the Penn Treebank, preprocessed by `elmo preprocess`; kept in
+``--data`` for reuse):
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_train.py --reading --data /tmp/ptbsize \
+        --before-code /path/to/a/checkout/before/issue-26 --out benchmarks/results/train_reading.json
+
+* ``per_worker``: for 1, 2 and 4 workers, each rank in its own process produces its batches of
+  one epoch (sentence mode, default `TrainJobConfig`): Parquet bytes read (column chunks and
+  footers, from the files' metadata), bytes its process read (``rchar`` of ``/proc/self/io``),
+  rows decoded into sentences and CPU seconds.
+* ``resume``: seconds from opening the split to a resumed run's first batch, resuming 5% and
+  95% into epoch 0 (median of ``--repeats``), in sentence and stream mode.
+* ``share_layouts``: from the plan alone, what other ways of sharing a batch would read and
+  cost in balance (`share_layouts`).
+
+``--before-code``: the same phases also run with that checkout's code (``PYTHONPATH``); one
+without `workflows.training.batch_plan` (before issue 26) takes the path of then: every worker
+reads the whole split (the columns the Ray Data stream selects) and keeps its share, and a
+resume reads and decodes every batch before its step.
 """
 
 from __future__ import annotations
@@ -166,6 +188,252 @@ def phase_ray(data: Path, preset: str, steps: int, warmup: int, batch_tokens: in
             "windows": [{"step": h["step"], "tokens_per_second": h["tokens_per_second"]} for h in result.history]}
 
 
+def prepare_ptb_sized(data: Path, sentences: int) -> None:
+    """``sentences`` generated sentences (Zipf words over 10,000 types, 1-60 tokens, mean ~21),
+    preprocessed with `elmo preprocess` (whitespace tokens, 1% validation)."""
+    import numpy as np
+    import ray
+
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.driver import run_preprocess
+
+    rng = np.random.default_rng(0)
+    corpus = data.parent / f"{data.name}-corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    lengths = np.clip(rng.gamma(4.0, 5.3, sentences).astype(int), 1, 60)
+    words = np.minimum(rng.zipf(1.3, int(lengths.sum())), 10_000)
+    ends = np.cumsum(lengths)
+    with open(corpus / "text.txt", "w") as f:
+        for a, b in zip(ends - lengths, ends):
+            f.write(" ".join(f"w{w}" for w in words[a:b]) + "\n")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=2, logging_level="WARNING")  # never another session's cluster
+    run_preprocess([str(corpus)], str(data), PreprocessConfig(tokenizer="whitespace", min_count=1,
+                                                              validation_fraction=0.01, test_fraction=0.0),
+                   log=lambda m: None)
+    ray.shutdown()
+
+
+def _process_read_bytes() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("rchar:")))
+
+
+def _parquet_bytes(files: list[str], columns: list[str]) -> int:
+    """Bytes of ``columns``' chunks in every row group of ``files``, plus their footers."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        total += meta.serialized_size
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            total += sum(group.column(c).total_compressed_size for c in range(group.num_columns)
+                         if group.column(c).path_in_schema.split(".")[0] in columns)
+    return total
+
+
+def _sentence_source(data: Path, rank: int, world: int, start_step: int):
+    """(this worker's batches from ``start_step`` on, a function giving the Parquet bytes and rows
+    decoded so far): today's path when the checkout has no `workflows.training.batch_plan`."""
+    import pyarrow.parquet as pq
+
+    from preprocessing.dataset import Dataset
+    from workflows.training.config import TrainJobConfig
+
+    job = TrainJobConfig(data=str(data))
+    dataset = Dataset.open(str(data))
+    try:
+        from workflows.training.batch_plan import worker_batches
+        from workflows.training.split_rows import SplitRows
+    except ImportError:  # before issue 26: the whole split, every batch before start_step decoded
+        from workflows.training.batches import COLUMNS, global_batches
+
+        files = dataset.split_files("train")
+        counted = {"rows": 0}
+
+        def open_epoch(epoch):
+            for path in files:
+                table = pq.read_table(path, columns=COLUMNS)
+                counted["rows"] += table.num_rows
+                yield table
+
+        stream = (b for b in global_batches(open_epoch, job.batch_tokens, job.shuffle_buffer, world, job.seed,
+                                            read_ahead=False) if b.step >= start_step)
+        return stream, lambda: {"parquet_bytes": None, "rows_decoded": counted["rows"], "path": "before"}
+    rows = SplitRows(dataset.uri, [e["path"] for e in dataset.manifest["splits"]["train"]["files"]])
+    stream = worker_batches(rows.lengths(), rows.read, job.batch_tokens, job.shuffle_buffer, rank, world, job.seed,
+                            start_step)
+    return stream, lambda: {"parquet_bytes": rows.bytes_read, "rows_decoded": rows.rows_read, "path": "after"}
+
+
+def _import_reading_modules() -> None:
+    """Import what reading needs before anything is counted or timed (imports read files too)."""
+    import importlib
+
+    for name in ("pyarrow.parquet", "preprocessing.dataset", "preprocessing.encode", "workflows.training.batches",
+                 "workflows.training.config", "workflows.training.streams", "workflows.training.batch_plan",
+                 "workflows.training.split_rows"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # before issue 26
+            pass
+    import pyarrow as pa
+
+    pa.array([1], pa.int32()).to_numpy()  # its first call imports modules: ~11 MB of reads
+
+
+def phase_read_epoch(data: Path, rank: int, world: int, steps: int) -> dict:
+    """One worker's batches of epoch 0 (its first ``steps``): what it read and decoded, and the CPU it took."""
+    from preprocessing.dataset import Dataset
+    from workflows.training.batches import COLUMNS
+
+    _import_reading_modules()
+    before_bytes, before_cpu = _process_read_bytes(), time.process_time()
+    stream, counts = _sentence_source(data, rank, world, 0)
+    for _, batch in zip(range(steps), stream):
+        assert batch.epoch == 0
+    result = {"rank": rank, "world": world, "steps": steps, "process_read_bytes": _process_read_bytes() - before_bytes,
+              "cpu_s": time.process_time() - before_cpu, **counts()}
+    if result["parquet_bytes"] is None:  # before: every column the stream selects, every row group
+        result["parquet_bytes"] = _parquet_bytes(Dataset.open(str(data)).split_files("train"), COLUMNS)
+    return result
+
+
+def phase_resume(data: Path, mode: str, start_step: int) -> dict:
+    """Seconds from opening the train split to the first batch of a run resumed at ``start_step``."""
+    import pyarrow.parquet as pq
+
+    _import_reading_modules()
+    start = time.perf_counter()
+    if mode == "stream":
+        from preprocessing.dataset import Dataset
+        from workflows.training.batches import COLUMNS
+        from workflows.training.config import TrainJobConfig
+        from workflows.training.streams import StreamLayout, running_text
+
+        dataset = Dataset.open(str(data))
+        job = TrainJobConfig(data=str(data), mode="stream")
+        tables = [pq.read_table(path, columns=COLUMNS) for path in dataset.split_files("train")]
+        layout = StreamLayout(running_text(tables, dataset.vocabulary), job.stream_rows, job.unroll_steps)
+        batch = next(layout.batches(start_step, 0, 1))
+    else:
+        stream, _ = _sentence_source(data, 0, 1, start_step)
+        batch = next(stream)
+    assert batch.step == start_step
+    return {"mode": mode, "start_step": start_step, "seconds_to_first_batch": time.perf_counter() - start}
+
+
+def epoch_steps(data: Path, mode: str, world: int = 1) -> int:
+    """Steps of epoch 0 on one worker: sentence mode's from the plan (the same batches as
+    `global_batches`), stream mode's from the layout's arithmetic."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from preprocessing.dataset import Dataset
+    from workflows.training.batch_plan import plan_buffers
+    from workflows.training.config import TrainJobConfig
+
+    dataset = Dataset.open(str(data))
+    job = TrainJobConfig(data=str(data), mode=mode)
+    lengths = np.concatenate([pq.read_table(p, columns=["num_tokens"]).column(0).to_numpy()
+                              for p in dataset.split_files("train")])
+    if mode == "stream":  # (input, target) pairs: every word and every sentence end
+        return (int(lengths.sum()) + len(lengths)) // job.stream_rows // job.unroll_steps
+    steps = 0
+    for buffer in plan_buffers(lengths, job.batch_tokens, job.shuffle_buffer, world, job.seed):
+        if buffer.epoch > 0:
+            return steps
+        steps += len(buffer.batches)
+    return steps
+
+
+def measure_reading(data: Path, code: Path, repeats: int, steps: dict) -> dict:
+    """The reading measurements with the code of the checkout ``code`` (`phase_read_epoch`, `phase_resume`)."""
+    env = {"PYTHONPATH": str(code)}
+    result = {"code": str(code), "per_worker": {}, "resume": {}}
+    for world in (1, 2, 4):
+        ranks = [run_phase(__file__, "--reading", "--phase", "read_epoch", "--data", str(data), "--rank", str(r),
+                           "--n", str(world), "--steps", str(steps[f"sentence_{world}w"]), env=env)
+                 for r in range(world)]
+        result["per_worker"][str(world)] = ranks
+        print(f"[{ranks[0]['path']}] {world} workers: parquet bytes per rank {[r['parquet_bytes'] for r in ranks]}, "
+              f"rows decoded {[r['rows_decoded'] for r in ranks]}", file=sys.stderr)
+    for mode in ("sentence", "stream"):
+        for where, fraction in (("early", 0.05), ("late", 0.95)):
+            k = int(steps[mode] * fraction)
+            seconds = [run_phase(__file__, "--reading", "--phase", "resume", "--data", str(data), "--mode", mode,
+                                 "--start-step", str(k), env=env)["seconds_to_first_batch"] for _ in range(repeats)]
+            result["resume"][f"{mode}_{where}"] = {"start_step": k, "steps_per_epoch": steps[mode],
+                                                   "seconds": seconds, "median_s": statistics.median(seconds)}
+            print(f"[{code}] resume {mode} at step {k} of {steps[mode]}: {statistics.median(seconds):.2f} s",
+                  file=sys.stderr)
+    return result
+
+
+def share_layouts(data: Path, worlds=(2, 4), group_rows=(512, 2048, 65536)) -> list[dict]:
+    """From the plan alone (epoch 0): the largest fraction of a split's row groups one worker must
+    read, and the mean over steps of (largest share's tokens / mean share's tokens), if the split
+    had row groups of ``group_rows`` rows and a batch were shared by ``stride`` (today: sentences
+    ``r, r + W, ...``), ``chunk`` (the batch's rows in split order, cut in W runs) or ``owner`` (the
+    rows of row groups ``r, r + W, ...``): what reading ~1/N of the bytes would cost."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from preprocessing.dataset import Dataset
+    from workflows.training.batch_plan import plan_buffers
+    from workflows.training.config import TrainJobConfig
+
+    job = TrainJobConfig(data=str(data))
+    lengths = np.concatenate([pq.read_table(p, columns=["num_tokens"]).column(0).to_numpy()
+                              for p in Dataset.open(str(data)).split_files("train")]).astype(np.int64)
+    out = []
+    for world in worlds:
+        batches = []
+        for buffer in plan_buffers(lengths, job.batch_tokens, job.shuffle_buffer, world, job.seed):
+            if buffer.epoch > 0:
+                break
+            batches += buffer.batches
+        for g in group_rows:
+            for name in ("stride", "chunk", "owner"):
+                groups, imbalance = [set() for _ in range(world)], []
+                for rows in batches:
+                    shares = ([rows[r::world] for r in range(world)] if name == "stride" else
+                              np.array_split(np.sort(rows), world) if name == "chunk" else
+                              [rows[(rows // g) % world == r] for r in range(world)])
+                    tokens = [int(lengths[share].sum()) for share in shares]
+                    imbalance.append(max(tokens) * world / sum(tokens))
+                    for r in range(world):
+                        groups[r].update((shares[r] // g).tolist())
+                out.append({"workers": world, "row_group_rows": g, "share": name,
+                            "max_fraction_of_row_groups_read": max(map(len, groups)) / -(-len(lengths) // g),
+                            "mean_largest_share_over_mean": float(np.mean(imbalance))})
+    return out
+
+
+def reading_benchmark(args) -> None:
+    from preprocessing.dataset import Dataset
+
+    data = args.data or Path(tempfile.mkdtemp()) / "data"
+    if not (data / "manifest.json").exists():
+        prepare_ptb_sized(data, args.sentences)
+    train = Dataset.open(str(data)).manifest["splits"]["train"]
+    steps = {mode: epoch_steps(data, mode) for mode in ("sentence", "stream")}
+    steps.update({f"sentence_{world}w": epoch_steps(data, "sentence", world) for world in (1, 2, 4)})
+    report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "data": str(data),
+              "train": {"sentences": train["sentences"], "tokens": train["tokens"], "files": len(train["files"]),
+                        "parquet_bytes": sum(f["bytes"] for f in train["files"])},
+              "steps_per_epoch": steps, "repeats": args.repeats}
+    checkouts = {"after": Path(__file__).resolve().parents[1]}
+    if args.before_code:
+        checkouts = {"before": args.before_code, **checkouts}
+    for name, code in checkouts.items():
+        report[name] = measure_reading(data, code, args.repeats, steps)
+    report["share_layouts"] = share_layouts(data)
+    write_report(args.out, report)
+
+
 # name -> (how it runs, processes or workers); every round runs the chosen ones in this order
 PHASES = {"single_1t": ("single", 1), "ray_1w": ("ray", 1), "single_2t": ("single", 2), "ddp_2p": ("ddp", 2),
           "ray_2w": ("ray", 2)}
@@ -187,7 +455,22 @@ def main() -> None:
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--reading", action="store_true", help="what each worker reads (module docstring)")
+    parser.add_argument("--sentences", type=int, default=50_000, help="--reading: generated sentences")
+    parser.add_argument("--repeats", type=int, default=5, help="--reading: runs of each resume")
+    parser.add_argument("--before-code", type=Path, help="--reading: also measure this checkout (before the change)")
+    parser.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="sentence", help=argparse.SUPPRESS)
+    parser.add_argument("--start-step", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reading:
+        if args.phase == "read_epoch":
+            print_phase_result(phase_read_epoch(args.data, args.rank, args.n, args.steps))
+        elif args.phase == "resume":
+            print_phase_result(phase_resume(args.data, args.mode, args.start_step))
+        else:
+            reading_benchmark(args)
+        return
     chosen = [name.strip() for name in args.phases.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(PHASES))
     if unknown or not chosen:

@@ -54,6 +54,10 @@ class GlobalBatch:
     def num_tokens(self) -> int:
         return sum(len(s) for s in self.sentences)
 
+    def num_targets(self) -> int:
+        """Targets per direction (every word and the sentence end)."""
+        return sum(len(s) + 1 for s in self.sentences)
+
 
 def sentences_from_table(table: pa.Table) -> Iterator[Sentence]:
     """Rows of the preprocessing schema -> sentences; character ids are computed for the whole

@@ -38,8 +38,8 @@ class TrainJobConfig:
                                 "sentences of similar length are batched together")
     shuffle_buffer: int = setting(20000, "sentences shuffled and bucketed together (deterministic by seed)",
                                   flag=False)
-    # Each Ray Data pass costs a restart (~10 s or more on 2 vCPUs), paid every epoch of a small
-    # (e.g. domain-adaptation) corpus otherwise.
+    # Sentence mode: the row groups a worker reads are kept (`SplitRows`), so a small (e.g.
+    # domain-adaptation) corpus is not read again every epoch.
     cache_train_mb: int = setting(256, "keep a train split of up to this many MB of Parquet in each worker's "
                                   "memory after the first epoch, instead of reading it again every epoch (0: never)")
     seed: int = setting(0, "data order, shuffling, dropout and sampled negatives all follow from it")

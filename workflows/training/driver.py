@@ -85,13 +85,16 @@ def run_training(job: TrainJobConfig, dataset: Dataset, storage: str, name: str,
         if splits[split]["sentences"] == 0:
             raise ValueError(f"{dataset.uri} has no {split} sentences: rerun `elmo preprocess` with more text "
                              "or a larger --validation-fraction")
-    datasets = {"train": split_dataset(dataset, "train"), "validation": split_dataset(dataset, "validation")}
-    # every worker reads the whole (ordered) stream and keeps its share of each global batch
+    datasets = {"validation": split_dataset(dataset, "validation")}
+    if job.mode == "stream":  # every worker reads the whole (ordered) stream and keeps its rows
+        datasets["train"] = split_dataset(dataset, "train")
+    # sentence mode: each worker reads only its rows of the train files (`SplitRows`)
+    train_split = {"root": dataset.uri, "paths": [entry["path"] for entry in splits["train"]["files"]]}
     data_config = ray.train.DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True))
     resources = {"CPU": job.cpus_per_worker, **({"GPU": 1} if job.use_gpu else {})}
     loop_config = {"job": job.to_dict(), "vocab": dataset.vocabulary.tokens, "model_config": model_config,
                    "init_model": init_model, "tracking": tracking,
-                   "recipe": recipe or {},
+                   "recipe": recipe or {}, "train_split": train_split,
                    "fault_marker": os.path.join(storage, f"{name}.fault-injected"),
                    "cache_train": sum(f["bytes"] for f in splits["train"]["files"]) <= job.cache_train_mb << 20}
     trainer = TorchTrainer(

@@ -18,6 +18,7 @@ from elmo_core.bilm import BiLM
 from elmo_core.config import TrainingConfig
 from elmo_core.vocabulary import Vocabulary
 
+from workflows.training.batch_plan import WorkerBatch
 from workflows.training.batches import GlobalBatch, split_micro, to_tensors
 from workflows.training.config import TrainJobConfig
 from workflows.training.evaluation import all_reduce
@@ -79,10 +80,10 @@ class StepContext:
     autocast: object  # a torch.autocast (disabled on CPU) or contextlib.nullcontext()
 
 
-def sentence_step(ddp, model: BiLM, optimizer, batch: GlobalBatch, ctx: StepContext) -> float:
+def sentence_step(ddp, model: BiLM, optimizer, batch: GlobalBatch | WorkerBatch, ctx: StepContext) -> float:
     """One optimizer step on this worker's share of a sentence batch; returns the batch's global loss."""
     job, t, device, world = ctx.job, ctx.training, ctx.device, ctx.world
-    n_targets = sum(len(s) + 1 for s in batch.sentences)  # per direction, whole global batch
+    n_targets = batch.num_targets()  # per direction, whole global batch
     share = batch.share(ctx.rank, world)
     micro = split_micro(share, job.grad_accum)
     sampler = torch.Generator().manual_seed(job.seed * 1_000_003 + batch.step)

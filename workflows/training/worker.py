@@ -31,12 +31,13 @@ from elmo_core.vocabulary import Vocabulary
 from elmo_core.weights import load_model_folder
 
 from workflows import faults
-from workflows.training.batches import GlobalBatch, global_batches
+from workflows.training.batch_plan import WorkerBatch, worker_batches
 from workflows.training.checkpoints import (is_training_checkpoint, load_best_state, load_stream_state, load_training_checkpoint,
                           save_training_checkpoint)
 from workflows.training.config import TrainJobConfig
 from workflows.training.evaluation import all_reduce, perplexity_of, sentence_sums, stream_sums
 from workflows.training.read_ahead import ReadAhead
+from workflows.training.split_rows import SplitRows
 from workflows.training.lr_schedule import PlateauSchedule
 from workflows.training.streams import StreamBatch, StreamLayout, running_text
 from workflows.training.step import (LMLoss, StepContext, configure_matmul_precision, make_optimizer, sentence_step,
@@ -62,6 +63,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ``tracking``            MLflow run coordinates (rank 0 logs metrics there), or None
     ``fault_marker``        where ``job.fail_at_step``'s one failure is recorded (`workflows.faults`)
     ``cache_train``         keep the train split in memory after the first epoch
+    ``train_split``         sentence mode: the train split's files, ``{"root": dataset URI,
+                            "paths": [relative paths, manifest order]}`` (`SplitRows`)
     """
     job = TrainJobConfig.from_dict(loop_config["job"])
     place = _Placement.of_this_worker(job)
@@ -204,7 +207,7 @@ class _TrainingLoop:
                     else LMLoss(self.model))
         self.autocast = torch.autocast(place.device.type, dtype=torch.bfloat16,
                                        enabled=job.bf16 and place.device.type == "cuda")
-        self.trainer = _trainer(job, self.vocab, place, start.stream_state, bool(loop_config.get("cache_train")))
+        self.trainer = _trainer(job, self.vocab, place, start.stream_state, loop_config)
         self.fault_marker = loop_config.get("fault_marker")
         self.tracker = tracking.WorkerTracker(loop_config.get("tracking")) if place.rank == 0 else None
         if self.tracker is not None and self.start_step:
@@ -294,31 +297,41 @@ def _schedule(job: TrainJobConfig, model: BiLM, train_state: dict) -> PlateauSch
 
 
 def _trainer(job: TrainJobConfig, vocab: Vocabulary, place: _Placement, stream_state: dict | None,
-             cache_train: bool) -> "SentenceTrainer | StreamTrainer":
+             loop_config: dict) -> "SentenceTrainer | StreamTrainer":
     """The training mode's trainer over this worker's view of the train split."""
     import ray.train
 
-    train_shard = ray.train.get_dataset_shard("train")
     if job.mode == "stream":
+        train_shard = ray.train.get_dataset_shard("train")
         return StreamTrainer(job, vocab, train_shard, place.rank, place.world, place.device, stream_state)
-    return SentenceTrainer(job, vocab, train_shard, place.rank, place.world, place.device, cache=cache_train)
+    split = loop_config["train_split"]
+    rows = SplitRows(split["root"], split["paths"], cache=bool(loop_config.get("cache_train")))
+    return SentenceTrainer(job, vocab, rows, place.rank, place.world, place.device)
 
 
 class SentenceTrainer:
-    """Sentence mode: length-bucketed global batches of full sentences (`workflows.training.batches`)."""
+    """Sentence mode: length-bucketed global batches of full sentences (`workflows.training.batches`),
+    planned from the split's sentence lengths (`workflows.training.batch_plan`); this worker reads
+    only the rows of its shares (`workflows.training.split_rows`)."""
 
-    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, train_shard, rank: int, world: int, device,
-                 cache: bool) -> None:
+    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, rows: SplitRows, rank: int, world: int,
+                 device) -> None:
         self.job, self.vocab, self.rank, self.world, self.device = job, vocab, rank, world, device
-        self._batches = global_batches(epoch_reader(train_shard, cache=cache), job.batch_tokens,
-                                       job.shuffle_buffer, world, job.seed)
+        self.rows = rows
+        self.lengths = rows.lengths()  # the index: one small column, no rows
+        self._reader: ReadAhead | None = None
 
-    def batches(self, start_step: int) -> Iterator[GlobalBatch]:
-        for batch in self._batches:
-            if batch.step >= start_step:  # earlier ones replay the data position; no compute
-                yield batch
+    def batches(self, start_step: int) -> Iterator[WorkerBatch]:
+        """This worker's batches from ``start_step`` on, read in the background; the rows of
+        earlier steps are never read."""
+        job = self.job
+        self.close()
+        self._reader = ReadAhead(lambda: worker_batches(self.lengths, self.rows.read, job.batch_tokens,
+                                                        job.shuffle_buffer, self.rank, self.world, job.seed,
+                                                        start_step), name="train-rows")
+        return iter(self._reader)
 
-    def train_step(self, ddp, model, optimizer, batch: GlobalBatch, autocast) -> float:
+    def train_step(self, ddp, model, optimizer, batch: WorkerBatch, autocast) -> float:
         ctx = StepContext(self.vocab, self.rank, self.world, self.job, model.config.training, self.device, autocast)
         return sentence_step(ddp, model, optimizer, batch, ctx)
 
@@ -330,7 +343,9 @@ class SentenceTrainer:
         return None
 
     def close(self) -> None:
-        self._batches.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 class StreamTrainer:
