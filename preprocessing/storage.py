@@ -197,13 +197,17 @@ class Storage:
         return path
 
     def clear_temp(self, remove_dir: bool = False) -> None:
-        """Files a killed writer left being written (local roots; S3 uploads never leave one)."""
+        """Delete the files in ``_tmp/``: what a killed writer left being written, and staged
+        files never published (object stores: one listing, then deletes)."""
         folder = self.path(TEMP_DIR)
-        if self.local and os.path.isdir(folder):
-            for name in os.listdir(folder):
-                os.unlink(os.path.join(folder, name))
-            if remove_dir:
-                os.rmdir(folder)
+        if self.local:
+            if os.path.isdir(folder):
+                for name in os.listdir(folder):
+                    os.unlink(os.path.join(folder, name))
+                if remove_dir:
+                    os.rmdir(folder)
+        else:
+            self.fs.delete_dir_contents(folder, missing_dir_ok=True)
 
     def publish(self, local_path: str, rel: str) -> None:
         """Move a complete local file to ``rel`` whole (the local file is gone afterwards)."""
