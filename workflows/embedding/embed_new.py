@@ -126,7 +126,8 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
             lease.check()
             entry = {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
                      **model.describe(), "model_version_key": model.version_key, "settings": settings,
-                     "output": rel, "parts": parts, "lines": result.lines, "blank_lines": result.blank_lines,
+                     "output": rel, "parts": parts,
+                     "lines": result.lines, "blank_lines": result.blank_lines,
                      "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
                      "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             ledger.commit(entry)

@@ -195,5 +195,5 @@ def committed_outputs(out: str) -> list[dict]:
     one file, the output itself)."""
     store = Storage(out)
     return [{**e, "output_uri": store.uri_of(e["output"]),
-             "part_uris": [store.uri_of(p["path"]) for p in e["parts"]] if e.get("parts") else [store.uri_of(e["output"])]}
+             "part_uris": [store.uri_of(p["path"]) for p in e.get("parts") or [{"path": e["output"]}]]}
             for e in Ledger(store).entries()]

@@ -19,6 +19,7 @@ import os
 
 from preprocessing.storage import TEMP_DIR, Storage
 
+from workflows import faults
 from workflows.embedding.output import (COMMON_METADATA, FORMATS, Hdf5Output, part_name, write_common_metadata,
                                         write_part)
 
@@ -58,6 +59,7 @@ def publish_parts(store: Storage, result, rel: str) -> list[dict]:
     for path, part in final.items():
         if part["staged"] is not None:
             store.move(part["staged"], path)
+            faults.point("publishing")  # tests: killed between two parts' moves
     write_common_metadata(store, rel, result.schema, result.description)
     return [{"path": path, **{k: part[k] for k in ("first_line", "last_line", "rows", "tokens", "bytes", "sha256")}}
             for path, part in sorted(final.items())]
