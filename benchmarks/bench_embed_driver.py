@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,9 +34,13 @@ sys.path.insert(0, str(HERE))
 
 def run_phase(code: Path, inputs: Path, out: Path, model: Path, actors: int, cpus: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code), "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, str(HERE / "embed_driver_run.py"), str(inputs), str(out), str(model),
-                           "--actors", str(actors), "--cpus", str(cpus)],
-                          env=env, capture_output=True, text=True, timeout=1800)
+    for attempt in range(3):  # on a loaded machine Ray's start may time out: tried again
+        proc = subprocess.run([sys.executable, str(HERE / "embed_driver_run.py"), str(inputs), str(out), str(model),
+                               "--actors", str(actors), "--cpus", str(cpus)],
+                              env=env, cwd=code, capture_output=True, text=True, timeout=1800)  # workers import from cwd
+        if proc.returncode == 0 or "timed out during startup" not in proc.stderr:
+            break
+        shutil.rmtree(out, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{code}: {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -57,9 +62,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", type=Path, help="another checkout to compare with (e.g. /work/main)")
     p.add_argument("--preset", default="small")
-    p.add_argument("--tokens", type=int, default=20000, help="tokens of the 1x corpus")
+    p.add_argument("--tokens", type=int, default=5000, help="tokens of the 1x corpus")
     p.add_argument("--files", type=int, default=4)
-    p.add_argument("--small-files", type=int, default=300)
+    p.add_argument("--small-files", type=int, default=200)
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--out", type=Path, default=HERE / "results" / "embed_driver.json")
     args = p.parse_args()
@@ -91,7 +96,7 @@ def main() -> None:
             results[name][phase] = r
             print(f"{name:9s} {phase:20s} {r['tokens_per_s']:>9,.0f} tokens/s {r['files_per_s']:>7.2f} files/s "
                   f"driver {r['driver_bytes_per_token']:>9,.1f} B/token {r['driver_bytes_per_file']:>12,} B/file "
-                  f"rss {r['driver_peak_rss_mb']:.0f} MB", flush=True)
+                  f"rss {r['driver_peak_rss_mb']:.0f} MB {json.dumps(r)}", flush=True)
     summary = {}
     for name, by_phase in results.items():
         summary[name] = {
