@@ -66,6 +66,8 @@ def main() -> None:
     p.add_argument("--files", type=int, default=4)
     p.add_argument("--small-files", type=int, default=200)
     p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--phases", default="1x_1actor,10x_1actor,1x_2actors,small_files_1actor",
+                   help="comma-separated, of: %(default)s")
     p.add_argument("--out", type=Path, default=HERE / "results" / "embed_driver.json")
     args = p.parse_args()
 
@@ -87,28 +89,24 @@ def main() -> None:
     corpora["small_files"] = {"files": args.small_files, "lines": args.small_files}
     phases = [("1x_1actor", "c1x", 1), ("10x_1actor", "c10x", 1), ("1x_2actors", "c1x", 2),
               ("small_files_1actor", "small", 1)]
+    phases = [p for p in phases if p[0] in args.phases.split(",")]
     results: dict = {name: {} for name in codes}
     for phase, corpus, actors in phases:
         for name, code in codes.items():  # interleaved: the machine's speed drifts
             out = work / f"out-{name}-{phase}"
-            r = run_phase(code, work / corpus, out, work / "model", actors, args.cpus)
+            # the actors' CPUs plus room for the read tasks (else these wait for ever)
+            r = run_phase(code, work / corpus, out, work / "model", actors, max(args.cpus, actors + 1))
             r.update(per_unit(r))
             results[name][phase] = r
             print(f"{name:9s} {phase:20s} {r['tokens_per_s']:>9,.0f} tokens/s {r['files_per_s']:>7.2f} files/s "
                   f"driver {r['driver_bytes_per_token']:>9,.1f} B/token {r['driver_bytes_per_file']:>12,} B/file "
                   f"rss {r['driver_peak_rss_mb']:.0f} MB {json.dumps(r)}", flush=True)
-    summary = {}
-    for name, by_phase in results.items():
-        summary[name] = {
-            "driver_bytes_per_token_1x": by_phase["1x_1actor"]["driver_bytes_per_token"],
-            "driver_bytes_per_token_10x": by_phase["10x_1actor"]["driver_bytes_per_token"],
-            "driver_bytes_per_file_small_files": by_phase["small_files_1actor"]["driver_bytes_per_file"],
-            "driver_peak_rss_mb_1x": by_phase["1x_1actor"]["driver_peak_rss_mb"],
-            "driver_peak_rss_mb_10x": by_phase["10x_1actor"]["driver_peak_rss_mb"],
-            "tokens_per_s_1actor_1x": by_phase["1x_1actor"]["tokens_per_s"],
-            "tokens_per_s_1actor_10x": by_phase["10x_1actor"]["tokens_per_s"],
-            "tokens_per_s_2actors_1x": by_phase["1x_2actors"]["tokens_per_s"],
-            "files_per_s_small_files": by_phase["small_files_1actor"]["files_per_s"]}
+    keys = {"1x_1actor": ("driver_bytes_per_token", "driver_bytes_per_file", "driver_peak_rss_mb", "tokens_per_s"),
+            "10x_1actor": ("driver_bytes_per_token", "driver_bytes_per_file", "driver_peak_rss_mb", "tokens_per_s"),
+            "1x_2actors": ("driver_bytes_per_token", "tokens_per_s"),
+            "small_files_1actor": ("driver_bytes_per_file", "files_per_s")}
+    summary = {name: {f"{phase}.{k}": by_phase[phase][k] for phase in by_phase for k in keys[phase]}
+               for name, by_phase in results.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
