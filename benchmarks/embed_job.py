@@ -31,7 +31,9 @@ def instrument(trace_path: str) -> dict:
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-    base_actor, base_tokenize, base_add = ep.EmbedActor, ep.tokenize_block, eo.ParquetOutput.add
+    base_actor, base_tokenize = ep.EmbedActor, ep.tokenize_block
+    # the driver wrote the outputs before the actors wrote the parts (issue 26); now it writes none
+    writer = getattr(eo, "ParquetOutput", None)
 
     class TracedEmbedActor(base_actor):
         def __init__(self, *args, **kwargs):
@@ -63,7 +65,10 @@ def instrument(trace_path: str) -> dict:
         driver["max_rows"] = max(driver["max_rows"], rows.num_rows)
         driver["max_mb"] = max(driver["max_mb"], rows.nbytes / 2**20)
 
-    ep.EmbedActor, ep.tokenize_block, eo.ParquetOutput.add = TracedEmbedActor, traced_tokenize, traced_add
+    ep.EmbedActor, ep.tokenize_block = TracedEmbedActor, traced_tokenize
+    if writer is not None:
+        base_add = writer.add
+        writer.add = traced_add
     return driver
 
 

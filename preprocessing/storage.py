@@ -197,13 +197,22 @@ class Storage:
         return path
 
     def clear_temp(self, remove_dir: bool = False) -> None:
-        """Files a killed writer left being written (local roots; S3 uploads never leave one)."""
+        """Delete the files in ``_tmp/``: what a killed writer left being written, and staged
+        files never published (object stores: one listing, then deletes)."""
         folder = self.path(TEMP_DIR)
-        if self.local and os.path.isdir(folder):
-            for name in os.listdir(folder):
-                os.unlink(os.path.join(folder, name))
-            if remove_dir:
-                os.rmdir(folder)
+        if self.local:
+            if os.path.isdir(folder):
+                for name in os.listdir(folder):
+                    os.unlink(os.path.join(folder, name))
+                if remove_dir:
+                    os.rmdir(folder)
+        elif self.scheme == "s3":
+            bucket, _ = self._bucket_key("")
+            keys = [self._bucket_key(f"{TEMP_DIR}/{f.path}")[1] for f in self.list(TEMP_DIR)]
+            for start in range(0, len(keys), 1000):  # one request per 1,000 objects
+                self._s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+        else:
+            self.fs.delete_dir_contents(folder, missing_dir_ok=True)
 
     def publish(self, local_path: str, rel: str) -> None:
         """Move a complete local file to ``rel`` whole (the local file is gone afterwards)."""
@@ -250,13 +259,23 @@ class Storage:
         return self.fs.open_output_stream(self.path(rel))
 
     def move(self, src: str, dst: str) -> None:
-        """Move one file (a rename locally; copy + delete on object stores)."""
+        """Move one file (a rename locally; a server-side copy + delete on object stores: no
+        data through this process)."""
+        if self.scheme == "s3":  # boto3: pyarrow would leave an empty folder object behind
+            bucket, key = self._bucket_key(src)
+            self._s3.copy_object(Bucket=bucket, Key=self._bucket_key(dst)[1], CopySource={"Bucket": bucket, "Key": key})
+            self._s3.delete_object(Bucket=bucket, Key=key)
+            return
         if self.local:
             os.makedirs(os.path.dirname(self.path(dst)), exist_ok=True)
         self.fs.move(self.path(src), self.path(dst))
 
     def delete(self, rel: str) -> None:
         """Delete the file ``rel`` if it exists."""
+        if self.scheme == "s3":  # boto3: pyarrow would leave an empty folder object behind
+            bucket, key = self._bucket_key(rel)
+            self._s3.delete_object(Bucket=bucket, Key=key)
+            return
         try:
             self.fs.delete_file(self.path(rel))
         except FileNotFoundError:

@@ -190,3 +190,55 @@ def test_bad_input_is_named_and_nothing_is_committed(cluster, registry, corpus, 
     assert proc.returncode == 2 and "no sentences" in proc.stderr
     proc = cli(good, "--output", tmp_path / "out4", "--layers", "mix:1,2")
     assert proc.returncode == 2 and "3 weights" in proc.stderr
+
+
+def test_an_input_split_over_actors_and_parts_reads_back_in_line_order(cluster, registry, corpus, tmp_path,
+                                                                      monkeypatch):
+    """The actors write the parts; the driver iterates only their small records (no vector
+    columns); the folder, its parts and `read_description` give the input back in line order."""
+    from ray.data import Dataset
+
+    from elmo_core.embedder import Embedder
+    from workflows.embedding.embed_corpus import run_embed_corpus
+    from workflows.embedding.output import read_description, vectors_of
+    from workflows.embedding.pipeline import RECORDS
+
+    seen = []  # (columns, bytes) of every block the driver iterates
+    iter_batches = Dataset.iter_batches
+
+    def recording(self, *args, **kwargs):
+        for block in iter_batches(self, *args, **kwargs):
+            seen.append((block.schema.names, block.nbytes))
+            yield block
+
+    monkeypatch.setattr(Dataset, "iter_batches", recording)
+    root, sentences, _ = corpus
+    out = tmp_path / "out"
+    manifest = run_embed_corpus([str(root / "in" / "a.txt")], str(out), str(registry["dir"]),
+                                config(num_actors=2, batch_tokens=200).replace(lines_per_block=8))
+    assert seen and all(names == RECORDS.names for names, _ in seen)  # parts' records, no vectors
+    assert sum(n for _, n in seen) < 100 * 1024  # vs ~1 MB of vectors
+    (entry,) = manifest["files"]
+    parts = entry["parts"]
+    assert len(parts) >= 2 and sum(p["rows"] for p in parts) == entry["sentences"] == 100
+    assert [p["first_line"] for p in parts] == sorted(p["first_line"] for p in parts)
+    assert [p["first_line"] for p in parts[1:]] == [p["last_line"] + 1 for p in parts[:-1]]  # every line once
+    assert sorted(os.listdir(out / "a.txt.parquet")) == sorted(
+        ["_common_metadata", *(os.path.basename(p["path"]) for p in parts)])
+    assert not (out / "_tmp").exists()  # nothing left staged
+    expected = Embedder(registry["model"]).embed_all(sentences[:100])
+    table = pq.read_table(out / "a.txt.parquet")  # the folder: its parts in line order
+    assert table.column("line").to_pylist() == list(range(1, 101))
+    rows = 0
+    for part in parts:  # each part alone: its lines, and the same vectors
+        piece = pq.read_table(out / part["path"])
+        assert piece.column("line").to_pylist() == list(range(part["first_line"], part["last_line"] + 1))
+        assert read_description(str(out / part["path"]))["part"]["rows"] == piece.num_rows == part["rows"]
+        rows += piece.num_rows
+    for j in range(3):
+        values, offsets = vectors_of(table.column(f"layer_{j}"))
+        for i in range(100):
+            np.testing.assert_allclose(values[offsets[i]:offsets[i + 1]], expected[i][j], atol=1e-5)
+    description = read_description(str(out / "a.txt.parquet"))
+    assert (description["sentences"], description["tokens"]) == (100, entry["tokens"])
+    assert description["input"]["sha256"] == entry["sha256"] and rows == 100

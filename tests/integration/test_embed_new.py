@@ -68,10 +68,22 @@ def visible_files(out):
     return sorted(found)
 
 
+def committed_files(entries):
+    """The files the committed outputs consist of (an output is a folder of parts)."""
+    from workflows.embedding.output import output_files
+
+    return sorted(os.path.normpath(f) for e in entries for f in output_files(e))
+
+
+def output_of(path):
+    """The output (folder) a visible file belongs to."""
+    return os.path.dirname(path)
+
+
 def assert_exactly_once(out, inputs):
     entries = committed(out)
     assert sorted(e["input"]["key"] for e in entries) == sorted(inputs)
-    assert visible_files(out) == sorted(e["output"] for e in entries)  # nothing else visible
+    assert visible_files(out) == committed_files(entries)  # nothing else visible
     for e in entries:
         table = pq.read_table(os.path.join(out, e["output"]))
         assert table.num_rows == e["sentences"] > 0
@@ -92,7 +104,8 @@ def test_killed_at_every_point_then_rerun_gives_one_output_per_input(cluster, re
     assert [e["input"]["key"] for e in committed(out)] == ["f0.txt"]
     # 3: killed after publishing, before committing -> the output exists but readers ignore it
     assert cli(cluster, registry, source, out, fault="after_publish:1").returncode == -9
-    assert [e["input"]["key"] for e in committed(out)] == ["f0.txt"] and len(visible_files(out)) == 2
+    assert [e["input"]["key"] for e in committed(out)] == ["f0.txt"]
+    assert len({output_of(f) for f in visible_files(out)}) == 2
     # 4: killed right after a commit
     assert cli(cluster, registry, source, out, fault="after_commit:1").returncode == -9
     assert [e["input"]["key"] for e in committed(out)] == ["f0.txt", "f1.txt"]
@@ -219,8 +232,9 @@ def test_on_s3_new_files_and_a_kill_after_publishing(s3, cluster, registry, tmp_
         keys = [o["Key"] for o in client.list_objects_v2(Bucket="corpora", Prefix="embeddings/")["Contents"]]
     assert sorted(e["input"]["key"] for e in entries) == ["d0.txt", "d1.txt", "d2.txt"]
     data = sorted(k[len("embeddings/"):] for k in keys if not k.startswith(("embeddings/_ledger", "embeddings/_lease")))
-    assert data == sorted(e["output"] for e in entries)  # exactly the committed outputs
-    body = client.get_object(Bucket="corpora", Key="embeddings/" + entries[2]["output"])["Body"].read()
+    assert data == committed_files(entries)  # exactly the committed outputs
+    (part,) = entries[2]["parts"]
+    body = client.get_object(Bucket="corpora", Key="embeddings/" + part["path"])["Body"].read()
     import io
 
     assert pq.read_table(io.BytesIO(body)).num_rows == 1
@@ -242,3 +256,25 @@ def test_on_s3_new_files_and_a_kill_after_publishing(s3, cluster, registry, tmp_
         assert f["0"].shape == (3, 4, 32)
     assert json.loads(client.get_object(Bucket="corpora", Key="corpus-embeddings/_manifest.json")["Body"].read())[
         "identity"] == manifest["identity"]
+
+
+def test_killed_between_parts_written_and_commit_nothing_is_visible_and_the_rerun_cleans_up(cluster, registry,
+                                                                                            tmp_path):
+    """The actors' parts wait in staging (`_tmp`) until the driver publishes them; a kill in the
+    middle of publishing leaves an uncommitted folder, which the rerun (other part boundaries)
+    replaces: no stray part, the rows once each in line order."""
+    source, out = tmp_path / "incoming", tmp_path / "out"
+    source.mkdir()
+    write_text(source / "h0.txt", seed=60, n=30)
+    assert cli(cluster, registry, source, out, fault="before_publish:1").returncode == -9
+    staged = os.listdir(out / "_tmp")
+    assert len(staged) >= 2 and all(n.endswith(".parquet") for n in staged)  # written by the actors
+    assert committed(out) == [] and visible_files(out) == []
+    # parts of 4 lines; killed after two of them were moved into the output folder
+    assert cli(cluster, registry, source, out, "--lines-per-block", "4", fault="publishing:2").returncode == -9
+    assert committed(out) == [] and len(visible_files(out)) == 2
+    proc = cli(cluster, registry, source, out)  # parts of 8 lines: other names from line 5 on
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (entry,) = assert_exactly_once(out, ["h0.txt"])
+    assert 5 not in [p["first_line"] for p in entry["parts"]]  # the killed run's part-5 had to go
+    assert pq.read_table(os.path.join(out, entry["output"])).column("line").to_pylist() == list(range(1, 31))

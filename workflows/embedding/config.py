@@ -44,6 +44,10 @@ class EmbedJobConfig:
     tasks_per_actor: int = setting(1, "embedding calls queued at an actor at once (Ray Data's default: 4)",
                                    flag=False)
 
+    # A feed of small files (one document a file): one read task per file cost more than the file.
+    read_tasks: int = setting(64, "read tasks at most; more input files than this share tasks, in input order",
+                              flag=False)
+
     def __post_init__(self) -> None:
         from elmo_core.layer_selection import LayerSelection
 
@@ -57,7 +61,7 @@ class EmbedJobConfig:
         if self.format == "hdf5" and self.input_format != "sentence":
             raise ValueError("--format hdf5 writes one dataset per line, as elmo embed: it needs --input-format sentence")
         for name in ("num_actors", "batch_tokens", "lines_per_block", "max_sentence_tokens", "block_kb",
-                     "tasks_per_actor"):
+                     "tasks_per_actor", "read_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
         if self.cpus_per_actor <= 0:

@@ -6,9 +6,10 @@ corpora with a model from the registry (or files), on Ray Data.
         [--layers all|top|average|mix:W0,W1,W2] [--dtype float32|float16] [--format parquet|hdf5]
         [--num-actors N] [--batch-tokens N] [--use-gpu] [--address ADDR]
 
-One output per input file, ``OUT/<input key>.parquet`` (or ``.hdf5``), published whole when the
-file is done; then ``OUT/_manifest.json``, written last: the model (URI, pinned version, digest),
-the settings, every input (URI, size, fingerprint, sha256, counts, output or error) and totals.
+One output per input file, ``OUT/<input key>.parquet/`` (a folder of parts written by the
+embedding actors, `workflows.embedding.parts`; or one ``.hdf5`` file), published when the file is
+done; then ``OUT/_manifest.json``, written last: the model (URI, pinned version, digest), the
+settings, every input (URI, size, fingerprint, sha256, counts, output and its parts, or error) and totals.
 Readers trust the manifest. The same inputs, model and settings again: nothing to do. Exit
 status: 0 done, 2 bad input or arguments (named on stderr), 1 anything else.
 """
@@ -76,6 +77,7 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
     from preprocessing.ray_session import ensure_ray
     from preprocessing.storage import Storage
 
+    from workflows.embedding.parts import publish_parts
     from workflows.embedding.pipeline import EmbedError, embed_files, list_inputs, output_name
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -106,13 +108,13 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
                  "sentences": result.sentences, "tokens": result.tokens}
         if result.status == "ok":
             entry["output"] = output_name(result.input.key, config.format)
-            store.publish(result.local_path, entry["output"])
+            entry["parts"] = publish_parts(store, result, entry["output"])
         else:
             entry["error"] = result.error
         entries.append(entry)
 
     started = time.monotonic()
-    embed_files(files, model, config, store.temp_file, publish, say)
+    embed_files(files, model, config, store, publish, say)
     failed = [e for e in entries if e["status"] != "ok"]
     if failed and not config.quarantine_bad_files:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""

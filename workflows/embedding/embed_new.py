@@ -10,8 +10,9 @@ to one version, lists SOURCE, and embeds the files without a ledger entry: by de
 embedded by any model version (a new version leaves the old outputs alone); with ``--reembed``,
 files not yet embedded by *this* version (the whole source again, beside the old outputs). A
 changed file (new size or fingerprint) is a new file version: embedded again, its old output kept.
-Each output is published whole under ``OUT/<model version>/<input key>.<entry id>.<ext>`` and
-only then committed to ``OUT/_ledger/`` (`workflows.embedding.ledger`): readers trust only the ledger
+Each output (a folder of parts written by the embedding actors, `workflows.embedding.parts`; or
+an HDF5 file) is published under ``OUT/<model version>/<input key>.<entry id>.<ext>`` and only
+then committed to ``OUT/_ledger/`` (`workflows.embedding.ledger`): readers trust only the ledger
 (`workflows.embedding.ledger.committed_outputs`). A file that cannot be read is reported (exit status 2)
 and tried again on the next run; the others finish. Killed at any point, the next run completes
 the work with one output per input (the tests kill it at ``faults.point``s: `workflows.faults`).
@@ -69,6 +70,7 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
     from workflows.embedding.embed_corpus import check_layers
     from workflows.embedding.model_source import resolve_model
     from workflows.embedding.output import FORMATS
+    from workflows.embedding.parts import publish_parts
     from workflows.embedding.pipeline import embed_files, list_inputs
     from workflows.embedding.ledger import Lease, LeaseHeld, Ledger, entry_id, file_identity
 
@@ -119,23 +121,23 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
             rel = f"{folder}/{result.input.key}.{eid[:12]}{FORMATS[config.format]}"
             faults.point("before_publish")
             lease.check()
-            store.publish(result.local_path, rel)
+            parts = publish_parts(store, result, rel)
             faults.point("after_publish")
             lease.check()
             entry = {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
                      **model.describe(), "model_version_key": model.version_key, "settings": settings,
-                     "output": rel, "lines": result.lines, "blank_lines": result.blank_lines,
+                     "output": rel, "parts": parts,
+                     "lines": result.lines, "blank_lines": result.blank_lines,
                      "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
                      "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             ledger.commit(entry)
             faults.point("after_commit")
             embedded.append(rel)
 
-        def temp_file(suffix: str) -> str:
+        def arriving(uri: str) -> None:  # the driver first hears of a file
             faults.point("during")
-            return store.temp_file(suffix)
 
-        embed_files(pending, model, config, temp_file, commit, say)
+        embed_files(pending, model, config, store, commit, say, on_input=arriving)
         lease.check()
         store.clear_temp(remove_dir=True)  # still ours: no other scheduler's files in there
         for f in failed:

@@ -189,6 +189,11 @@ class Ledger:
 
 
 def committed_outputs(out: str) -> list[dict]:
-    """For readers: every output `embed-new` committed under ``out`` (URI added), in commit order."""
+    """For readers: every output `embed-new` committed under ``out``, in commit order, with
+    ``output_uri`` (a Parquet folder: ``pq.read_table`` reads its rows in line order; or an HDF5
+    file) and ``part_uris`` (Parquet: the parts in line order; entries written before parts name
+    one file, the output itself)."""
     store = Storage(out)
-    return [{**e, "output_uri": store.uri_of(e["output"])} for e in Ledger(store).entries()]
+    return [{**e, "output_uri": store.uri_of(e["output"]),
+             "part_uris": [store.uri_of(p["path"]) for p in e.get("parts") or [{"path": e["output"]}]]}
+            for e in Ledger(store).entries()]

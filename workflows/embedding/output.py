@@ -1,19 +1,27 @@
-"""One input file's embeddings -> one output file, written locally and then published whole.
+"""One input file's embeddings -> one output, written in parts by the embedding actors.
 
-* Parquet (zstd): one row per sentence: ``sentence_id``, ``source``, ``line`` (1-based),
+* Parquet (zstd): the output of an input is a folder (``<key>.parquet/``) of part files
+  ``part-<first line>-<first sentence index>.parquet`` (zero-padded, so sorted names are line
+  order and ``pq.read_table(folder)`` returns the input's rows in line order), plus
+  ``_common_metadata`` (the Parquet convention for a dataset's schema; readers skip names starting
+  with ``_``). One row per sentence: ``sentence_id``, ``source``, ``line`` (1-based),
   ``sentence_index``, ``tokens``, then the vectors: ``layer_0``, ``layer_1``, ``layer_2`` for
   ``--layers all``, else ``embedding``; each a list (one entry per token) of fixed-size lists of
-  2P floats (float32 or float16), i.e. (n, 2P) per sentence and column. The file's key-value
-  metadata ``elmo.embedding`` holds the JSON description (model, version, digest, layers, dtype,
-  input URI + fingerprint + sha256, counts), also written to the job's manifest.
+  2P floats (float32 or float16), i.e. (n, 2P) per sentence and column. The key-value metadata
+  ``elmo.embedding`` holds a JSON description: in ``_common_metadata`` the input's (model,
+  version, digest, layers, dtype, input URI + fingerprint + sha256, counts; also in the job's
+  manifest or ledger entry), in each part the same without the counts and sha256, plus ``part``
+  (its first/last line, rows, tokens).
 * HDF5: exactly what ``elmo embed`` writes for the same file (AllenNLP's layout): one dataset per
   non-blank line keyed by its 0-based line index, (3, n, 2P) or (n, 2P), and
   ``sentence_to_index``. Blank lines, which ``elmo embed`` refuses, are skipped (and counted by
-  the job); the other lines keep their line numbers as keys.
+  the job); the other lines keep their line numbers as keys. A worker task merges the input's
+  staged parts into it (`workflows.embedding.parts`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -25,7 +33,8 @@ from workflows.embedding.config import OUTPUT_FORMATS
 
 METADATA_KEY = "elmo.embedding"
 ROW_COLUMNS = ("sentence_id", "source", "line", "sentence_index", "tokens")
-FORMATS = {name: f".{name}" for name in OUTPUT_FORMATS}  # format -> file extension
+FORMATS = {name: f".{name}" for name in OUTPUT_FORMATS}  # format -> file (hdf5) or folder (parquet) suffix
+COMMON_METADATA = "_common_metadata"  # in a Parquet output folder: the schema + the input's description
 
 
 def vectors_of(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -38,45 +47,48 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarr
     return values, offsets - offsets[0]
 
 
-ROW_GROUP_BYTES = 64 << 20  # rows are gathered into Parquet row groups of about this size
+def part_name(first_line: int, first_sentence_index: int) -> str:
+    """A part's file name in its output folder: sorted names are line order."""
+    return f"part-{first_line:010d}-{first_sentence_index:08d}.parquet"
 
 
-class ParquetOutput:
-    def __init__(self, path: str, vector_names: list[str]) -> None:
-        self.path = path
-        self.names = vector_names
-        self.writer: pq.ParquetWriter | None = None
-        self.pending: list[pa.Table] = []
-        self.pending_bytes = 0
+class _HashingStream:
+    """A writable file object that hashes what passes through it (sha256) and counts bytes."""
 
-    def add(self, rows: pa.Table) -> None:
-        table = rows.select([*ROW_COLUMNS, *self.names])
-        self.pending.append(table)
-        self.pending_bytes += table.nbytes
-        if self.pending_bytes >= ROW_GROUP_BYTES:
-            self._flush()
+    def __init__(self, raw) -> None:
+        self.raw, self.digest, self.size, self.closed = raw, hashlib.sha256(), 0, False
 
-    def _flush(self) -> None:
-        if not self.pending:
-            return
-        table = pa.concat_tables(self.pending)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
-        self.writer.write_table(table, row_group_size=table.num_rows)
-        self.pending, self.pending_bytes = [], 0
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
 
-    def finish(self, description: dict, empty_schema: pa.Schema) -> None:
-        self._flush()
-        if self.writer is None:  # a file without sentences still gets its (empty) output
-            self.writer = pq.ParquetWriter(self.path, empty_schema, compression="zstd")
-        self.writer.add_key_value_metadata({METADATA_KEY: json.dumps(description, sort_keys=True)})
-        self.writer.close()
+    def flush(self) -> None:
+        pass
 
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def write_part(store, rel: str, rows: pa.Table, description: dict) -> dict:
+    """Write ``rows`` as one Parquet part at ``rel`` of ``store`` (`preprocessing.storage.Storage`),
+    streaming (no second copy in memory); returns its ``bytes`` and ``sha256``."""
+    schema = rows.schema.with_metadata({METADATA_KEY: json.dumps(description, sort_keys=True)})
+    with store.open_output(rel) as raw:
+        stream = _HashingStream(raw)
+        with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
+            writer.write_table(rows.replace_schema_metadata(schema.metadata), row_group_size=max(rows.num_rows, 1))
+    return {"bytes": stream.size, "sha256": stream.digest.hexdigest()}
+
+
+def write_common_metadata(store, folder: str, schema: pa.Schema, description: dict) -> None:
+    """The folder's ``_common_metadata``: ``schema`` with the input's description (a few KB)."""
+    sink = pa.BufferOutputStream()
+    pq.write_metadata(schema.with_metadata({METADATA_KEY: json.dumps(description, sort_keys=True)}), sink)
+    store.write(f"{folder}/{COMMON_METADATA}", sink.getvalue().to_pybytes())
 
 
 class Hdf5Output:
@@ -98,7 +110,7 @@ class Hdf5Output:
             self.file.create_dataset(key, data=np.stack(mats) if len(mats) > 1 else mats[0])
             self.mapping[texts[i]] = key
 
-    def finish(self, description: dict, empty_schema: pa.Schema) -> None:
+    def finish(self, description: dict) -> None:
         from elmo_core.embed_command import write_sentence_index
 
         write_sentence_index(self.file, self.mapping)
@@ -111,15 +123,24 @@ class Hdf5Output:
             os.unlink(self.path)
 
 
-def open_output(fmt: str, path: str, vector_names: list[str]):
-    return (ParquetOutput if fmt == "parquet" else Hdf5Output)(path, vector_names)
+def output_files(entry: dict) -> list[str]:
+    """The files (relative to OUT) that make up a committed output (a manifest or ledger entry)."""
+    if entry["output"].endswith(FORMATS["hdf5"]):
+        return [entry["output"]]
+    return [p["path"] for p in entry["parts"]] + [f"{entry['output']}/{COMMON_METADATA}"]
 
 
 def read_description(path: str) -> dict:
-    """The ``elmo.embedding`` description stored in an output file (Parquet or HDF5)."""
-    if path.endswith(".hdf5"):
+    """The ``elmo.embedding`` description of an output: an HDF5 file, a Parquet output folder
+    (the input's, with counts), or one part (the part's), local or a URI pyarrow opens."""
+    if path.endswith(FORMATS["hdf5"]):
         import h5py
 
         with h5py.File(path, "r") as f:
             return json.loads(f.attrs[METADATA_KEY])
-    return json.loads(pq.read_metadata(path).metadata[METADATA_KEY.encode()])
+    import pyarrow.fs as pafs
+
+    fs, inner = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), os.path.abspath(path))
+    if fs.get_file_info(inner).type == pafs.FileType.Directory:
+        inner = f"{inner.rstrip('/')}/{COMMON_METADATA}"
+    return json.loads(pq.read_schema(inner, filesystem=fs).metadata[METADATA_KEY.encode()])

@@ -1,17 +1,21 @@
-"""The embedding jobs' pipeline on Ray Data: input files -> one embeddings file each.
+"""The embedding jobs' pipeline on Ray Data: input files -> one output each, written by the actors.
 
-    read (one task per file: raw line blocks, then an end-or-error marker; or Parquet batches)
+    read (Ray tasks, several input files each: raw line blocks, then an end-or-error marker per
+      file; or Parquet batches)
     -> tokenize (CPU tasks; `preprocessing.first_pass.tokenize_lines`, the tokenizer of `elmo preprocess`)
     -> embed (an actor pool: each actor loads the model once from the object store, then
        `elmo_core.embedder.Embedder` over length-sorted, ``batch_tokens``-sized batches; GPU with
-       ``use_gpu``)
-    -> the driver writes each file's rows as they stream in, and hands the finished file to the
-       caller (`embed_files`' ``on_file``), which publishes it.
+       ``use_gpu``), and writes each run of rows of one input it embedded as a Parquet part into
+       OUT's staging area (`workflows.embedding.parts`); it returns one small record per part
+       (`RECORDS`: name, lines, rows, tokens, bytes, sha256) and passes the file markers on
+    -> the driver reads only these records (no vectors); a file is complete when its marker has
+       arrived (after its parts: blocks keep their order, ``preserve_order``); complete files go
+       to the caller (`embed_files`' ``on_file``) in input order, which publishes their parts
+       (`parts.publish_parts`: moves, no data through the driver) and commits them.
 
-Blocks keep their order (``preserve_order``), so a file's marker arrives after its last rows: the
-file is complete then. Memory stays bounded: Ray Data's streaming executor holds a few blocks per
-operator, and the driver one block and one open file writer at a time. Vectors do not depend on
-batching, actors or their number (every sentence starts from a zero state).
+Memory stays bounded: Ray Data's streaming executor holds a few blocks per operator; the driver
+holds a few records per part of the files not yet complete. Vectors do not depend on batching,
+actors or their number (every sentence starts from a zero state).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from preprocessing.sources import InputError, InputFile, resolve_inputs
 from workflows import faults
 from workflows.embedding.config import EmbedJobConfig
 from workflows.embedding.model_source import ResolvedModel
-from workflows.embedding.output import FORMATS, open_output
+from workflows.embedding.output import FORMATS, ROW_COLUMNS
 
 KIND_SENTENCE = "sentence"
 # rows between the stages: sentences, and one marker per input file at its end
@@ -44,6 +48,19 @@ ROWS = pa.schema([
     ("text", pa.string()),  # the line, stripped (hdf5's sentence_to_index); null otherwise
     ("lines", pa.int64()),  # marker: lines (rows) read
     ("detail", pa.string()),  # marker: sha256 of the stored bytes, or the error
+    ("row", pa.int64()),  # Parquet input: the row's 0-based position in its file (text: null)
+])
+KIND_PART = "part"
+# what the actors return to the driver: one record per part written, and the file markers
+RECORDS = pa.schema([
+    ("kind", pa.string()),  # "part", or the file marker (as in ROWS)
+    ("input", pa.string()),  # URI of the input file
+    ("staged", pa.string()),  # part: where it was written, relative to OUT (`parts.staging_path`)
+    ("name", pa.string()),  # part: its file name in the output folder (`output.part_name`)
+    ("first_line", pa.int64()), ("last_line", pa.int64()),  # part: lines (Parquet input: rows), 1-based
+    ("rows", pa.int64()), ("distinct_lines", pa.int64()), ("tokens", pa.int64()),  # part: counts
+    ("bytes", pa.int64()), ("sha256", pa.string()),  # part: as stored
+    ("lines", pa.int64()), ("detail", pa.string()),  # marker: as in ROWS
 ])
 
 
@@ -53,11 +70,11 @@ class EmbedError(Exception):
 
 @dataclass
 class FileResult:
-    """One input file's outcome: a finished local output (``local_path``), or an error."""
+    """One input file's outcome: its staged parts (complete), or an error."""
 
     input: InputFile
     status: str  # "ok" | "failed"
-    local_path: str | None = None
+    parts: list = field(default_factory=list)  # RECORDS' part fields, in line order
     sha256: str | None = None
     lines: int = 0  # lines (text) or rows (parquet) read
     blank_lines: int = 0  # lines without tokens (skipped)
@@ -65,6 +82,7 @@ class FileResult:
     tokens: int = 0
     error: str | None = None
     description: dict = field(default_factory=dict)
+    schema: pa.Schema | None = None  # the output's rows (`output_schema`)
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -125,7 +143,8 @@ def read_parquet_inputs(files: pa.Table, rows_per_block: int):
                         "kind": pa.repeat(pa.scalar(KIND_SENTENCE), n), "input": pa.repeat(pa.scalar(uri), n),
                         **{c: batch.column(c) for c in ("sentence_id", "source", "line", "sentence_index", "tokens")},
                         "text": pa.nulls(n, pa.string()), "lines": pa.nulls(n, pa.int64()),
-                        "detail": pa.nulls(n, pa.string())}, schema=ROWS)
+                        "detail": pa.nulls(n, pa.string()), "row": pa.array(range(rows - n, rows), pa.int64())},
+                        schema=ROWS)
         except Exception as exc:  # unreadable or not our Parquet: reported per file
             yield _marker(pre_schema.KIND_FILE_ERROR, uri, rows, f"{uri}: unreadable Parquet after {rows} rows: {exc}")
             continue
@@ -160,7 +179,8 @@ def tokenize_block(batch: pa.Table, config: dict, keep_text: bool) -> pa.Table:
         out.append(pa.table({
             "kind": pa.repeat(pa.scalar(KIND_SENTENCE), n), "input": rows.column("source"),
             **{c: rows.column(c) for c in ("sentence_id", "source", "line", "sentence_index", "tokens")},
-            "text": text, "lines": pa.nulls(n, pa.int64()), "detail": pa.nulls(n, pa.string())}, schema=ROWS))
+            "text": text, "lines": pa.nulls(n, pa.int64()), "detail": pa.nulls(n, pa.string()),
+            "row": pa.nulls(n, pa.int64())}, schema=ROWS))
     return pa.concat_tables(out) if out else ROWS.empty_table()
 
 
@@ -196,16 +216,18 @@ def release_freed_memory() -> None:
 
 
 class EmbedActor:
-    """Loads the model once (from the object store), then embeds block after block."""
+    """Loads the model once (from the object store), then embeds block after block and writes
+    each block's rows of one input as a part into OUT's staging area (`parts.staging_path`)."""
 
     def __init__(self, blob_ref: list, layers: str, dtype: str, batch_tokens: int, use_gpu: bool,
-                 threads: int) -> None:
+                 threads: int, out: str, inputs: dict, description: dict, keep_text: bool) -> None:
         import ray
         import torch
 
         from elmo_core.embedder import Embedder
         from elmo_core.layer_selection import DTYPES, LayerSelection
         from elmo_core.weights import model_from_embedding_bytes
+        from preprocessing.storage import Storage
 
         if not use_gpu:
             torch.set_num_threads(max(1, threads))
@@ -217,8 +239,13 @@ class EmbedActor:
         self.names = self.selection.column_names(self.n_layers)
         self.dim = 2 * model.config.lstm.projection_dim
         self.dtype = DTYPES[dtype]
+        self.store = Storage(out)
+        self.inputs = inputs  # URI -> {"digest": `parts.input_digest`, "input": the input's identity}
+        self.description = description  # what every part records (model, settings, columns)
+        self.columns = [*ROW_COLUMNS, *(["text"] if keep_text else []), *self.names]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """`ROWS` -> `RECORDS`: the sentences' parts written, the markers passed on."""
         faults.point("embed_actor")  # tests: one actor killed (`workflows.faults`)
         is_sentence = pc.equal(batch.column("kind"), KIND_SENTENCE).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(is_sentence)
@@ -232,8 +259,52 @@ class EmbedActor:
             mask = pa.array(~is_sentence)
             batch = batch.append_column(name, pa.ListArray.from_arrays(column.offsets, column.values, mask=mask))
         del outputs, per_row, column
+        records = []
+        for run in _part_runs(batch):
+            if run.column("kind")[0].as_py() == KIND_SENTENCE:
+                records.append(self._write_part(run))
+            else:
+                records += run.select(["kind", "input", "lines", "detail"]).to_pylist()
+        del batch
         release_freed_memory()
-        return batch
+        return pa.Table.from_pylist(records, schema=RECORDS)
+
+    def _write_part(self, run: pa.Table) -> dict:
+        from workflows.embedding.output import part_name, write_part
+        from workflows.embedding.parts import staging_path
+
+        uri = run.column("input")[0].as_py()
+        lines = run.column("line").to_numpy()
+        first_row, last_row = run.column("row")[0].as_py(), run.column("row")[-1].as_py()
+        if first_row is None:  # text: (line, sentence index); Parquet input: its rows
+            first, last, sub = int(lines[0]), int(lines[-1]), int(run.column("sentence_index")[0].as_py())
+        else:
+            first, last, sub = first_row + 1, last_row + 1, 0
+        tokens = int(pc.sum(pc.list_value_length(run.column("tokens"))).as_py() or 0)
+        part = {"first_line": first, "last_line": last, "rows": run.num_rows, "tokens": tokens}
+        staged = staging_path(self.inputs[uri]["digest"], first, sub)
+        written = write_part(self.store, staged, run.select(self.columns),
+                             {**self.description, "input": self.inputs[uri]["input"], "part": part})
+        distinct = int(np.count_nonzero(lines[1:] != lines[:-1]) + 1)
+        return {"kind": KIND_PART, "input": uri, "staged": staged, "name": part_name(first, sub), **part,
+                "distinct_lines": distinct, **written}
+
+
+def _part_runs(batch: pa.Table):
+    """The batch's runs of one kind and input, sentence runs cut where their order breaks (a part
+    holds rows in line order)."""
+    for run in _runs(batch, "kind", "input"):
+        if run.column("kind")[0].as_py() != KIND_SENTENCE or run.num_rows < 2:
+            yield run
+            continue
+        row = run.column("row")
+        if row.null_count == 0:
+            key = row.to_numpy()
+        else:
+            key = run.column("line").to_numpy() * (1 << 24) + run.column("sentence_index").to_numpy()
+        cuts = [0, *(np.flatnonzero(key[1:] <= key[:-1]) + 1).tolist(), run.num_rows]
+        for start, end in zip(cuts[:-1], cuts[1:]):
+            yield run.slice(start, end - start)
 
 
 # --- the driver ------------------------------------------------------------------------------------
@@ -242,12 +313,12 @@ def output_schema(names: list[str], dim: int, dtype: str) -> pa.Schema:
     from elmo_core.layer_selection import DTYPES
 
     vector = pa.list_(pa.list_(pa.from_numpy_dtype(DTYPES[dtype]), dim))
-    fields = [ROWS.field(c) for c in ("sentence_id", "source", "line", "sentence_index", "tokens")]
+    fields = [ROWS.field(c) for c in ROW_COLUMNS]
     return pa.schema(fields + [pa.field(n, vector) for n in names])
 
 
 def describe(result: FileResult, model: ResolvedModel, config: EmbedJobConfig, names: list[str]) -> dict:
-    """What an output file records about itself (file metadata, manifest, ledger)."""
+    """What an output records about itself (its ``_common_metadata`` or HDF5 attribute, manifest, ledger)."""
     return {**model.describe(), **config.output_settings(), "columns": names,
             "input": {**result.input.to_dict(), "sha256": result.sha256},
             "lines": result.lines, "blank_lines": result.blank_lines, "sentences": result.sentences,
@@ -271,57 +342,54 @@ def _runs(block: pa.Table, *columns: str):
         yield block.slice(start, end - start)
 
 
-class _OpenFile:
-    """An input file whose rows are arriving: its output being written and its counts."""
-
-    def __init__(self, input_file: InputFile, output) -> None:
-        self.output = output
-        self.result = FileResult(input_file, "ok")
-        self.lines_seen: set[int] = set()
-
-
-def embed_files(files: list[InputFile], model: ResolvedModel, config: EmbedJobConfig,
-                temp_file: Callable[[str], str], on_file: Callable[[FileResult], None],
-                log: Callable[[str], None] | None = None) -> list[FileResult]:
-    """Embed ``files``; each finished (or failed) file goes to ``on_file`` as soon as it is done,
-    in input order, its output at ``result.local_path`` (from ``temp_file(suffix)``)."""
+def embed_files(files: list[InputFile], model: ResolvedModel, config: EmbedJobConfig, store,
+                on_file: Callable[[FileResult], None], log: Callable[[str], None] | None = None,
+                on_input: Callable[[str], None] | None = None) -> list[FileResult]:
+    """Embed ``files`` into parts staged in ``store`` (`preprocessing.storage.Storage` of OUT);
+    each finished (or failed) file goes to ``on_file`` as soon as it and the files before it are
+    done, in input order, with its staged parts (``result.parts``, for `parts.publish_parts`).
+    ``on_input(uri)`` is called when the driver first hears of a file."""
     from ray.data import DataContext
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     started = time.monotonic()
     context = DataContext.get_current()
     saved = (context.execution_options.preserve_order, context.target_max_block_size)
-    context.execution_options.preserve_order = True  # a file's marker follows its rows
+    context.execution_options.preserve_order = True  # a file's marker follows its parts' records
     # Ray Data merges what a task yields into blocks of up to this size: left at 128 MiB, a whole
     # input file became one block (one actor's work, its vectors held at once, growing with the
     # file; measured in benchmarks/README.md). Small blocks spread a file over the actors, which
     # take `lines_per_block` sentences a call, and keep memory independent of file size.
     context.target_max_block_size = config.block_kb << 10
     try:
-        return _run(files, model, config, temp_file, on_file, say, started)
+        return _run(files, model, config, store, on_file, on_input or (lambda uri: None), say, started)
     finally:
         context.execution_options.preserve_order, context.target_max_block_size = saved
 
 
-def _run(files, model, config, temp_file, on_file, say, started) -> list[FileResult]:
+def _run(files, model, config, store, on_file, on_input, say, started) -> list[FileResult]:
     import ray
 
     from elmo_core.layer_selection import LayerSelection
 
+    from workflows.embedding.parts import input_digest
+
     names = LayerSelection.parse(config.layers, config.dtype).column_names(model.config.n_output_layers)
     blob_ref = [ray.put(model.blob)]  # in the object store: fetched once per node by its actors
-    ds = _embedded_rows(_sentence_rows(files, config), config, blob_ref)
-    writer = _OutputWriter(files, model, config, names, temp_file, on_file, say, started)
-    try:
-        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-            writer.add_block(block)
-    finally:
-        writer.abort_open_files()
-    done = {r.input.uri for r in writer.results}
+    settings = config.output_settings()
+    writes = {"out": store.uri, "keep_text": config.format == "hdf5",
+              "description": {**model.describe(), **settings, "columns": names},
+              "inputs": {f.uri: {"digest": input_digest(f.to_dict(), model.digest, settings), "input": f.to_dict()}
+                         for f in files}}
+    ds = _embedded_rows(_sentence_rows(files, config), config, blob_ref, writes)
+    collector = _RecordCollector(files, model, config, names, on_file, on_input, say, started)
+    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+        collector.add_block(block)
+    done = {r.input.uri for r in collector.results}
     missing = [f.uri for f in files if f.uri not in done]
     if missing:
         raise EmbedError(f"{missing[0]}: the reader left no end marker (internal error)")
-    return writer.results
+    return collector.results
 
 
 def _sentence_rows(files: list[InputFile], config: EmbedJobConfig):
@@ -331,7 +399,9 @@ def _sentence_rows(files: list[InputFile], config: EmbedJobConfig):
     from preprocessing.tokenize_tasks import read_shards
 
     items = [f.to_dict() for f in files]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    # several files a read task (in input order): a feed of small files costs one task per
+    # `read_tasks`-th of it, not one per file
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), config.read_tasks))
     if config.input_format == "parquet":
         return ds.map_batches(read_parquet_inputs, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
                               fn_kwargs={"rows_per_block": config.lines_per_block})
@@ -344,8 +414,8 @@ def _sentence_rows(files: list[InputFile], config: EmbedJobConfig):
                                     "keep_text": config.format == "hdf5"}))
 
 
-def _embedded_rows(ds, config: EmbedJobConfig, blob_ref: list):
-    """Stage 3: the rows with their vectors, from a pool of `EmbedActor`s."""
+def _embedded_rows(ds, config: EmbedJobConfig, blob_ref: list, writes: dict):
+    """Stage 3: the parts written by a pool of `EmbedActor`s; the dataset of their `RECORDS`."""
     from ray.data import ActorPoolStrategy
 
     # blocks of `lines_per_block` sentences whatever the files' sizes: one actor call each, spread
@@ -357,79 +427,88 @@ def _embedded_rows(ds, config: EmbedJobConfig, blob_ref: list):
         num_cpus=config.cpus_per_actor, num_gpus=1 if config.use_gpu else 0,
         fn_constructor_kwargs={"blob_ref": blob_ref, "layers": config.layers, "dtype": config.dtype,
                                "batch_tokens": config.batch_tokens, "use_gpu": config.use_gpu,
-                               "threads": int(round(config.cpus_per_actor))})
+                               "threads": int(round(config.cpus_per_actor)), **writes})
 
 
-class _OutputWriter:
-    """The driver's end of the pipeline: each file's rows into its output as they arrive; a
-    file's marker finishes (or aborts) it and hands it to ``on_file``."""
+@dataclass
+class _Arriving:
+    """A file the driver has heard of: its parts so far, and its marker once it came."""
+
+    result: FileResult
+    parts: list = field(default_factory=list)
+    marker: dict | None = None
+
+
+class _RecordCollector:
+    """The driver's end of the pipeline: part records and markers in (never vectors); each file,
+    once its marker has come, handed to ``on_file`` in input order."""
 
     def __init__(self, files: list[InputFile], model: ResolvedModel, config: EmbedJobConfig, names: list[str],
-                 temp_file: Callable[[str], str], on_file: Callable[[FileResult], None],
+                 on_file: Callable[[FileResult], None], on_input: Callable[[str], None],
                  say: Callable[[str], None], started: float) -> None:
+        self.files = files
         self.by_uri = {f.uri: f for f in files}
         self.model, self.config, self.names = model, config, names
-        self.empty = output_schema(names, 2 * model.config.lstm.projection_dim, config.dtype)
-        self.temp_file, self.on_file, self.say, self.started = temp_file, on_file, say, started
-        self.arriving: dict[str, _OpenFile] = {}
+        self.schema = output_schema(names, 2 * model.config.lstm.projection_dim, config.dtype)
+        self.on_file, self.on_input, self.say, self.started = on_file, on_input, say, started
+        self.arriving: dict[str, _Arriving] = {}
+        self.next = 0  # files[next] is the next to hand over
         self.results: list[FileResult] = []
         self.total_tokens, self.last_progress = 0, time.monotonic()
 
     def add_block(self, block: pa.Table) -> None:
-        # a block may hold the end of one file, its marker and the start of the next: take its
-        # runs of rows of one kind and one input in order (the marker closes its file)
-        for run in _runs(block, "kind", "input"):
-            uri = run.column("input")[0].as_py()
-            if run.column("kind")[0].as_py() == KIND_SENTENCE:
-                self._add_sentences(self._opened(uri), run)
+        if block.schema.names != RECORDS.names:  # the driver takes records, never vectors
+            raise EmbedError(f"internal error: the driver got columns {block.schema.names}")
+        for record in block.to_pylist():
+            arriving = self._heard_of(record["input"])
+            if record["kind"] == KIND_PART:
+                arriving.parts.append(record)
+                self.total_tokens += record["tokens"]
             else:
-                for marker in run.to_pylist():
-                    self._close(uri, marker)
+                arriving.marker = record
+                self._hand_over_complete()
         if time.monotonic() - self.last_progress > 30:
             self.last_progress = time.monotonic()
             elapsed = self.last_progress - self.started
             self.say(f"[embed {elapsed:7.1f}s] {self.total_tokens:,} tokens "
                      f"({self.total_tokens / elapsed:,.0f}/s), {len(self.results)}/{len(self.by_uri)} files done")
 
-    def _opened(self, uri: str) -> _OpenFile:
+    def _heard_of(self, uri: str) -> _Arriving:
         if uri not in self.arriving:
-            output = open_output(self.config.format, self.temp_file(FORMATS[self.config.format]), self.names)
-            self.arriving[uri] = _OpenFile(self.by_uri[uri], output)
+            self.on_input(uri)
+            self.arriving[uri] = _Arriving(FileResult(self.by_uri[uri], "ok"))
         return self.arriving[uri]
 
-    def _add_sentences(self, current: _OpenFile, run: pa.Table) -> None:
-        current.output.add(run)
-        n_tokens = int(pc.sum(pc.list_value_length(run.column("tokens"))).as_py() or 0)
-        current.result.sentences += run.num_rows
-        current.result.tokens += n_tokens
-        current.lines_seen.update(run.column("line").to_numpy().tolist())
-        self.total_tokens += n_tokens
+    def _hand_over_complete(self) -> None:
+        while self.next < len(self.files):
+            arriving = self.arriving.get(self.files[self.next].uri)
+            if arriving is None or arriving.marker is None:
+                return
+            del self.arriving[self.files[self.next].uri]
+            self.next += 1
+            self._finish(arriving)
 
-    def _close(self, uri: str, marker: dict) -> None:
-        """The file's marker: its output finished (or aborted, for a file error), then ``on_file``."""
-        current = self._opened(uri)
-        del self.arriving[uri]
-        result = current.result
+    def _finish(self, arriving: _Arriving) -> None:
+        """The file's counts from its parts and marker, then ``on_file``."""
+        result, marker = arriving.result, arriving.marker
         result.lines = int(marker["lines"])
         if marker["kind"] == pre_schema.KIND_FILE_ERROR:
-            current.output.abort()
             result.status, result.error = "failed", marker["detail"]
-            result.sentences = result.tokens = 0
             self.say(f"[embed] {result.input.uri}: FAILED: {marker['detail']}")
         else:
+            parts = sorted(arriving.parts, key=lambda p: p["name"])
+            result.parts = parts
             result.sha256 = marker["detail"]
+            result.sentences = sum(p["rows"] for p in parts)
+            result.tokens = sum(p["tokens"] for p in parts)
             if self.config.input_format != "parquet":  # parquet rows are sentences, never blank
-                result.blank_lines = result.lines - len(current.lines_seen)
+                # a line's sentences are consecutive: only neighbouring parts can share one
+                shared = sum(a["last_line"] == b["first_line"] for a, b in zip(parts, parts[1:]))
+                result.blank_lines = result.lines - (sum(p["distinct_lines"] for p in parts) - shared)
             result.description = describe(result, self.model, self.config, self.names)
-            current.output.finish(result.description, self.empty)
-            result.local_path = current.output.path
+            result.schema = self.schema
             self.say(f"[embed {time.monotonic() - self.started:7.1f}s] {result.input.key}: "
                      f"{result.sentences:,} sentences, {result.tokens:,} tokens "
                      f"({result.blank_lines} blank lines skipped)")
         self.results.append(result)
         self.on_file(result)
-        release_freed_memory()  # the file's row groups
-
-    def abort_open_files(self) -> None:
-        for current in self.arriving.values():
-            current.output.abort()
