@@ -40,6 +40,9 @@ sys.path.insert(0, str(REPO))
 
 from infra.local import local_services  # noqa: E402
 
+# On a loaded machine a starting node can miss the 30 s Ray gives it to register with the GCS (fixed
+# in ray/_private/node.py); the state API's queries load the GCS too, so they are not too frequent.
+JOIN_ATTEMPTS, SAMPLE_EVERY_S = 5, 2.0
 EMBED_ACTOR_CLASS = "MapWorker(MapBatches(EmbedActor))"  # Ray Data's name for the pool's actors
 
 
@@ -49,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--preset", default="small")
     p.add_argument("--tokens", type=int, default=200_000, help="tokens of the embedding corpus")
     p.add_argument("--files", type=int, default=8, help="files of the embedding corpus")
-    p.add_argument("--preprocess-mb", type=float, default=12.0, help="MB of text for the preprocessing job")
+    p.add_argument("--preprocess-mb", type=float, default=30.0, help="MB of text for the preprocessing job")
     p.add_argument("--preprocess-shards", type=int, default=4)
     p.add_argument("--join-delay", type=float, default=5.0, help="seconds after the job's first worker runs")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds a job may take")
@@ -88,12 +91,14 @@ def run_job(name: str, argv: list[str], head, is_worker, node_cpus: int, join_de
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"{name}: still running after {timeout:.0f} s; see {log}")
             now = round(time.monotonic() - start, 1)
-            workers = [w for w in state("actors", address) + state("tasks", address) if is_worker(w)]
-            running = [w for w in workers if w.get("state") in ("ALIVE", "RUNNING") and w.get("node_id")]
-            samples.append({"t_s": now, "running": {n[:8]: sum(1 for w in running if w["node_id"] == n)
-                                                    for n in {w["node_id"] for w in running}},
-                            "pending_actors": sum(1 for w in workers if w.get("state") == "PENDING_CREATION")})
-            if running and first_worker_s is None:
+            actors = [a for a in state("actors", address) if is_worker(a)]
+            tasks = [t for t in state("tasks", address, filters=[("state", "=", "RUNNING")]) if is_worker(t)]
+            alive = [a["node_id"] for a in actors if a.get("state") == "ALIVE" and a.get("node_id")]
+            running = [t["node_id"] for t in tasks if t.get("type") != "ACTOR_CREATION_TASK" and t.get("node_id")]
+            samples.append({"t_s": now, "actors": {n[:8]: alive.count(n) for n in set(alive)},
+                            "pending_actors": sum(1 for a in actors if a.get("state") == "PENDING_CREATION"),
+                            "tasks_running": {n[:8]: running.count(n) for n in set(running)}})
+            if (alive or running) and first_worker_s is None:
                 first_worker_s = now
             if first_worker_s is not None and joined is None and now - first_worker_s >= join_delay:
                 before = set(node_ids(address))
@@ -101,31 +106,48 @@ def run_job(name: str, argv: list[str], head, is_worker, node_cpus: int, join_de
                     local_services.join_ray_node(head, node_cpus)
                 except local_services.ServiceError as exc:  # Ray gives a node 30 s to register, fixed
                     join_failures.append(f"{round(time.monotonic() - start, 1)} s: {exc}")
-                    if len(join_failures) >= 3:
+                    if len(join_failures) >= JOIN_ATTEMPTS:
                         raise
                     continue
                 late_node = next(iter(set(node_ids(address)) - before))
                 joined = round(time.monotonic() - start, 1)
-            time.sleep(1.0)
+            time.sleep(SAMPLE_EVERY_S)
     finally:
         if proc.poll() is None:
             proc.kill()
     wall = round(time.monotonic() - start, 1)
-    actors = [a for a in state("actors", address, detail=True) if is_worker(a)]
     tasks = [t for t in state("tasks", address, detail=True) if is_worker(t)]
     per_node = {}
     for label, node in (("head", head_node), ("late_node", late_node)):
+        here = [t for t in tasks if t.get("node_id") == node]
+        work = [t for t in here if t.get("type") != "ACTOR_CREATION_TASK" and t.get("state") == "FINISHED"]
         per_node[label] = {
             "node_id": node,
-            "actors": [{"started_s": _seconds(a.get("start_time"), start_epoch_ms),
-                        "ended_s": _seconds(a.get("end_time"), start_epoch_ms), "state": a.get("state"),
-                        "pid": a.get("pid")} for a in actors if a.get("node_id") == node],
-            "tasks_finished": sum(1 for t in tasks if t.get("node_id") == node and t.get("state") == "FINISHED"),
-            "most_running_at_once": max((s["running"].get((node or "")[:8], 0) for s in samples), default=0),
+            "actor_first_seen_s": next((s["t_s"] for s in samples if s["actors"].get((node or "-")[:8])), None),
+            "tasks_finished": len(work),
+            "first_task_started_s": min((_seconds(t.get("start_time_ms"), start_epoch_ms) for t in work), default=None),
+            "tasks_finished_after_join": sum(1 for t in work if joined is not None
+                                             and _seconds(t.get("start_time_ms"), start_epoch_ms) >= joined),
+            "most_tasks_running_at_once": _most_at_once(work),
         }
+    cluster_wide = [t for t in tasks if t.get("type") != "ACTOR_CREATION_TASK" and t.get("state") == "FINISHED"]
+    lines = log.read_text().splitlines()
+    pool = [line.split("--", 1)[1].strip() for line in lines if "Actors: " in line and "running=" in line]
     return {"returncode": proc.returncode, "wall_s": wall, "first_worker_s": first_worker_s, "node_joined_s": joined,
-            "join_failures": join_failures,
-            "per_node": per_node, "log_tail": log.read_text().splitlines()[-12:], "samples": samples}
+            "join_failures": join_failures, "most_tasks_running_at_once": _most_at_once(cluster_wide),
+            "per_node": per_node, "job_log": [line for line in lines if line.startswith(("[embed", "[preprocess"))],
+            "ray_data_pool_log": pool, "samples": samples}
+
+
+def _most_at_once(tasks: list[dict]) -> int:
+    """The most of ``tasks`` (finished, with start and end times) that ran at the same moment."""
+    timed = [t for t in tasks if t.get("start_time_ms") and t.get("end_time_ms")]
+    events = sorted([(t["start_time_ms"], 1) for t in timed] + [(t["end_time_ms"], -1) for t in timed])
+    most = running = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
 
 
 def _seconds(epoch_ms, start_epoch_ms: float) -> float | None:
@@ -177,11 +199,16 @@ def main() -> None:
         run, head_cpus = jobs[name]
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            with local_services.ray_cluster(local_services.ray_temp_dir(tmp), nodes=1, cpus_per_node=head_cpus,
-                                            env={"PYTHONPATH": str(REPO)}) as head:
-                report[name] = run(tmp, args, head)
+            try:
+                with local_services.ray_cluster(local_services.ray_temp_dir(tmp), nodes=1, cpus_per_node=head_cpus,
+                                                env={"PYTHONPATH": str(REPO)}) as head:
+                    report[name] = run(tmp, args, head)
+            except (local_services.ServiceError, TimeoutError) as exc:  # recorded, and the next job runs
+                report[name] = {"error": str(exc)}
+                print(f"{name}: {exc}", file=sys.stderr)
+                continue
         late = report[name]["per_node"]["late_node"]
-        report[name]["late_node_got_work"] = bool(late["tasks_finished"] or late["actors"])
+        report[name]["late_node_got_work"] = late["tasks_finished"] > 0
         print(f"{name}: late node {late}", file=sys.stderr)
     write_report(args.out, report)
 
