@@ -9,7 +9,7 @@ its first embedding actor (preprocessing: its first tokenizer task) is running, 
 ``--join-delay`` seconds later, a second node with ``--node-cpus`` joins
 (`local_services.join_ray_node`). Recorded from Ray's state API (``ray.util.state``): every
 actor of the job with its node and start/end time, the tasks each node ran, and the most tasks
-running at once, sampled once a second.
+running at once (from their start and end times; a sample every 2 s for the pool).
 
 * embed: ``--cpus-per-actor 2`` on a head of 3 CPUs holds one actor (and the 0.5-CPU reading and
   tokenizing tasks); the pool may grow to 2, and only the late node (2 CPUs) can hold the second.
