@@ -157,9 +157,6 @@ def run_passes(job: PreprocessJob) -> PassResult:
     stats = (ray.data.from_items(items, override_num_blocks=len(items))
              .map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0, compute=plan.read_compute(),
                           fn_kwargs={"lines_per_block": options.lines_per_block})
-             # Ray Data joins what a reader yields into blocks of up to 128 MiB (a whole shard);
-             # cut them back to `lines_per_block` lines: one tokenizer task per block
-             .repartition(target_num_rows_per_block=options.lines_per_block)
              .map_batches(stage_block, batch_format="pyarrow", batch_size=options.lines_per_block,
                           fn_kwargs={"config": config.to_dict(), "staging_uri": out.uri_of(sentences_dir)},
                           compute=pool, num_cpus=options.cpus_per_worker)

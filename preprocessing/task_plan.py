@@ -2,9 +2,10 @@
 options, never of the CPUs the cluster has when the job starts.
 
 - pass 1: one read task per input shard (``readers`` at a time, no CPU reserved), each yielding
-  blocks of ``lines_per_block`` lines (Ray Data would join them into blocks of up to 128 MiB, a
-  whole shard: the driver repartitions them back); one tokenizer task per block
-  (``cpus_per_worker`` each); the blocks' statistics summed in one aggregation partition per shard.
+  blocks of ``lines_per_block`` lines, which Ray Data joins into blocks of up to 128 MiB: one
+  tokenizer task (``cpus_per_worker``) per shard, or per 128 MiB of a larger one (cutting them
+  smaller with ``repartition`` made the staged files, and so the dataset's bytes, depend on the
+  order blocks arrive in); the statistics summed in one aggregation partition per shard.
 - pass 2: the staged files in groups of about ``shard_size_mb`` each (`group_staged_files`), one
   task per group.
 - tokenizer and pass-2 tasks at a time: ``--num-workers`` if given, else no cap: Ray Data runs as
