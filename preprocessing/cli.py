@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         config = from_args(PreprocessConfig, args, assigned_splits=assigned)
-        if args.lines_per_block < 1 or (args.num_workers is not None and args.num_workers < 1):
-            raise ValueError("--lines-per-block and --num-workers must be >= 1")
+        if args.lines_per_block < 1 or args.readers < 1 or (args.num_workers is not None and args.num_workers < 1):
+            raise ValueError("--lines-per-block, --readers and --num-workers must be >= 1")
         options = from_args(RunOptions, args)
     except ValueError as exc:
         print(f"elmo preprocess: error: {exc}", file=sys.stderr)

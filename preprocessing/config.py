@@ -98,9 +98,14 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How the job runs; never changes the output."""
+    """How the job runs; never changes a row (``num_workers`` can change how pass 2 splits the rows
+    into files)."""
 
-    num_workers: int | None = setting(None, "tokenizer processes (None: one per CPU Ray offers)")
+    num_workers: int | None = setting(None, "tokenizer tasks at a time, and pass 2's tasks at least (None: as many "
+                                      "as the cluster has CPUs for, also CPUs that join while the job runs)")
+    # A reader (no CPU reserved) decompresses and splits lines ~100x faster than a CPU tokenizes
+    # them with Moses, so a few keep a large cluster's tokenizers busy.
+    readers: int = setting(2, "shards read at a time when --num-workers is not given (else that many)")
     cpus_per_worker: float = setting(1.0, "CPUs Ray reserves per tokenizer process (fractions leave room for "
                                      "reading on small machines)")
     lines_per_block: int = setting(4096, "lines read per block; the unit of parallel tokenization")

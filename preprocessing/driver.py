@@ -2,8 +2,9 @@
 
 Two Ray Data executions; nothing is held in memory beyond a block per worker and the counts:
 
-1. read + tokenize + count (`tokenize_tasks`): one read task per shard, a pool of tokenizer
-   tasks writing staged sentence files; the blocks' statistics are summed with
+1. read + tokenize + count (`tokenize_tasks`): one read task per shard, a tokenizer task per
+   block writing staged sentence files (how many at a time: `task_plan`, never the CPUs present
+   at the start); the blocks' statistics are summed with
    ``groupby(kind, source, split, key)``.
 2. word ids (`encode_tasks`): the vocabulary (from the train split's counts, or given) is looked
    up for the staged rows of every good shard, and each task writes its sentences per split as
@@ -31,13 +32,14 @@ from elmo_core.vocabulary import Vocabulary
 
 from . import schema
 from .config import SPLITS, PreprocessConfig, RunOptions
-from .encode_tasks import encode_staged, group_staged_files
+from .encode_tasks import encode_staged
 from .ids import SPLIT_HASH
 from .manifest import PassResult, build_manifest
 from .ray_session import ensure_ray
 from .sources import InputError, InputFile, resolve_inputs
 from .dataset import commit
 from .storage import Storage
+from .task_plan import TaskPlan
 from .tokenize_tasks import read_shards, read_staged, source_tag, stage_block
 
 
@@ -97,8 +99,6 @@ def run_preprocess(inputs: list[str], output: str, config: PreprocessConfig, opt
     ``output`` is left as it is (no-op). Raises `InputError`/`PreprocessError` naming the input
     at fault; the previously committed dataset, if any, is then untouched.
     """
-    import ray
-
     options = options or RunOptions()
     say = _Progress(log or (lambda m: print(m, file=sys.stderr, flush=True)), time.monotonic())
     files = resolve_inputs(inputs)
@@ -112,14 +112,13 @@ def run_preprocess(inputs: list[str], output: str, config: PreprocessConfig, opt
         return current
 
     ensure_ray(options.address)
-    total_cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
-    workers = options.num_workers or max(1, int(total_cpus // options.cpus_per_worker))
+    plan = TaskPlan.of(len(files), options)
     out.delete_dir(schema.STAGING_DIR)  # debris of an interrupted run (one writer per output directory)
     staging = posixpath.join(schema.STAGING_DIR, f"{version[:16]}-{uuid.uuid4().hex[:8]}")
     started = time.time()
     try:
-        with _resource_reservation(enabled=workers == 1):
-            job = PreprocessJob(files, out, staging, config, options, given_vocab, vocab_path, workers, say)
+        with _resource_reservation(enabled=plan.reserve_resources):
+            job = PreprocessJob(files, out, staging, config, options, given_vocab, vocab_path, plan, say)
             manifest = build_manifest(job.files, job.config, job.vocab_path, run_passes(job))
         manifest.update(version=version, created_unix=round(started), elapsed_s=round(time.time() - started, 3))
         commit(out, staging, manifest, say)
@@ -141,27 +140,27 @@ class PreprocessJob:
     options: RunOptions
     given_vocab: Vocabulary | None  # --vocab, loaded
     vocab_path: str | None
-    workers: int
+    plan: TaskPlan
     say: Callable[[str], None]
 
 
 def run_passes(job: PreprocessJob) -> PassResult:
     import ray
 
-    files, out, staging, config, options, workers, say = (job.files, job.out, job.staging, job.config, job.options,
-                                                           job.workers, job.say)
+    files, out, staging, config, options, plan, say = (job.files, job.out, job.staging, job.config, job.options,
+                                                        job.plan, job.say)
 
     sentences_dir = posixpath.join(staging, "sentences")
-    pool = ray.data.TaskPoolStrategy(size=workers)  # at most `workers` tasks of each operator at a time
-    say(f"pass 1/2: read + tokenize ({config.tokenizer}) + count with {workers} worker(s)")
+    pool = plan.compute()
+    say(f"pass 1/2: read + tokenize ({config.tokenizer}) + count: {plan.describe()}")
     items = [f.to_dict() for f in files]
     stats = (ray.data.from_items(items, override_num_blocks=len(items))
-             .map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0, compute=pool,
+             .map_batches(read_shards, batch_size=1, batch_format="pyarrow", num_cpus=0, compute=plan.read_compute(),
                           fn_kwargs={"lines_per_block": options.lines_per_block})
              .map_batches(stage_block, batch_format="pyarrow", batch_size=options.lines_per_block,
                           fn_kwargs={"config": config.to_dict(), "staging_uri": out.uri_of(sentences_dir)},
                           compute=pool, num_cpus=options.cpus_per_worker)
-             .groupby(list(schema.STATS_KEYS), num_partitions=max(1, workers)).sum(list(schema.STATS_SUMS))
+             .groupby(list(schema.STATS_KEYS), num_partitions=plan.stats_partitions).sum(list(schema.STATS_SUMS))
              .take_all())
     rows = [{**{k: r[k] for k in schema.STATS_KEYS}, **{k: r[f"sum({k})"] for k in schema.STATS_SUMS}}
             for r in stats]
@@ -203,7 +202,7 @@ def run_passes(job: PreprocessJob) -> PassResult:
     written = []
     if good_files:
         target_bytes = config.shard_size_mb << 20
-        groups = group_staged_files(good_files, target_bytes, workers)
+        groups = plan.encode_groups(good_files, target_bytes)
         written = (ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=len(groups))
                    .map_batches(encode_staged, batch_size=1, batch_format="pyarrow", compute=pool,
                                 num_cpus=options.cpus_per_worker,

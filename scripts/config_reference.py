@@ -45,6 +45,8 @@ def _default(f: dataclasses.Field) -> str:
     from elmo_core.cli_fields import field_default
 
     value = field_default(f)
+    if type(value).__module__ != "builtins":  # a value type of ours (`ActorRange`): as written on the command line
+        return f"`{value}`"
     return f"`{value!r}`" if value not in ("", None) else ("none" if value is None else "`\"\"`")
 
 

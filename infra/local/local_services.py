@@ -267,32 +267,19 @@ def ray_cluster(temp_dir: str | Path, nodes: int = 1, cpus_per_node: int = 2, en
     temp_dir.mkdir(parents=True, exist_ok=True)
     gcs, dashboard, client = free_ports(3)
     env = {"RAY_AUTH_MODE": "disabled", **(env or {})}  # a private cluster on loopback, no token
-    common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", "--disable-usage-stats", "--block",
-              f"--temp-dir={temp_dir}"]
-    ray = os.path.join(BIN, "ray")
-
-    def own_ports() -> list[str]:
-        # nodes on one host would all take the agents' default ports; only the first would bind
-        listen, grpc, metrics = free_ports(3)
-        return [f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={grpc}",
-                f"--metrics-export-port={metrics}"]
-
     started: list[Service] = []
     try:
-        head = _start("Ray head", [ray, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-                                   f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}", *common,
-                                   *own_ports()],
+        head = _start("Ray head", [os.path.join(BIN, "ray"), "start", "--head", f"--port={gcs}",
+                                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                                   f"--ray-client-server-port={client}", *_ray_node_flags(temp_dir, cpus_per_node)],
                       temp_dir / "head.log", env)
         started.append(head)
         head.address = f"http://127.0.0.1:{dashboard}"
-        head.extra["gcs"] = f"127.0.0.1:{gcs}"
+        head.extra.update(gcs=f"127.0.0.1:{gcs}", nodes=started, temp_dir=temp_dir, env=env)
         _wait_until(head, lambda: _http_ok(head.address + "/api/version"), timeout)
-        for i in range(1, nodes):
-            node = _start(f"Ray node {i}", [ray, "start", f"--address=127.0.0.1:{gcs}", *common, *own_ports()],
-                          temp_dir / f"node-{i}.log", env)
-            started.append(node)
+        for _ in range(1, nodes):
+            join_ray_node(head, cpus_per_node, wait=False)
         _wait_until(head, lambda: _alive_nodes(head.address) >= nodes, timeout)
-        head.extra["nodes"] = started
         yield head
     finally:
         # a job's driver runs in a session of its own (Ray stops it by process group), so it would
@@ -306,6 +293,28 @@ def ray_cluster(temp_dir: str | Path, nodes: int = 1, cpus_per_node: int = 2, en
         with ThreadPoolExecutor(max(1, len(started))) as pool:
             list(pool.map(lambda service: _stop(service, lambda proc: stop_session(proc, grace=RAY_STOP_GRACE_S)),
                           started))
+
+
+def _ray_node_flags(temp_dir: Path, cpus: int) -> list[str]:
+    # nodes on one host would all take the agents' default ports; only the first would bind
+    listen, grpc, metrics = free_ports(3)
+    return ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--disable-usage-stats", "--block",
+            f"--temp-dir={temp_dir}", f"--dashboard-agent-listen-port={listen}",
+            f"--dashboard-agent-grpc-port={grpc}", f"--metrics-export-port={metrics}"]
+
+
+def join_ray_node(head: Service, cpus: int, wait: bool = True, timeout: float = 120) -> Service:
+    """Start one more node (``ray start --address``) in ``head``'s cluster (from `ray_cluster`),
+    with ``cpus`` CPUs; it is stopped with the cluster. ``wait``: until the head counts it alive."""
+    nodes: list[Service] = head.extra["nodes"]
+    alive = _alive_nodes(head.address) if wait else 0
+    node = _start(f"Ray node {len(nodes)}", [os.path.join(BIN, "ray"), "start", f"--address={head.extra['gcs']}",
+                                             *_ray_node_flags(head.extra["temp_dir"], cpus)],
+                  head.extra["temp_dir"] / f"node-{len(nodes)}.log", head.extra["env"])
+    nodes.append(node)
+    if wait:
+        _wait_until(node, lambda: _alive_nodes(head.address) > alive, timeout)
+    return node
 
 
 def stop_unfinished_jobs(dashboard: str, timeout: float = 30) -> list[str]:

@@ -274,3 +274,44 @@ def test_dataset_files_stay_near_the_size_target(cluster, tmp_path):
     assert sorted(r["sentence_id"] for s in SPLITS for r in read_split(str(tmp_path / "ds"), s)) == \
         sorted(set(r["sentence_id"] for s in SPLITS for r in read_split(str(tmp_path / "ds"), s)))
     assert sum(len(read_split(str(tmp_path / "ds"), s)) for s in SPLITS) == m["sentences_out"]
+
+
+@pytest.mark.parametrize("num_workers", [None, 2])
+def test_tasks_follow_the_shards_not_the_cpus_at_the_start(cluster, corpus, tmp_path, monkeypatch, num_workers):
+    """With Ray reporting 1 CPU and then 64 at the start, the job plans the same tasks (one read
+    task and one statistics partition per shard; tokenizer tasks capped by --num-workers only) and
+    writes the same files, byte for byte."""
+    import ray
+
+    import preprocessing.driver as driver
+    from preprocessing.driver import run_preprocess
+
+    root, paths = corpus
+    plans, computes = [], []
+    plan_of, map_batches = driver.TaskPlan.of, ray.data.Dataset.map_batches
+
+    def recorded_plan(shards, options):
+        plans.append(plan_of(shards, options))
+        return plans[-1]
+
+    def recorded_map_batches(self, fn, *args, **kwargs):
+        computes.append((fn.__name__, kwargs["compute"].size))
+        return map_batches(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(driver.TaskPlan, "of", staticmethod(recorded_plan))
+    monkeypatch.setattr(ray.data.Dataset, "map_batches", recorded_map_batches)
+    outputs = []
+    for cpus in (1, 64):
+        monkeypatch.setattr(ray, "cluster_resources", lambda cpus=cpus: {**ray.available_resources(), "CPU": cpus})
+        out = tmp_path / f"cpus-{cpus}"
+        m = run_preprocess([root], str(out), CONFIG, RunOptions(num_workers=num_workers, lines_per_block=64),
+                           log=lambda m: None)
+        files = sorted(f["path"] for s in SPLITS for f in m["splits"][s]["files"])
+        outputs.append({p: hashlib.sha256((out / p).read_bytes()).hexdigest() for p in [*files, "vocab.txt"]})
+    assert plans[0] == plans[1]
+    assert plans[0].read_tasks == plans[0].stats_partitions == len(paths) == 4
+    assert plans[0].max_concurrency == num_workers
+    workers = num_workers  # None: no cap, Ray Data runs what the cluster has CPUs for
+    assert computes == 2 * [("read_shards", min(4, num_workers or RunOptions().readers)), ("stage_block", workers),
+                            ("encode_staged", workers)]
+    assert outputs[0] == outputs[1] and len(outputs[0]) > 3

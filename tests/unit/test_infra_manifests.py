@@ -420,7 +420,7 @@ def test_the_embedding_cron_job_uses_the_champion_and_fits_its_cluster():
     for group in cluster_spec(doc)["workerGroupSpecs"]:
         pod_cpus = _quantity(group["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
         slots += group["maxReplicas"] * int(pod_cpus // per_actor)
-    assert 1 <= embed.num_actors <= slots
+    assert 1 <= embed.num_actors.min <= embed.num_actors.max <= slots  # `--num-actors MIN..MAX`
 
 
 def test_ray_start_params_are_ray_start_options_and_match_the_pods():

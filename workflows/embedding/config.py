@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from elmo_core.cli_fields import setting
 from elmo_core.layer_selection import DTYPES
 from preprocessing.config import TOKENIZERS
+from workflows.embedding.actor_pool import ActorRange
 
 EMBED_INPUT_FORMATS = ("sentence", "document", "parquet")
 OUTPUT_FORMATS = ("parquet", "hdf5")
@@ -30,7 +31,9 @@ class EmbedJobConfig:
                           "only)", choices=OUTPUT_FORMATS)
     quarantine_bad_files: bool = setting(False, "skip unreadable inputs and list them instead of failing the job")
     # --- how it runs ------------------------------------------------------------------------------
-    num_actors: int = setting(1, "embedding actors (each loads the model once)")
+    num_actors: ActorRange = setting(ActorRange(1), "embedding actors (each loads the model once): N, or MIN..MAX "
+                                     "for a pool that grows with the queued work and the cluster (a node that "
+                                     "joins gets actors)", metavar="N|MIN..MAX")
     cpus_per_actor: float = setting(1.0, "CPUs per actor, also its torch threads (rounded, at least 1)")
     use_gpu: bool = setting(False, "one GPU per actor")
     batch_tokens: int = setting(6000, "padded tokens of an LSTM batch, sentences x (longest + 2)")
@@ -60,7 +63,8 @@ class EmbedJobConfig:
             raise ValueError(f"format must be {' or '.join(OUTPUT_FORMATS)}, not {self.format!r}")
         if self.format == "hdf5" and self.input_format != "sentence":
             raise ValueError("--format hdf5 writes one dataset per line, as elmo embed: it needs --input-format sentence")
-        for name in ("num_actors", "batch_tokens", "lines_per_block", "max_sentence_tokens", "block_kb",
+        object.__setattr__(self, "num_actors", ActorRange(self.num_actors))  # also from an int or "MIN..MAX"
+        for name in ("batch_tokens", "lines_per_block", "max_sentence_tokens", "block_kb",
                      "tasks_per_actor", "read_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")

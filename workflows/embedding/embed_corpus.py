@@ -97,7 +97,8 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
                              "choose another --output or pass --overwrite")
         store.delete(MANIFEST)  # from here on, readers see no committed embeddings until the new manifest
     say(f"[embed] {len(files)} input file(s), model {model.version} (sha256 {model.digest[:12]}), "
-        f"layers {config.layers}, {config.dtype}, {config.format}, {config.num_actors} actor(s)")
+        f"layers {config.layers}, {config.dtype}, {config.format}, "
+        f"{config.num_actors} actor(s){'' if config.num_actors.fixed else ' (the pool grows and shrinks between them)'}")
     store.clear_temp()
     ensure_ray(address)
     entries = []

@@ -416,14 +416,14 @@ def _sentence_rows(files: list[InputFile], config: EmbedJobConfig):
 
 def _embedded_rows(ds, config: EmbedJobConfig, blob_ref: list, writes: dict):
     """Stage 3: the parts written by a pool of `EmbedActor`s; the dataset of their `RECORDS`."""
-    from ray.data import ActorPoolStrategy
+    from workflows.embedding.actor_pool import actor_pool
 
     # blocks of `lines_per_block` sentences whatever the files' sizes: one actor call each, spread
     # over the pool (a small corpus was otherwise one block: one call, one actor)
     ds = ds.repartition(target_num_rows_per_block=config.lines_per_block)
     return ds.map_batches(
         EmbedActor, batch_size=config.lines_per_block, batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=config.num_actors, max_tasks_in_flight_per_actor=config.tasks_per_actor),
+        compute=actor_pool(ds, config.num_actors, config.tasks_per_actor),
         num_cpus=config.cpus_per_actor, num_gpus=1 if config.use_gpu else 0,
         fn_constructor_kwargs={"blob_ref": blob_ref, "layers": config.layers, "dtype": config.dtype,
                                "batch_tokens": config.batch_tokens, "use_gpu": config.use_gpu,
