@@ -141,28 +141,36 @@ class Storage:
         info = self.fs.get_file_info(self.path(rel))
         return self._stored(info) if info.type == pafs.FileType.File else None
 
-    def list(self, rel: str = "") -> list[StoredFile]:
+    def list(self, rel: str = "", start_after: str | None = None) -> list[StoredFile]:
         """Every file below the folder ``rel`` (at any depth; local symlinks to folders are not
-        followed), sorted by path; [] if there is none."""
+        followed), sorted by path; [] if there is none. With ``start_after`` (a path relative to the
+        root), only the files whose path sorts after it: on S3 the server skips the others
+        (``ListObjectsV2``'s ``StartAfter``), so a listing costs what it returns, not the folder."""
+        after = start_after or ""
         if self.scheme == "s3":
             bucket, key = self._bucket_key(rel)
             root_key = self._bucket_key("")[1]
             start = len(root_key) + 1 if root_key else 0
+            extra = {"StartAfter": self._bucket_key(start_after)[1]} if start_after else {}
             found = []
-            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/" if key else ""):
+            for page in self._s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=key + "/" if key else "", **extra):
                 found += [StoredFile(obj["Key"][start:], obj["Size"], f"etag:{obj['ETag'].strip(chr(34))}")
                           for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]  # "/": folder markers
         elif self.local:
             found = []
             for folder, _, names in os.walk(self.path(rel)):
+                base = os.path.relpath(folder, self.root).replace(os.sep, "/")
                 for name in names:
+                    if (name if base == "." else f"{base}/{name}") <= after:
+                        continue  # compared before the stat: names are free, stats are not
                     try:
                         found.append(self._local_file(os.path.join(folder, name)))
                     except FileNotFoundError:  # gone while listing (a writer's temporary file)
                         pass
         else:
             infos = self.fs.get_file_info(pafs.FileSelector(self.path(rel), recursive=True, allow_not_found=True))
-            found = [self._stored(i) for i in infos if i.type == pafs.FileType.File]
+            found = [f for f in (self._stored(i) for i in infos if i.type == pafs.FileType.File) if f.path > after]
         return sorted(found, key=lambda f: f.path)
 
     def _local_file(self, path: str) -> StoredFile:

@@ -20,6 +20,7 @@ the work with one output per input (the tests kill it at ``faults.point``s: `wor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import time
@@ -70,7 +71,7 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
     from workflows.embedding.model_source import resolve_model
     from workflows.embedding.output import FORMATS
     from workflows.embedding.pipeline import embed_files, list_inputs
-    from workflows.embedding.ledger import Lease, LeaseHeld, Ledger, entry_id, file_identity
+    from workflows.embedding.ledger import CommitGroups, Lease, LeaseHeld, Ledger, entry_id, file_identity
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     store = Storage(output)
@@ -92,9 +93,8 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
                 return {"status": "nothing", "model_version": model.version, "embedded": []}
             raise
         ledger = Ledger(store)
-        entries = ledger.entries()
-        done_ids = {e["entry_id"] for e in entries}
-        embedded_files = {e["file_identity"] for e in entries}
+        committed = ledger.committed_ids()  # the newest checkpoint's id columns and the log after it
+        done_ids, embedded_files = committed.entry_ids, committed.file_identities
         pending = []
         for f in files:
             if entry_id(f.to_dict(), model.version_key, settings) in done_ids:
@@ -109,8 +109,10 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
         ensure_ray(address)
         folder = version_dir(model.version_key)
         embedded, failed = [], []
+        groups = CommitGroups(ledger, before_commit=lease.check, after_commit=lambda: faults.point("after_commit"))
 
         def commit(result) -> None:
+            """Publish the file's output, then commit it with its group (`CommitGroups`: 1, 2, 4, ... files)."""
             if result.status != "ok":
                 failed.append({"uri": result.input.uri, "error": result.error})
                 return
@@ -121,21 +123,24 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
             lease.check()
             store.publish(result.local_path, rel)
             faults.point("after_publish")
-            lease.check()
             entry = {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
                      **model.describe(), "model_version_key": model.version_key, "settings": settings,
                      "output": rel, "lines": result.lines, "blank_lines": result.blank_lines,
                      "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
                      "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            ledger.commit(entry)
-            faults.point("after_commit")
-            embedded.append(rel)
+            embedded.extend(e["output"] for e in groups.add(entry))  # the group's lease check, commit, after_commit
 
         def temp_file(suffix: str) -> str:
             faults.point("during")
             return store.temp_file(suffix)
 
-        embed_files(pending, model, config, temp_file, commit, say)
+        try:
+            embed_files(pending, model, config, temp_file, commit, say)
+        except BaseException:
+            with contextlib.suppress(Exception):  # what was published whole is still worth committing
+                embedded.extend(e["output"] for e in groups.flush())
+            raise
+        embedded.extend(e["output"] for e in groups.flush())
         lease.check()
         store.clear_temp(remove_dir=True)  # still ours: no other scheduler's files in there
         for f in failed:
