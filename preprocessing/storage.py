@@ -26,9 +26,10 @@ operation          local directory                                   ``s3://``
 
 The libraries: pyarrow's filesystems read, move and delete everywhere and write to object stores
 (they are also what Ray Data and Parquet take); local files are written and listed with ``os``;
-boto3 does what pyarrow cannot on S3: the conditional PUT, and listing with ETags (the
-fingerprints recorded for inputs). S3 settings come from the usual
-``AWS_*`` variables (``AWS_ENDPOINT_URL`` for servers other than AWS).
+boto3 does what pyarrow cannot on S3: the conditional PUT, listing with ETags (the
+fingerprints recorded for inputs) and after a name (``StartAfter``); and the whole-object `read`,
+`write` and `delete` in one request each (pyarrow's streams take two or three). S3 settings come
+from the usual ``AWS_*`` variables (``AWS_ENDPOINT_URL`` for servers other than AWS).
 
 This module lives in `preprocessing`, the lowest package that reads or writes ``s3://``:
 `elmo_core` keeps only local atomic writes (`elmo_core.atomic`, which this module uses for local
@@ -112,6 +113,12 @@ class Storage:
 
     def read(self, rel: str) -> bytes | None:
         """The bytes of ``rel``; None if there is no such file."""
+        if self.scheme == "s3":  # one GET (pyarrow's stream asks for the size first: two requests)
+            bucket, key = self._bucket_key(rel)
+            try:
+                return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except self._s3.exceptions.NoSuchKey:
+                return None
         try:
             with self.fs.open_input_stream(self.path(rel)) as f:
                 return f.read()
@@ -188,6 +195,9 @@ class Storage:
         if self.local:
             with atomic_file(self.path(rel)) as tmp, open(tmp, "wb") as f:
                 f.write(data)
+        elif self.scheme == "s3":  # one PUT (pyarrow's stream is a multipart upload: three requests)
+            bucket, key = self._bucket_key(rel)
+            self._s3.put_object(Bucket=bucket, Key=key, Body=data)
         else:
             with self.fs.open_output_stream(self.path(rel)) as f:
                 f.write(data)
@@ -265,6 +275,10 @@ class Storage:
 
     def delete(self, rel: str) -> None:
         """Delete the file ``rel`` if it exists."""
+        if self.scheme == "s3":  # one request, and no error if it is gone
+            bucket, key = self._bucket_key(rel)
+            self._s3.delete_object(Bucket=bucket, Key=key)
+            return
         try:
             self.fs.delete_file(self.path(rel))
         except FileNotFoundError:
