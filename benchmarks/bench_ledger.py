@@ -21,6 +21,7 @@ separate pass, with clients made before the clock starts (both passes do the sam
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import http.server
 import importlib.util
@@ -100,16 +101,20 @@ class CountingProxy:
 
 
 def synthetic_entry(i: int) -> dict:
-    """A file's ledger entry as `run_once` writes it (same fields, similar sizes)."""
+    """A file's ledger entry as `run_once` writes it: the same fields, ids and hashes as random as
+    real ones (they decide how well a checkpoint compresses)."""
+    from workflows.embedding.ledger import entry_id, file_identity
+
     ident = {"uri": f"s3://feed/incoming/2026/12/02/doc-{i:09d}.txt", "key": f"2026/12/02/doc-{i:09d}.txt",
-             "size": 1000 + i % 5000, "fingerprint": f"etag:{i:032x}"}
-    return {"entry_id": f"{i:024x}", "file_identity": f"{i + 10**12:024x}",
-            "input": {**ident, "sha256": f"{i:064x}"}, "model_name": "elmo-news", "model_version": "elmo-news/3",
-            "model_digest": "sha256:" + "ab" * 32, "model_uri": "models:/elmo-news/3",
-            "model_version_key": "elmo-news/3",
-            "settings": {"input_format": "sentence", "tokenizer": "moses", "max_sentence_tokens": 256,
-                         "layers": "all", "dtype": "float32", "format": "parquet"},
-            "output": f"elmo-news-v3/2026/12/02/doc-{i:09d}.txt.{i:012x}.parquet", "lines": 12, "blank_lines": 0,
+             "size": 1000 + i % 5000, "fingerprint": "etag:" + hashlib.md5(str(i).encode()).hexdigest()}
+    settings = {"input_format": "sentence", "tokenizer": "moses", "max_sentence_tokens": 256,
+                "layers": "all", "dtype": "float32", "format": "parquet"}
+    eid = entry_id(ident, "elmo-news/3", settings)
+    return {"entry_id": eid, "file_identity": file_identity(ident),
+            "input": {**ident, "sha256": hashlib.sha256(str(i).encode()).hexdigest()}, "model_name": "elmo-news",
+            "model_version": "elmo-news/3", "model_digest": "sha256:" + "ab" * 32, "model_uri": "models:/elmo-news/3",
+            "model_version_key": "elmo-news/3", "settings": settings,
+            "output": f"elmo-news-v3/{ident['key']}.{eid[:12]}.parquet", "lines": 12, "blank_lines": 0,
             "sentences": 12, "tokens": 240, "lease_epoch": 1, "committed": "2026-12-02T12:00:00Z"}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from preprocessing.storage import Storage
@@ -49,7 +50,9 @@ def test_checkpoints_every_k_commits_and_a_reader_reads_only_what_follows(tmp_pa
     # the reader reads the pointer and the one log entry after checkpoint 6, nothing before it
     counting = CountingStorage(str(tmp_path))
     ids = Ledger(counting).committed_ids()
-    assert ids.entry_ids == {f"e{i:04d}" for i in range(1, 8)} and len(ids.file_identities) == 7
+    assert set(ids.entry_ids) == {f"e{i:04d}" for i in range(1, 8)} and len(ids.file_identities) == 7
+    assert "e0003" in ids.entry_ids and "e0007" in ids.entry_ids and "e000" not in ids.entry_ids
+    assert list(ids.file_identities.contains(["f0001", "f0007", "f0008", "f00011"])) == [True, True, False, False]
     assert (counting.reads, counting.lists) == (2, 1)
     for seq in range(1, 7):  # the log before the checkpoint is not needed to read the ledger
         os.unlink(tmp_path / LEDGER_DIR / f"{seq:020d}.json")
@@ -134,7 +137,7 @@ def test_duplicate_entry_ids_keep_the_first_in_the_log_the_checkpoint_and_after_
     ledger.commit({**entry(8), "entry_id": "e0002"})  # a duplicate after the checkpoint
     entries = Ledger(store).entries()
     assert [(e["entry_id"], e["rows"]) for e in entries] == [("e0001", 1), ("e0002", 2), ("e0003", 3)]
-    assert Ledger(store).committed_ids().file_identities == {"f0001", "f0002", "f0003"}
+    assert set(Ledger(store).committed_ids().file_identities) == {"f0001", "f0002", "f0003"}
 
 
 def test_a_log_written_before_checkpoints_and_groups_is_read_and_continued(tmp_path):
@@ -214,3 +217,30 @@ def test_listing_after_a_name(tmp_path):
     assert [f.path for f in store.list("a", start_after="a/2.json")] == ["a/2.json.x.tmp", "a/b/3.json"]
     assert [f.path for f in store.list("a", start_after="a/0")] == ["a/1.json", "a/2.json", "a/2.json.x.tmp", "a/b/3.json"]
     assert [f.path for f in store.list("", start_after="a/b")] == ["a/b/3.json", "c.json"]
+
+
+def test_a_tick_searches_the_checkpoints_sorted_ids_without_building_sets(tmp_path):
+    import pyarrow.parquet as pq
+
+    from workflows.embedding.ledger import ENTRY_IDS, FILE_IDS, IdSet, entry_id, file_identity
+
+    def real(i: int) -> dict:
+        ident = {"uri": f"/in/{i}.txt", "size": i, "fingerprint": f"mtime_ns:{i}"}
+        return {"entry_id": entry_id(ident, "m/1", {}), "file_identity": file_identity(ident), "output": f"o{i}"}
+
+    store = Storage(str(tmp_path))
+    ledger = Ledger(store, LedgerSettings(checkpoint_every=2))
+    entries = [real(i) for i in range(300)]
+    ledger.commit_group(entries[:200])
+    ledger.commit_group(entries[200:299])  # checkpoint at 2
+    ledger.commit(entries[299])
+    table = pq.read_table(tmp_path / CHECKPOINT_DIR / f"{2:020d}.parquet")
+    assert table.column(ENTRY_IDS).to_pylist() == sorted(e["entry_id"] for e in entries[:299])
+    assert table.column(FILE_IDS).to_pylist() == sorted(e["file_identity"] for e in entries[:299])
+    assert [json.loads(t)["output"] for t in table.column("entry").to_pylist()] == [f"o{i}" for i in range(299)]
+    ids = Ledger(store).committed_ids()
+    asked = [e["entry_id"] for e in entries] + [entries[5]["entry_id"][:-1], entries[5]["entry_id"] + "0", "z" * 24]
+    assert list(ids.entry_ids.contains(asked)) == [True] * 300 + [False] * 3
+    assert all(e["file_identity"] in ids.file_identities for e in entries) and len(ids.file_identities) == 300
+    unsorted = IdSet(np.array([b"c", b"a", b"b"]))  # an index not sorted (not ours) is searched all the same
+    assert list(unsorted.contains(["a", "b", "c", "d"])) == [True, True, True, False]

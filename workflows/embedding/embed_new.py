@@ -11,7 +11,8 @@ embedded by any model version (a new version leaves the old outputs alone); with
 files not yet embedded by *this* version (the whole source again, beside the old outputs). A
 changed file (new size or fingerprint) is a new file version: embedded again, its old output kept.
 Each output is published whole under ``OUT/<model version>/<input key>.<entry id>.<ext>`` and
-only then committed to ``OUT/_ledger/`` (`workflows.embedding.ledger`): readers trust only the ledger
+only then committed to ``OUT/_ledger/`` (`workflows.embedding.ledger`), in groups of 1, 2, 4, ...
+up to 256 files a commit (`workflows.embedding.ledger.CommitGroups`): readers trust only the ledger
 (`workflows.embedding.ledger.committed_outputs`). A file that cannot be read is reported (exit status 2)
 and tried again on the next run; the others finish. Killed at any point, the next run completes
 the work with one output per input (the tests kill it at ``faults.point``s: `workflows.faults`).
@@ -93,15 +94,11 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
                 return {"status": "nothing", "model_version": model.version, "embedded": []}
             raise
         ledger = Ledger(store)
-        committed = ledger.committed_ids()  # the newest checkpoint's id columns and the log after it
-        done_ids, embedded_files = committed.entry_ids, committed.file_identities
-        pending = []
-        for f in files:
-            if entry_id(f.to_dict(), model.version_key, settings) in done_ids:
-                continue
-            if not reembed and file_identity(f.to_dict()) in embedded_files:
-                continue  # embedded by an earlier model version; --reembed embeds it again
-            pending.append(f)
+        committed = ledger.committed_ids()  # the newest checkpoint's sorted ids and the log after it
+        done = committed.entry_ids.contains([entry_id(f.to_dict(), model.version_key, settings) for f in files])
+        # embedded by an earlier model version: skipped, unless --reembed embeds it again
+        earlier = committed.file_identities.contains([file_identity(f.to_dict()) for f in files])
+        pending = [f for f, d, e in zip(files, done, earlier) if not d and (reembed or not e)]
         say(f"[embed-new] {output}: model {model.version}; {len(files)} file(s) in {source}, "
             f"{len(pending)} to embed")
         if not pending:

@@ -17,14 +17,15 @@ a hundred commits as after a million.
   commits (one file's entry per ``<seq>.json``, with its ``seq``) are read the same way.
 * **Checkpoints** ``OUT/_ledger/_checkpoints/<seq>.parquet``: every ``checkpoint_every`` commits
   the committer writes (put-if-absent) one Parquet file holding every file entry up to ``seq``,
-  the first per ``entry_id`` only (columns ``seq``, ``entry_id``, ``file_identity``, ``entry`` =
-  the entry as JSON), then replaces the pointer ``OUT/_ledger/_last_checkpoint``
+  the first per ``entry_id`` only (columns ``seq`` and ``entry``, the entry as JSON, in commit
+  order; and an index: ``entry_ids_sorted`` and ``file_identities_sorted``, the same rows' ids each
+  sorted on its own, not aligned with the rows), then replaces the pointer ``OUT/_ledger/_last_checkpoint``
   (``{"seq": n}``) and deletes checkpoints older than the previous one. A reader reads the
   pointer, lists ``_ledger/`` *after* the pointer's log name (S3 ``StartAfter``: the listing holds
   only the newer log entries and the few checkpoints), takes the newest checkpoint in it (a
   pointer left stale by a kill is corrected here; a missing pointer costs one full listing), and
-  reads the log entries after that checkpoint. A scheduler's tick reads only the checkpoint's two
-  id columns (`Ledger.committed_ids`). The log entries themselves are never deleted: they are the
+  reads the log entries after that checkpoint. A scheduler's tick reads only the two sorted id
+  columns and searches them as they are (`Ledger.committed_ids`: no set of 100,000 strings built). The log entries themselves are never deleted: they are the
   record, and a lost checkpoint is rebuilt from them.
 * **Lease** ``OUT/_lease/<epoch>.json``: one scheduler at a time. A scheduler takes epoch n+1
   with `put_if_absent` when epoch n is released or expired, so of two contenders exactly one wins;
@@ -55,6 +56,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from elmo_core.cli_fields import setting
 from preprocessing.storage import Storage
 
@@ -65,7 +68,8 @@ LEASE_DIR = "_lease"
 DEFAULT_TTL = 120.0
 _LOG_NAME = re.compile(rf"{LEDGER_DIR}/(\d+)\.json")
 _CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_DIR}/(\d+)\.parquet")
-_ID_COLUMNS = ["entry_id", "file_identity"]
+ENTRY_IDS, FILE_IDS = "entry_ids_sorted", "file_identities_sorted"  # a checkpoint's index columns
+_ID_COLUMNS = [ENTRY_IDS, FILE_IDS]
 
 
 @dataclass(frozen=True)
@@ -229,13 +233,64 @@ def _file_entries(log_entry: dict | None) -> list[dict]:
     return [log_entry]  # written before group commits: one file's entry, its "seq" inside
 
 
+def _sorted_bytes(column) -> np.ndarray:
+    """A checkpoint's sorted id column as a numpy array of fixed-width bytes (no copy when every id
+    has the same length, as ours do)."""
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.array([], dtype="S1")
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    width = int(offsets[1] - offsets[0])
+    if pa.types.is_string(arr.type) and arr.null_count == 0 and width > 0 and (np.diff(offsets) == width).all():
+        ids = np.frombuffer(arr.buffers()[2], dtype=f"S{width}", count=len(arr), offset=int(offsets[0]))
+    else:
+        ids = np.array([s.encode() for s in arr.to_pylist()])
+    return ids
+
+
+class IdSet:
+    """A set of ids: a checkpoint's (sorted bytes, binary-searched; sorted here if they are not)
+    and those committed after it."""
+
+    def __init__(self, sorted_ids: np.ndarray | None = None) -> None:
+        ids = np.array([], dtype="S1") if sorted_ids is None else sorted_ids
+        self._sorted = ids if (ids[:-1] <= ids[1:]).all() else np.sort(ids)
+        self._more: set[str] = set()
+
+    def add(self, key: str) -> None:
+        self._more.add(key)
+
+    def contains(self, keys: list[str]) -> np.ndarray:
+        """For each of ``keys``, whether it is in the set (a bool array)."""
+        found = np.fromiter((k in self._more for k in keys), dtype=bool, count=len(keys))
+        if len(self._sorted) and len(keys):
+            wanted = np.array([k.encode() for k in keys])
+            width = max(wanted.itemsize, self._sorted.itemsize)  # no id cut to the other's width
+            ids = self._sorted if self._sorted.itemsize == width else self._sorted.astype(f"S{width}")
+            wanted = wanted.astype(f"S{width}")
+            at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+            found |= ids[at] == wanted
+        return found
+
+    def __contains__(self, key: str) -> bool:
+        return bool(self.contains([key])[0])
+
+    def __iter__(self):
+        yield from dict.fromkeys([b.decode() for b in self._sorted.tolist()] + sorted(self._more))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 @dataclass
 class CommittedIds:
     """What a scheduler needs to know of the ledger: which outputs and which input file versions
     are committed (by any model version)."""
 
-    entry_ids: set[str] = field(default_factory=set)
-    file_identities: set[str] = field(default_factory=set)
+    entry_ids: IdSet = field(default_factory=IdSet)
+    file_identities: IdSet = field(default_factory=IdSet)
 
 
 class Ledger:
@@ -265,14 +320,15 @@ class Ledger:
 
     def committed_ids(self) -> CommittedIds:
         """The committed entry ids and file identities (a tick's question; reads only the checkpoint's
-        id columns)."""
+        sorted id columns)."""
         self._read(columns=_ID_COLUMNS)
         ids = CommittedIds()
         if self._checkpoint is not None:
-            ids.entry_ids.update(self._checkpoint.column("entry_id").to_pylist())
-            ids.file_identities.update(self._checkpoint.column("file_identity").to_pylist())
-        for entry in self._tail:  # the first per entry_id, as `entries`
-            if entry["entry_id"] not in ids.entry_ids:
+            ids = CommittedIds(IdSet(_sorted_bytes(self._checkpoint.column(ENTRY_IDS))),
+                               IdSet(_sorted_bytes(self._checkpoint.column(FILE_IDS))))
+        in_checkpoint = ids.entry_ids.contains([e["entry_id"] for e in self._tail])
+        for entry, known in zip(self._tail, in_checkpoint):  # the first per entry_id, as `entries`
+            if not known and entry["entry_id"] not in ids.entry_ids._more:
                 ids.entry_ids.add(entry["entry_id"])
                 ids.file_identities.add(entry["file_identity"])
         return ids
@@ -349,19 +405,23 @@ class Ledger:
             if self._checkpoint is None:  # pruned meanwhile (another writer): read it all again
                 self._read(columns=None)
                 return self.write_checkpoint()
-        known = set() if self._checkpoint is None else set(self._checkpoint.column("entry_id").to_pylist())
-        rows = []
+        old = self._checkpoint
+        entry_ids = [] if old is None else old.column(ENTRY_IDS).to_pylist()
+        file_ids = [] if old is None else old.column(FILE_IDS).to_pylist()
+        known, rows = set(entry_ids), []
         for entry in self._tail:
             if entry["entry_id"] not in known:
                 known.add(entry["entry_id"])
                 rows.append(entry)
-        new = pa.table({"seq": pa.array([e["seq"] for e in rows], pa.int64()),
-                        "entry_id": pa.array([e["entry_id"] for e in rows], pa.string()),
-                        "file_identity": pa.array([e["file_identity"] for e in rows], pa.string()),
-                        "entry": pa.array([json.dumps(e, sort_keys=True) for e in rows], pa.string())})
-        table = new if self._checkpoint is None else pa.concat_tables([self._checkpoint, new])
+        seqs = pa.array([e["seq"] for e in rows], pa.int64())
+        texts = pa.array([json.dumps(e, sort_keys=True) for e in rows], pa.string())
+        table = pa.table({
+            "seq": seqs if old is None else pa.chunked_array(old.column("seq").chunks + [seqs]),
+            "entry": texts if old is None else pa.chunked_array(old.column("entry").chunks + [texts]),
+            ENTRY_IDS: pa.array(sorted(entry_ids + [e["entry_id"] for e in rows]), pa.string()),
+            FILE_IDS: pa.array(sorted(file_ids + [e["file_identity"] for e in rows]), pa.string())})
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(table, buffer, compression="zstd", use_dictionary=False)  # unique strings: no dictionary
         self.store.put_if_absent(_checkpoint_name(seq), buffer.getvalue())  # taken: the same rows, by an earlier try
         self.store.write(CHECKPOINT_POINTER, json.dumps({"seq": seq, "files": table.num_rows}).encode())
         for old in self._checkpoints_seen:
