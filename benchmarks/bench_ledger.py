@@ -35,7 +35,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from report import cpu_model, write_report
+from report import cpu_model, save_json, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 TODAY = Path("/work/main")  # today's code (ledger and storage), for the comparison
@@ -221,11 +221,12 @@ def object_count(client, prefix: str) -> dict:
     return {**counts, "largest_checkpoint_bytes": total_bytes}
 
 
-def run(sizes_new: list[int], sizes_today: list[int], repeats: int, today_repeats: int, group: int) -> dict:
+def run(sizes_new: list[int], sizes_today: list[int], repeats: int, today_repeats: int, group: int,
+        out: Path | None) -> dict:
     from infra.local.local_services import s3_server
     from workflows.embedding import ledger as ledger_new
 
-    report = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+    report = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_at_start": os.getloadavg()},
               "settings": {"checkpoint_every": ledger_new.LedgerSettings().checkpoint_every, "fill_group": group,
                            "repeats": repeats, "today_repeats": today_repeats},
               "new": {}, "today": {}}
@@ -253,6 +254,8 @@ def run(sizes_new: list[int], sizes_today: list[int], repeats: int, today_repeat
             filled += 2 * repeats  # the one-new ticks' files
             filler = ledger_new.Ledger(storage_at("new", env["AWS_ENDPOINT_URL"]))  # it has not seen them
             report["new"][str(size)] = row
+            if out:
+                save_json(out, report)  # so far (a run stopped later keeps this)
             print(json.dumps({size: {k: row[k] for k in ("objects_before",)} | {
                 k: {m: row[k][m] for m in ("seconds_median", "requests_median", "requests_max")}
                 for k in ("nothing_new", "one_new")}}), flush=True)
@@ -270,6 +273,8 @@ def run(sizes_new: list[int], sizes_today: list[int], repeats: int, today_repeat
                    "one_new": bench.measure(today, "today", "one_new", today_repeats)}
             written += 2 * today_repeats
             report["today"][str(size)] = row
+            if out:
+                save_json(out, report)
             print(json.dumps({f"today {size}": {k: {m: row[k][m] for m in ("seconds_median", "requests_median")}
                                                 for k in ("nothing_new", "one_new")}}), flush=True)
         # this branch's first ticks on a log today's code wrote: the first reads it all and writes the
@@ -278,6 +283,7 @@ def run(sizes_new: list[int], sizes_today: list[int], repeats: int, today_repeat
                                       "first_ticks_one_new": bench.measure(ledger_new, "today", "one_new", 1, True),
                                       "then_nothing_new": bench.measure(ledger_new, "today", "nothing", 1)}
         proxy.server.shutdown()
+    report["machine"]["load_average_at_end"] = os.getloadavg()  # other jobs share the cores: times are noisy
     first, last = report["new"][str(sizes_new[0])], report["new"][str(sizes_new[-1])]
     report["ratios_largest_to_smallest"] = {
         kind: {"seconds_median": round(last[kind]["seconds_median"] / first[kind]["seconds_median"], 2),
@@ -298,7 +304,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     report = run([int(s) for s in args.sizes.split(",")], [int(s) for s in args.today_sizes.split(",") if s],
-                 args.repeats, args.today_repeats, args.group)
+                 args.repeats, args.today_repeats, args.group, args.out)
     write_report(args.out, report, shown=["new", "today", "new_on_today_log", "ratios_largest_to_smallest"])
 
 
