@@ -26,9 +26,10 @@ operation          local directory                                   ``s3://``
 
 The libraries: pyarrow's filesystems read, move and delete everywhere and write to object stores
 (they are also what Ray Data and Parquet take); local files are written and listed with ``os``;
-boto3 does what pyarrow cannot on S3: the conditional PUT, and listing with ETags (the
-fingerprints recorded for inputs). S3 settings come from the usual
-``AWS_*`` variables (``AWS_ENDPOINT_URL`` for servers other than AWS).
+boto3 does what pyarrow cannot on S3: the conditional PUT, listing with ETags (the
+fingerprints recorded for inputs) and after a name (``StartAfter``); and the whole-object `read`,
+`write` and `delete` in one request each (pyarrow's streams take two or three). S3 settings come
+from the usual ``AWS_*`` variables (``AWS_ENDPOINT_URL`` for servers other than AWS).
 
 This module lives in `preprocessing`, the lowest package that reads or writes ``s3://``:
 `elmo_core` keeps only local atomic writes (`elmo_core.atomic`, which this module uses for local
@@ -112,6 +113,12 @@ class Storage:
 
     def read(self, rel: str) -> bytes | None:
         """The bytes of ``rel``; None if there is no such file."""
+        if self.scheme == "s3":  # one GET (pyarrow's stream asks for the size first: two requests)
+            bucket, key = self._bucket_key(rel)
+            try:
+                return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except self._s3.exceptions.NoSuchKey:
+                return None
         try:
             with self.fs.open_input_stream(self.path(rel)) as f:
                 return f.read()
@@ -141,28 +148,36 @@ class Storage:
         info = self.fs.get_file_info(self.path(rel))
         return self._stored(info) if info.type == pafs.FileType.File else None
 
-    def list(self, rel: str = "") -> list[StoredFile]:
+    def list(self, rel: str = "", start_after: str | None = None) -> list[StoredFile]:
         """Every file below the folder ``rel`` (at any depth; local symlinks to folders are not
-        followed), sorted by path; [] if there is none."""
+        followed), sorted by path; [] if there is none. With ``start_after`` (a path relative to the
+        root), only the files whose path sorts after it: on S3 the server skips the others
+        (``ListObjectsV2``'s ``StartAfter``), so a listing costs what it returns, not the folder."""
+        after = start_after or ""
         if self.scheme == "s3":
             bucket, key = self._bucket_key(rel)
             root_key = self._bucket_key("")[1]
             start = len(root_key) + 1 if root_key else 0
+            extra = {"StartAfter": self._bucket_key(start_after)[1]} if start_after else {}
             found = []
-            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/" if key else ""):
+            for page in self._s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=key + "/" if key else "", **extra):
                 found += [StoredFile(obj["Key"][start:], obj["Size"], f"etag:{obj['ETag'].strip(chr(34))}")
                           for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]  # "/": folder markers
         elif self.local:
             found = []
             for folder, _, names in os.walk(self.path(rel)):
+                base = os.path.relpath(folder, self.root).replace(os.sep, "/")
                 for name in names:
+                    if (name if base == "." else f"{base}/{name}") <= after:
+                        continue  # compared before the stat: names are free, stats are not
                     try:
                         found.append(self._local_file(os.path.join(folder, name)))
                     except FileNotFoundError:  # gone while listing (a writer's temporary file)
                         pass
         else:
             infos = self.fs.get_file_info(pafs.FileSelector(self.path(rel), recursive=True, allow_not_found=True))
-            found = [self._stored(i) for i in infos if i.type == pafs.FileType.File]
+            found = [f for f in (self._stored(i) for i in infos if i.type == pafs.FileType.File) if f.path > after]
         return sorted(found, key=lambda f: f.path)
 
     def _local_file(self, path: str) -> StoredFile:
@@ -180,6 +195,9 @@ class Storage:
         if self.local:
             with atomic_file(self.path(rel)) as tmp, open(tmp, "wb") as f:
                 f.write(data)
+        elif self.scheme == "s3":  # one PUT (pyarrow's stream is a multipart upload: three requests)
+            bucket, key = self._bucket_key(rel)
+            self._s3.put_object(Bucket=bucket, Key=key, Body=data)
         else:
             with self.fs.open_output_stream(self.path(rel)) as f:
                 f.write(data)
@@ -272,7 +290,7 @@ class Storage:
 
     def delete(self, rel: str) -> None:
         """Delete the file ``rel`` if it exists."""
-        if self.scheme == "s3":  # boto3: pyarrow would leave an empty folder object behind
+        if self.scheme == "s3":  # boto3: pyarrow would leave an empty folder object behind; one request, no error if gone
             bucket, key = self._bucket_key(rel)
             self._s3.delete_object(Bucket=bucket, Key=key)
             return

@@ -12,7 +12,8 @@ files not yet embedded by *this* version (the whole source again, beside the old
 changed file (new size or fingerprint) is a new file version: embedded again, its old output kept.
 Each output (a folder of parts written by the embedding actors, `workflows.embedding.parts`; or
 an HDF5 file) is published under ``OUT/<model version>/<input key>.<entry id>.<ext>`` and only
-then committed to ``OUT/_ledger/`` (`workflows.embedding.ledger`): readers trust only the ledger
+then committed to ``OUT/_ledger/`` (`workflows.embedding.ledger`), in groups of 1, 2, 4, ... up to
+256 files a commit (`workflows.embedding.ledger.CommitGroups`): readers trust only the ledger
 (`workflows.embedding.ledger.committed_outputs`). A file that cannot be read is reported (exit status 2)
 and tried again on the next run; the others finish. Killed at any point, the next run completes
 the work with one output per input (the tests kill it at ``faults.point``s: `workflows.faults`).
@@ -21,6 +22,7 @@ the work with one output per input (the tests kill it at ``faults.point``s: `wor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import time
@@ -72,7 +74,7 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
     from workflows.embedding.output import FORMATS
     from workflows.embedding.parts import publish_parts
     from workflows.embedding.pipeline import embed_files, list_inputs
-    from workflows.embedding.ledger import Lease, LeaseHeld, Ledger, entry_id, file_identity
+    from workflows.embedding.ledger import CommitGroups, Lease, LeaseHeld, Ledger, entry_id, file_identity
 
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     store = Storage(output)
@@ -94,16 +96,11 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
                 return {"status": "nothing", "model_version": model.version, "embedded": []}
             raise
         ledger = Ledger(store)
-        entries = ledger.entries()
-        done_ids = {e["entry_id"] for e in entries}
-        embedded_files = {e["file_identity"] for e in entries}
-        pending = []
-        for f in files:
-            if entry_id(f.to_dict(), model.version_key, settings) in done_ids:
-                continue
-            if not reembed and file_identity(f.to_dict()) in embedded_files:
-                continue  # embedded by an earlier model version; --reembed embeds it again
-            pending.append(f)
+        committed = ledger.committed_ids()  # the newest checkpoint's sorted ids and the log after it
+        done = committed.entry_ids.contains([entry_id(f.to_dict(), model.version_key, settings) for f in files])
+        # embedded by an earlier model version: skipped, unless --reembed embeds it again
+        earlier = committed.file_identities.contains([file_identity(f.to_dict()) for f in files])
+        pending = [f for f, d, e in zip(files, done, earlier) if not d and (reembed or not e)]
         say(f"[embed-new] {output}: model {model.version}; {len(files)} file(s) in {source}, "
             f"{len(pending)} to embed")
         if not pending:
@@ -111,8 +108,10 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
         ensure_ray(address)
         folder = version_dir(model.version_key)
         embedded, failed = [], []
+        groups = CommitGroups(ledger, before_commit=lease.check, after_commit=lambda: faults.point("after_commit"))
 
         def commit(result) -> None:
+            """Publish the file's output, then commit it with its group (`CommitGroups`: 1, 2, 4, ... files)."""
             if result.status != "ok":
                 failed.append({"uri": result.input.uri, "error": result.error})
                 return
@@ -123,21 +122,24 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
             lease.check()
             parts = publish_parts(store, result, rel)
             faults.point("after_publish")
-            lease.check()
             entry = {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
                      **model.describe(), "model_version_key": model.version_key, "settings": settings,
                      "output": rel, "parts": parts,
                      "lines": result.lines, "blank_lines": result.blank_lines,
                      "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
                      "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            ledger.commit(entry)
-            faults.point("after_commit")
-            embedded.append(rel)
+            embedded.extend(e["output"] for e in groups.add(entry))  # the group's lease check, commit, after_commit
 
         def arriving(uri: str) -> None:  # the driver first hears of a file
             faults.point("during")
 
-        embed_files(pending, model, config, store, commit, say, on_input=arriving)
+        try:
+            embed_files(pending, model, config, store, commit, say, on_input=arriving)
+        except BaseException:
+            with contextlib.suppress(Exception):  # what was published whole is still worth committing
+                embedded.extend(e["output"] for e in groups.flush())
+            raise
+        embedded.extend(e["output"] for e in groups.flush())
         lease.check()
         store.clear_temp(remove_dir=True)  # still ours: no other scheduler's files in there
         for f in failed:

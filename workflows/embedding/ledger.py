@@ -1,22 +1,39 @@
 """What `elmo embed-new` has embedded, and who may write: a commit log and a lease in OUT.
 
 Modelled on Spark Structured Streaming's file sink log and Delta Lake's transaction log: the
-commit is one atomic write of a log entry that names a complete file, and readers trust only the
-log.
+commit is one atomic write of a log entry that names complete files, and readers trust only the
+log; every few commits a checkpoint holds the whole log so far, so reading costs the same after
+a hundred commits as after a million.
 
-* **Ledger** ``OUT/_ledger/<seq>.json``: one entry per embedded input file version: the input's
-  identity (URI, size, fingerprint = S3 etag or local mtime), the model version and digest, the
-  output settings, the output's path and counts. An entry is created with `Storage.put_if_absent`
-  under the next sequence number, *after* its output was published whole, so every entry names a
-  complete file. An output file not named by an entry (a run killed between publishing and
-  committing) is invisible to readers, and the rerun writes the same path again (paths are a
-  function of the entry's identity) before committing it: one output per input, never two.
+* **Ledger** ``OUT/_ledger/<seq>.json`` (``seq`` 20 digits): one log entry per commit,
+  ``{"seq": n, "entries": [...]}``, naming one or more embedded input file versions (a *group
+  commit*: `CommitGroups`). Each file's entry holds the input's identity (URI, size, fingerprint =
+  S3 etag or local mtime), the model version and digest, the output settings, the output's path
+  and counts. A log entry is created with `Storage.put_if_absent` under the next sequence number,
+  *after* every output it names was published whole, so every entry names complete files. An
+  output not named by an entry (a run killed between publishing and committing) is invisible to
+  readers, and the rerun writes the same path again (paths are a function of the entry's
+  identity) before committing it: one output per input, never two. Logs written before group
+  commits (one file's entry per ``<seq>.json``, with its ``seq``) are read the same way.
+* **Checkpoints** ``OUT/_ledger/_checkpoints/<seq>.parquet``: every ``checkpoint_every`` commits
+  the committer writes (put-if-absent) one Parquet file holding every file entry up to ``seq``,
+  the first per ``entry_id`` only (columns ``seq`` and ``entry``, the entry as JSON, in commit
+  order; and an index: ``entry_ids_sorted`` and ``file_identities_sorted``, the same rows' ids each
+  sorted on its own, not aligned with the rows), then replaces the pointer ``OUT/_ledger/_last_checkpoint``
+  (``{"seq": n}``) and deletes checkpoints older than the previous one. A reader reads the
+  pointer, lists ``_ledger/`` *after* the pointer's log name (S3 ``StartAfter``: the listing holds
+  only the newer log entries and the few checkpoints), takes the newest checkpoint in it (a
+  pointer left stale by a kill is corrected here; a missing pointer costs one full listing), and
+  reads the log entries after that checkpoint. A scheduler's tick reads only the two sorted id
+  columns and searches them as they are (`Ledger.committed_ids`: no set of 100,000 strings built). The log entries themselves are never deleted: they are the
+  record, and a lost checkpoint is rebuilt from them.
 * **Lease** ``OUT/_lease/<epoch>.json``: one scheduler at a time. A scheduler takes epoch n+1
   with `put_if_absent` when epoch n is released or expired, so of two contenders exactly one wins;
   a crashed holder blocks others for at most ``ttl`` seconds (not at all on its own machine, where
-its process is seen to be gone). The holder renews its own epoch in
-  a background thread and, before every commit, checks that no later epoch exists and that its
-  lease has at least a quarter of ``ttl`` left.
+  its process is seen to be gone). The winner deletes the epochs before n, so the folder holds two
+  files, not one per run. The holder renews its own epoch in a background thread and, before
+  every commit, checks that no later epoch exists (a listing that starts after its own) and that
+  its lease has at least a quarter of ``ttl`` left.
 
 What this relies on: atomic create-if-absent (``link(2)`` on a local filesystem, ``If-None-Match:
 *`` PUTs on S3, which AWS S3 and SeaweedFS honour); atomic replacement of one file (rename, or
@@ -28,28 +45,57 @@ only the first entry per identity, so even a violated assumption cannot show an 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
+import numpy as np
+
+from elmo_core.cli_fields import setting
 from preprocessing.storage import Storage
 
 LEDGER_DIR = "_ledger"
+CHECKPOINT_DIR = f"{LEDGER_DIR}/_checkpoints"
+CHECKPOINT_POINTER = f"{LEDGER_DIR}/_last_checkpoint"
 LEASE_DIR = "_lease"
 DEFAULT_TTL = 120.0
+_LOG_NAME = re.compile(rf"{LEDGER_DIR}/(\d+)\.json")
+_CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_DIR}/(\d+)\.parquet")
+ENTRY_IDS, FILE_IDS = "entry_ids_sorted", "file_identities_sorted"  # a checkpoint's index columns
+_ID_COLUMNS = [ENTRY_IDS, FILE_IDS]
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """How the ledger is written (never what it says)."""
+
+    # Delta Lake and Spark's file sink log checkpoint every 10 commits: a reader reads at most 9
+    # small log entries beyond the checkpoint; a checkpoint rewrites the whole ledger (Parquet)
+    checkpoint_every: int = setting(10, "commits between two ledger checkpoints", flag=False)
+    group_max: int = setting(256, "most input files one ledger commit names (groups grow 1, 2, 4, ... up to it)",
+                             flag=False)
+    group_seconds: float = setting(5.0, "a published output waits at most about this long for its group's commit",
+                                   flag=False)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1 or self.group_max < 1 or self.group_seconds < 0:
+            raise ValueError("ledger settings: checkpoint_every and group_max >= 1, group_seconds >= 0")
 
 
 def _seq_of(name: str) -> int:
     return int(name.rsplit("/", 1)[-1].split(".", 1)[0])
 
 
-def _json_names(store: Storage, folder: str) -> list[str]:
-    """The ``.json`` files in ``folder``, sorted (a writer's temporary files are not)."""
-    return [f.path for f in store.list(folder) if f.path.endswith(".json")]
+def _json_names(store: Storage, folder: str, start_after: str | None = None) -> list[str]:
+    """The ``.json`` files in ``folder`` (after ``start_after``), sorted (a writer's temporary files are not)."""
+    return [f.path for f in store.list(folder, start_after=start_after) if f.path.endswith(".json")]
 
 
 def _dead_here(record: dict) -> bool:
@@ -90,7 +136,7 @@ class Lease:
     @classmethod
     def acquire(cls, store: Storage, ttl: float = DEFAULT_TTL) -> "Lease | LeaseHeld":
         """The lease, or who holds it."""
-        epochs = sorted(_seq_of(n) for n in _json_names(store, LEASE_DIR))
+        epochs = sorted(_seq_of(n) for n in _json_names(store, LEASE_DIR))  # two, since old epochs are deleted
         latest = epochs[-1] if epochs else 0
         if latest:
             raw = store.read(f"{LEASE_DIR}/{latest:012d}.json")
@@ -105,13 +151,18 @@ class Lease:
             winner = json.loads(raw)
             return LeaseHeld(winner.get("owner", "?"), winner.get("host", "?"), winner.get("pid", 0),
                              winner.get("expires", 0) - time.time())
+        for old in epochs[:-1]:  # keep the previous holder's epoch (and ours): the folder stays two files
+            try:
+                store.delete(f"{LEASE_DIR}/{old:012d}.json")
+            except OSError as exc:  # left for the next winner
+                print(f"[embed-new] could not delete lease epoch {old}: {exc}", flush=True)
         return cls(store, latest + 1, record, ttl)
 
     def _name(self, epoch: int) -> str:
         return f"{LEASE_DIR}/{epoch:012d}.json"
 
     def _superseded(self) -> bool:
-        return any(_seq_of(n) > self.epoch for n in _json_names(self.store, LEASE_DIR))
+        return bool(_json_names(self.store, LEASE_DIR, start_after=self._name(self.epoch)))
 
     def _renew(self) -> None:
         if self._superseded():
@@ -164,28 +215,258 @@ def entry_id(input_dict: dict, model_version_key: str, settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-class Ledger:
-    def __init__(self, store: Storage) -> None:
-        self.store = store
 
+def _log_name(seq: int) -> str:
+    return f"{LEDGER_DIR}/{seq:020d}.json"
+
+
+def _checkpoint_name(seq: int) -> str:
+    return f"{CHECKPOINT_DIR}/{seq:020d}.parquet"
+
+
+def _file_entries(log_entry: dict | None) -> list[dict]:
+    """The file entries of one log entry: a group (``{"seq", "entries"}``), or today's one file."""
+    if not log_entry:
+        return []
+    if "entries" in log_entry:
+        return [{**e, "seq": log_entry["seq"]} for e in log_entry["entries"]]
+    return [log_entry]  # written before group commits: one file's entry, its "seq" inside
+
+
+def _sorted_bytes(column) -> np.ndarray:
+    """A checkpoint's sorted id column as a numpy array of fixed-width bytes (no copy when every id
+    has the same length, as ours do)."""
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.array([], dtype="S1")
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    width = int(offsets[1] - offsets[0])
+    if pa.types.is_string(arr.type) and arr.null_count == 0 and width > 0 and (np.diff(offsets) == width).all():
+        ids = np.frombuffer(arr.buffers()[2], dtype=f"S{width}", count=len(arr), offset=int(offsets[0]))
+    else:
+        ids = np.array([s.encode() for s in arr.to_pylist()])
+    return ids
+
+
+class IdSet:
+    """A set of ids: a checkpoint's (sorted bytes, binary-searched; sorted here if they are not)
+    and those committed after it."""
+
+    def __init__(self, sorted_ids: np.ndarray | None = None) -> None:
+        ids = np.array([], dtype="S1") if sorted_ids is None else sorted_ids
+        self._sorted = ids if (ids[:-1] <= ids[1:]).all() else np.sort(ids)
+        self._more: set[str] = set()
+
+    def add(self, key: str) -> None:
+        self._more.add(key)
+
+    def contains(self, keys: list[str]) -> np.ndarray:
+        """For each of ``keys``, whether it is in the set (a bool array)."""
+        found = np.fromiter((k in self._more for k in keys), dtype=bool, count=len(keys))
+        if len(self._sorted) and len(keys):
+            wanted = np.array([k.encode() for k in keys])
+            width = max(wanted.itemsize, self._sorted.itemsize)  # no id cut to the other's width
+            ids = self._sorted if self._sorted.itemsize == width else self._sorted.astype(f"S{width}")
+            wanted = wanted.astype(f"S{width}")
+            at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+            found |= ids[at] == wanted
+        return found
+
+    def __contains__(self, key: str) -> bool:
+        return bool(self.contains([key])[0])
+
+    def __iter__(self):
+        yield from dict.fromkeys([b.decode() for b in self._sorted.tolist()] + sorted(self._more))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+@dataclass
+class CommittedIds:
+    """What a scheduler needs to know of the ledger: which outputs and which input file versions
+    are committed (by any model version)."""
+
+    entry_ids: IdSet = field(default_factory=IdSet)
+    file_identities: IdSet = field(default_factory=IdSet)
+
+
+class Ledger:
+    """The commit log of one OUT (see the module docstring). An object remembers what it read, and
+    its commits add to that: a scheduler reads the ledger once a tick, then only writes."""
+
+    def __init__(self, store: Storage, settings: LedgerSettings = LedgerSettings()) -> None:
+        self.store, self.settings = store, settings
+        self._checkpoint_seq = 0  # the checkpoint read (0: none)
+        self._checkpoint = None  # its rows (a pyarrow Table), with the columns in `_columns`
+        self._columns: list[str] | None = None  # None: every column
+        self._checkpoints_seen: list[int] = []  # the checkpoints the last listing found
+        self._tail: list[dict] = []  # the file entries committed after the checkpoint, in order
+        self._last_seq: int | None = None  # the newest log entry known (None: not read yet)
+
+    # ------------------------------------------------------------------ reading
     def entries(self) -> list[dict]:
-        """Committed entries in commit order, the first per ``entry_id`` only."""
-        seen, out = set(), []
-        for name in _json_names(self.store, LEDGER_DIR):
-            entry = json.loads(self.store.read(name) or b"null")
-            if entry and entry["entry_id"] not in seen:
+        """Committed file entries in commit order, the first per ``entry_id`` only."""
+        self._read(columns=None)
+        out = [] if self._checkpoint is None else [json.loads(t) for t in self._checkpoint.column("entry").to_pylist()]
+        seen = {e["entry_id"] for e in out}  # a checkpoint holds each id once
+        for entry in self._tail:
+            if entry["entry_id"] not in seen:
                 seen.add(entry["entry_id"])
                 out.append(entry)
         return out
 
+    def committed_ids(self) -> CommittedIds:
+        """The committed entry ids and file identities (a tick's question; reads only the checkpoint's
+        sorted id columns)."""
+        self._read(columns=_ID_COLUMNS)
+        ids = CommittedIds()
+        if self._checkpoint is not None:
+            ids = CommittedIds(IdSet(_sorted_bytes(self._checkpoint.column(ENTRY_IDS))),
+                               IdSet(_sorted_bytes(self._checkpoint.column(FILE_IDS))))
+        in_checkpoint = ids.entry_ids.contains([e["entry_id"] for e in self._tail])
+        for entry, known in zip(self._tail, in_checkpoint):  # the first per entry_id, as `entries`
+            if not known and entry["entry_id"] not in ids.entry_ids._more:
+                ids.entry_ids.add(entry["entry_id"])
+                ids.file_identities.add(entry["file_identity"])
+        return ids
+
+    def _read(self, columns: list[str] | None) -> None:
+        """Read the newest checkpoint (``columns`` of it) and the log entries after it."""
+        pointer = self.store.read_json(CHECKPOINT_POINTER) or {}
+        after = _log_name(pointer["seq"]) if pointer.get("seq") else None
+        names = [f.path for f in self.store.list(LEDGER_DIR, start_after=after)]
+        self._checkpoints_seen = sorted(int(m.group(1)) for n in names if (m := _CHECKPOINT_NAME.fullmatch(n)))
+        self._checkpoint_seq, self._checkpoint, self._columns = 0, None, columns
+        for seq in reversed(self._checkpoints_seen):  # the newest that can be read (a pruned one cannot)
+            table = self._read_checkpoint(seq, columns)
+            if table is not None:
+                self._checkpoint_seq, self._checkpoint = seq, table
+                break
+        if after and self._checkpoint_seq < pointer["seq"]:  # the pointer's checkpoint is gone: list from ours
+            start = _log_name(self._checkpoint_seq) if self._checkpoint_seq else None
+            names = [f.path for f in self.store.list(LEDGER_DIR, start_after=start)]
+        logs = sorted(seq for n in names if (m := _LOG_NAME.fullmatch(n)) and (seq := int(m.group(1))) > self._checkpoint_seq)
+        self._tail = [e for seq in logs for e in _file_entries(self.store.read_json(_log_name(seq)))]
+        self._last_seq = logs[-1] if logs else self._checkpoint_seq
+
+    def _read_checkpoint(self, seq: int, columns: list[str] | None):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:  # through the filesystem, not whole: only the columns asked for are fetched
+            with self.store.fs.open_input_file(self.store.path(_checkpoint_name(seq))) as f:
+                return pq.ParquetFile(f).read(columns=columns)
+        except (OSError, pa.ArrowException):  # gone (pruned after the listing) or unreadable: an older one, or the log
+            return None
+
+    # ------------------------------------------------------------------ writing
     def commit(self, entry: dict) -> int:
-        """Append ``entry`` under the next free sequence number; returns it."""
-        names = _json_names(self.store, LEDGER_DIR)
-        seq = max((_seq_of(n) for n in names), default=0) + 1
-        while not self.store.put_if_absent(f"{LEDGER_DIR}/{seq:020d}.json",
-                                           json.dumps({**entry, "seq": seq}, sort_keys=True).encode()):
+        """Append one file's ``entry``; returns its sequence number."""
+        return self.commit_group([entry])
+
+    def commit_group(self, entries: list[dict]) -> int:
+        """Append one log entry naming ``entries`` (each file's entry) under the next free sequence
+        number, found from what this object read (reading the ledger first if it has not: the
+        newest checkpoint and a listing after it); returns the number. Every ``checkpoint_every``
+        commits, writes a checkpoint too."""
+        if not entries:
+            raise ValueError("a commit names at least one file")
+        if self._last_seq is None:
+            self._read(columns=_ID_COLUMNS)
+        seq = self._last_seq + 1
+        while not self.store.put_if_absent(_log_name(seq), json.dumps({"seq": seq, "entries": entries},
+                                                                      sort_keys=True).encode()):
+            self._tail += _file_entries(self.store.read_json(_log_name(seq)))  # another writer's commit
             seq += 1
+        self._tail += [{**e, "seq": seq} for e in entries]
+        self._last_seq = seq
+        if seq - self._checkpoint_seq >= self.settings.checkpoint_every:
+            self.write_checkpoint()
         return seq
+
+    def write_checkpoint(self) -> None:
+        """Write a checkpoint of everything this object knows up to its newest log entry, point to
+        it, and delete the checkpoints before the previous one. Killed at any moment, the ledger
+        reads the same: the checkpoint is created whole (put-if-absent) before the pointer moves,
+        and readers take the newest checkpoint they list, whatever the pointer says."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._last_seq is None:
+            self._read(columns=None)
+        seq, previous = self._last_seq, self._checkpoint_seq
+        if seq <= previous:
+            return
+        if self._checkpoint is not None and self._columns is not None:  # only the ids were read
+            self._checkpoint = self._read_checkpoint(previous, None)
+            if self._checkpoint is None:  # pruned meanwhile (another writer): read it all again
+                self._read(columns=None)
+                return self.write_checkpoint()
+        old = self._checkpoint
+        entry_ids = [] if old is None else old.column(ENTRY_IDS).to_pylist()
+        file_ids = [] if old is None else old.column(FILE_IDS).to_pylist()
+        known, rows = set(entry_ids), []
+        for entry in self._tail:
+            if entry["entry_id"] not in known:
+                known.add(entry["entry_id"])
+                rows.append(entry)
+        seqs = pa.array([e["seq"] for e in rows], pa.int64())
+        texts = pa.array([json.dumps(e, sort_keys=True) for e in rows], pa.string())
+        table = pa.table({
+            "seq": seqs if old is None else pa.chunked_array(old.column("seq").chunks + [seqs]),
+            "entry": texts if old is None else pa.chunked_array(old.column("entry").chunks + [texts]),
+            ENTRY_IDS: pa.array(sorted(entry_ids + [e["entry_id"] for e in rows]), pa.string()),
+            FILE_IDS: pa.array(sorted(file_ids + [e["file_identity"] for e in rows]), pa.string())})
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd", use_dictionary=False)  # unique strings: no dictionary
+        self.store.put_if_absent(_checkpoint_name(seq), buffer.getvalue())  # taken: the same rows, by an earlier try
+        self.store.write(CHECKPOINT_POINTER, json.dumps({"seq": seq, "files": table.num_rows}).encode())
+        for old in self._checkpoints_seen:
+            if old < previous:
+                self.store.delete(_checkpoint_name(old))
+        self._checkpoints_seen = [s for s in (previous, seq) if s]
+        self._checkpoint_seq, self._checkpoint, self._columns, self._tail = seq, table, None, []
+
+
+class CommitGroups:
+    """Group commits: outputs published one by one, committed a group per log entry. The rule:
+    the first commit of a run names 1 file, each next one twice as many as the one before (1, 2,
+    4, ...) up to ``group_max``; a group is also committed as soon as a file arrives when its
+    oldest file has waited ``group_seconds``, and by `flush` (the end of a run). So the first
+    files of a run are committed at once, as one-file commits were, a kill loses at most a group
+    of published outputs (embedded again by the next run, under the same names), and a backlog of
+    small files costs one commit per up to ``group_max`` files instead of one per file."""
+
+    def __init__(self, ledger: Ledger, before_commit: Callable[[], None] = lambda: None,
+                 after_commit: Callable[[], None] = lambda: None) -> None:
+        self.ledger, self.before_commit, self.after_commit = ledger, before_commit, after_commit
+        self.pending: list[dict] = []
+        self.size = 1
+        self._oldest = 0.0
+
+    def add(self, entry: dict) -> list[dict]:
+        """Add the entry of a published output; returns the entries this call committed ([]: none)."""
+        if not self.pending:
+            self._oldest = time.monotonic()
+        self.pending.append(entry)
+        if len(self.pending) >= self.size or time.monotonic() - self._oldest >= self.ledger.settings.group_seconds:
+            return self.flush()
+        return []
+
+    def flush(self) -> list[dict]:
+        """Commit the files waiting (``before_commit`` first: the lease check); returns them."""
+        if not self.pending:
+            return []
+        group = self.pending
+        self.before_commit()
+        self.ledger.commit_group(group)
+        self.pending = []
+        self.size = min(2 * self.size, self.ledger.settings.group_max)
+        self.after_commit()
+        return group
 
 
 def committed_outputs(out: str) -> list[dict]:
