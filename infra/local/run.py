@@ -226,7 +226,7 @@ def read_embeddings(uri: str) -> dict:
 
     store = Storage(uri)
     manifest = json.loads(store.read("_manifest.json"))
-    rows = sum(parquet_rows(store.read(f["output"])) for f in manifest["files"] if f["status"] == "ok")
+    rows = sum(output_rows(store, f) for f in manifest["files"] if f["status"] == "ok")
     return {"uri": uri, "model_version": manifest["model_version"], "sentences": manifest["sentences"],
             "tokens": manifest["tokens"], "rows": rows,
             "files": {f["uri"].rsplit("/", 1)[-1]: f["sentences"] for f in manifest["files"]}}
@@ -245,12 +245,17 @@ def read_ledger_rows(uri: str) -> dict:
     from preprocessing.storage import Storage
 
     store = Storage(uri)
-    return {input_name(e): {"rows": parquet_rows(store.read(e["output"])), "sentences": e["sentences"],
+    return {input_name(e): {"rows": output_rows(store, e), "sentences": e["sentences"],
                             "model_version": e["model_version"]} for e in committed_outputs(uri)}
 
 
 def input_name(entry: dict) -> str:
     return entry["input"]["uri"].rsplit("/", 1)[-1]
+
+
+def output_rows(store, entry: dict) -> int:
+    """The rows in a committed Parquet output: the sum over its parts, each read from the store."""
+    return sum(parquet_rows(store.read(part["path"])) for part in entry["parts"])
 
 
 def parquet_rows(data: bytes) -> int:
