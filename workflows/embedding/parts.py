@@ -20,7 +20,7 @@ import os
 from preprocessing.storage import TEMP_DIR, Storage
 
 from workflows import faults
-from workflows.embedding.output import (COMMON_METADATA, FORMATS, Hdf5Output, part_name, write_common_metadata,
+from workflows.embedding.output import (FORMATS, Hdf5Output, part_name, write_common_metadata,
                                         write_part)
 
 
