@@ -65,10 +65,11 @@ def run_tick(model_dir: Path, env: dict, log_path: Path, extra: list[str], timeo
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     watchdog = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog.daemon = True  # an interrupted benchmark does not wait for it
     watchdog.start()
     stamps: dict[str, float] = {}
     file_times: list[float] = []
-    with open(log_path, "w") as log:
+    with open(log_path, "w", buffering=1) as log:  # line by line: readable while it runs
         for line in proc.stderr:
             t = time.perf_counter() - started
             log.write(f"{t:9.3f} {line}")
@@ -152,24 +153,26 @@ def run(files: int, seed: int, count_first: bool, extra: list[str], keep_logs: P
         base.update(s3env, PYTHONPATH=str(REPO), RAY_TMPDIR=str(ray_temp_dir(tmp)), RAY_AUTH_MODE="disabled",
                     RAY_DATA_DISABLE_PROGRESS_BARS="1")
         logs = keep_logs or tmp
-        for name, counted in (("backlog_tick", count_first), ("nothing_new_tick", True)):
-            env = {**base, "AWS_ENDPOINT_URL": proxy.address} if counted else base
-            proxy.take()
-            tick = run_tick(tmp / "model", env, logs / f"{name}.log", extra, timeout)
-            tick["s3_requests"] = proxy.take() if counted else None
-            tick["phases"] = phases(tick)
-            tick["files_done"] = len(tick["file_times"])
-            tick["files_per_s"] = round(files / tick["wall_s"], 2) if name == "backlog_tick" else None
-            tick["file_times"] = [round(t, 2) for t in tick["file_times"]]
-            if tick["returncode"] != 0:
-                tick["stderr_tail"] = (logs / f"{name}.log").read_text()[-4000:]
-            report[name] = tick
-            report[name + "_ledger_objects"] = ledger_objects(client)
-            print(json.dumps({name: {k: tick[k] for k in ("returncode", "wall_s", "files_done", "files_per_s",
-                                                          "phases", "s3_requests")}}), flush=True)
-        report["committed_files"] = committed_count(base)
+        try:
+            for name, counted in (("backlog_tick", count_first), ("nothing_new_tick", True)):
+                env = {**base, "AWS_ENDPOINT_URL": proxy.address} if counted else base
+                proxy.take()
+                tick = run_tick(tmp / "model", env, logs / f"{name}.log", extra, timeout)
+                tick["s3_requests"] = proxy.take() if counted else None
+                tick["phases"] = phases(tick)
+                tick["files_done"] = len(tick["file_times"])
+                tick["files_per_s"] = round(files / tick["wall_s"], 2) if name == "backlog_tick" else None
+                tick["file_times"] = [round(t, 2) for t in tick["file_times"]]
+                if tick["returncode"] != 0:
+                    tick["stderr_tail"] = (logs / f"{name}.log").read_text()[-4000:]
+                report[name] = tick
+                report[name + "_ledger_objects"] = ledger_objects(client)
+                print(json.dumps({name: {k: tick[k] for k in ("returncode", "wall_s", "files_done", "files_per_s",
+                                                              "phases", "s3_requests")}}), flush=True)
+            report["committed_files"] = committed_count(base)
+        finally:  # the tick's Ray sessions and logs
+            shutil.rmtree(base["RAY_TMPDIR"], ignore_errors=True)
         proxy.server.shutdown()
-        shutil.rmtree(base["RAY_TMPDIR"], ignore_errors=True)
     report["machine"]["load_average_at_end"] = os.getloadavg()  # other jobs share the cores
     report["goal"] = {"files_per_s": 20, "met": (report["backlog_tick"]["files_per_s"] or 0) >= 20}
     return report
