@@ -108,6 +108,6 @@ class RunOptions:
     readers: int = setting(2, "shards read at a time when --num-workers is not given (else that many)")
     cpus_per_worker: float = setting(1.0, "CPUs Ray reserves per tokenizer process (fractions leave room for "
                                      "reading on small machines)")
-    lines_per_block: int = setting(4096, "lines read per block; the unit of parallel tokenization")
+    lines_per_block: int = setting(4096, "lines a reader yields and a tokenizer call takes (tasks: one a shard or 128 MiB)")
     address: str | None = setting(None, "Ray cluster to use (None: the job's cluster, else a local Ray started now)",
                                   metavar="RAY_ADDRESS")
