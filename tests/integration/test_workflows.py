@@ -285,6 +285,25 @@ def test_pretrain_registers_and_the_gate_refuses_a_worse_model(registered, mlflo
     assert client.get_model_version_by_alias("elmo-test", "candidate").version == "2"
 
 
+def test_the_registered_version_carries_what_the_gate_compares(registered, data, mlflow_server):
+    """The tags the champion gate compares (issue 27), from a real `elmo pretrain` run; the run's
+    step, epoch and placement are tags, not metrics."""
+    import mlflow
+
+    from preprocessing.dataset import Dataset
+    from workflows.registry.comparability import heldout_digest
+
+    client = mlflow.MlflowClient(mlflow_server)
+    tags = client.get_model_version("elmo-test", "1").tags
+    assert tags["heldout_digest"] == heldout_digest(Dataset.open(data["source"]).manifest) is not None
+    assert tags["vocab_digest"] == Dataset.open(data["source"]).vocabulary.digest()
+    assert (tags["eval_mode"], tags["eval_max_sentences"]) == ("sentence", "60")
+    assert tags["gate"].startswith("promoted to champion")
+    run = client.get_run(registered["run_id"]).data
+    assert not {"step", "epoch", "num_workers", "num_nodes"} & set(run.metrics)
+    assert (run.tags["step"], run.tags["epoch"], run.tags["num_workers"], run.tags["num_nodes"]) == ("8", "0", "1", "1")
+
+
 def model_options_with_dropout(vocab_size: int) -> dict:
     from workflows.training.pretrain import model_options
 

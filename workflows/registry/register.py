@@ -10,9 +10,12 @@ version deleted).
 
 Everything the version is tagged with comes from the run: ``val_ppl`` (pretraining: the best
 held-out perplexity; adaptation: the target domain's after adapting), ``data_manifest``,
-``vocab_digest``, ``run_id``; pretraining also ``training_mode`` and ``test_ppl*`` (with
+``heldout_digest`` (the held-out split it was measured on), ``vocab_digest``, ``training_mode``,
+``eval_mode``, ``eval_max_sentences``, ``run_id``; pretraining also ``test_ppl*`` (with
 ``--evaluate-test``), adaptation ``parent_model``. Then the gate: alias ``candidate`` to the version, and
-``champion`` only if its ``val_ppl`` beats the current champion's (`tracking.gate`).
+``champion`` only if there is none, or if its ``val_ppl`` beats the champion's and both were measured on
+the same held-out data, vocabulary and evaluation mode (``--promote-anyway``: also when they were not).
+The gate's decision, in one line, is printed and kept as the version's ``gate`` tag (`tracking.gate`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import sys
 
 from preprocessing.entry_point import entry_point
 
+from workflows.registry.comparability import evaluation_tags
+
 
 def registration_tags(run) -> dict:
     """The version's tags, read from an MLflow run (`mlflow.entities.Run`) of `elmo pretrain` or
@@ -30,22 +35,24 @@ def registration_tags(run) -> dict:
     stage = tags.get("stage")
     if stage == "pretrain":
         val_ppl = metrics.get("best_val_ppl", metrics.get("val_ppl"))
-        out = {"data_manifest": tags.get("data.train.version"), "training_mode": params.get("job.mode"),
+        out = {"data_manifest": tags.get("data.train.version"), "heldout_digest": tags.get("data.train.heldout_digest"),
                **{k: round(v, 3) for k, v in metrics.items() if k.startswith("test_ppl")}}
     elif stage == "adapt":
         val_ppl = metrics.get("target_ppl_after")
-        out = {"parent_model": tags.get("parent_model"), "data_manifest": tags.get("data.target.version")}
+        out = {"parent_model": tags.get("parent_model"), "data_manifest": tags.get("data.target.version"),
+               "heldout_digest": tags.get("data.target.heldout_digest")}
     else:
         raise ValueError(f"run {run.info.run_id} is not an `elmo pretrain` or `elmo adapt` run (tag stage={stage!r})")
     if val_ppl is None:
         raise ValueError(f"run {run.info.run_id} has no held-out perplexity to gate on")
-    return {"val_ppl": val_ppl, "vocab_digest": tags.get("vocab_digest"), "run_id": run.info.run_id, **out}
+    return {"val_ppl": val_ppl, "vocab_digest": tags.get("vocab_digest"), "run_id": run.info.run_id,
+            "training_mode": params.get("job.mode"), **evaluation_tags(params), **out}
 
 
-def register_run(run_id: str, registered_model: str) -> dict:
+def register_run(run_id: str, registered_model: str, promote_anyway: bool = False) -> dict:
     """Register the model run ``run_id`` logged as a new version of ``registered_model`` (or, if
-    the run already has a version there, tag that one again) and gate it; returns
-    `tracking.gate`'s outcome plus ``already_registered``."""
+    the run already has a version there, tag that one again) and gate it (``promote_anyway``: see
+    `tracking.gate`); returns `tracking.gate`'s outcome plus ``already_registered``."""
     from workflows.registry import tracking
 
     run = tracking.get_run(run_id)
@@ -57,29 +64,34 @@ def register_run(run_id: str, registered_model: str) -> dict:
     tags = registration_tags(run)
     existing = tracking.version_of_run(registered_model, run_id)
     if existing is None:
-        return {**tracking.register(model_uri, registered_model, tags), "already_registered": False}
+        return {**tracking.register(model_uri, registered_model, tags, promote_anyway), "already_registered": False}
     tracking.set_version_tags(registered_model, existing, tags)
-    return {**tracking.gate(registered_model, existing), "already_registered": True}
+    return {**tracking.gate(registered_model, existing, promote_anyway), "already_registered": True}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID", help="a finished `elmo pretrain` / `elmo adapt` MLflow run")
     p.add_argument("--registered-model", required=True, metavar="NAME",
                    help="the MLflow registered model to add the run's model to as a version")
+    add_promote_anyway(p)
+
+
+def add_promote_anyway(p: argparse.ArgumentParser) -> None:
+    """``--promote-anyway`` (`elmo register`, `elmo pretrain`, `elmo adapt`)."""
+    p.add_argument("--promote-anyway", action="store_true",
+                   help="make the new version champion even when the champion's val_ppl was measured on other "
+                        "held-out data, vocabulary or evaluation mode (not comparable: the gate keeps the champion)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        outcome = register_run(args.run_id, args.registered_model)
+        outcome = register_run(args.run_id, args.registered_model, args.promote_anyway)
     except ValueError as exc:
         print(f"elmo register: error: {exc}", file=sys.stderr)
         return 2
     how = "already registered as" if outcome["already_registered"] else "registered"
-    champion = outcome["previous_champion"]
-    print(f"{how} {outcome['name']} version {outcome['version']} (val_ppl {outcome['val_ppl']:.2f}); " + (
-        "promoted to champion" if outcome["promoted"] else
-        "it is the champion" if champion == outcome["version"] else
-        f"champion unchanged (version {champion}, val_ppl {outcome['previous_champion_val_ppl']:.2f})"))
+    print(f"{how} {outcome['name']} version {outcome['version']} (val_ppl {outcome['val_ppl']:.2f}); "
+          f"{outcome['reason']}")
     return 0
 
 

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from workflows.registry.comparability import heldout_digest
+
 CANDIDATE, CHAMPION = "candidate", "champion"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
@@ -103,6 +105,9 @@ class TrackedRun:
         self.client.log_dict(self.run_id, manifest, f"data/{context}_manifest.json")
         self.client.set_tag(self.run_id, f"data.{context}.version", manifest.get("version", ""))
         self.client.set_tag(self.run_id, f"data.{context}.vocab_digest", manifest["vocab"]["digest"])
+        heldout = heldout_digest(manifest)
+        if heldout:
+            self.client.set_tag(self.run_id, f"data.{context}.heldout_digest", heldout)
 
     def log_curves(self, history: list[dict]) -> None:
         """A PNG of training loss and held-out perplexity against step."""
@@ -168,8 +173,14 @@ class TrackedRun:
         self.client.set_terminated(self.run_id, status)
 
 
+# What a training report carries that is not a measurement: stored as the run's tags (the latest
+# report's values; a resumed run may run on another placement), not as metrics.
+RUN_STATE_TAGS = ("step", "epoch", "num_workers", "num_nodes")
+
+
 class WorkerTracker:
-    """Metric logging from rank 0 into the driver's run (no-op without coordinates)."""
+    """Metric logging from rank 0 into the driver's run (no-op without coordinates); the keys in
+    `RUN_STATE_TAGS` become tags."""
 
     def __init__(self, coordinates: dict | None) -> None:
         self.coordinates = coordinates
@@ -182,21 +193,23 @@ class WorkerTracker:
     def log(self, metrics: dict, step: int) -> None:
         if self.client is None:
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
-        self.client.log_batch(self.coordinates["run_id"], metrics=batch)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and k not in RUN_STATE_TAGS]
+        tags = [RunTag(k, str(metrics[k])) for k in RUN_STATE_TAGS if k in metrics]
+        self.client.log_batch(self.coordinates["run_id"], metrics=batch, tags=tags)
 
 
-def register(model_uri: str, name: str, tags: dict) -> dict:
+def register(model_uri: str, name: str, tags: dict, promote_anyway: bool = False) -> dict:
     """Register a new version of ``name`` from ``model_uri``, tag it, and gate it (`gate`)."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
     version = mlflow.register_model(model_uri, name).version
     set_version_tags(name, version, tags)
-    return gate(name, version)
+    return gate(name, version, promote_anyway)
 
 
 def set_version_tags(name: str, version, tags: dict) -> None:
@@ -212,26 +225,37 @@ def version_of_run(name: str, run_id: str) -> int | None:
     return max((int(v.version) for v in versions), default=None)
 
 
-def gate(name: str, version) -> dict:
-    """The evaluation gate: ``candidate`` -> ``version``, and ``champion`` -> ``version`` if its
-    held-out perplexity (tag ``val_ppl``) beats the current champion's (or there is none)."""
+GATE_TAG = "gate"  # on each gated version: the gate's decision, in one line
+
+
+def gate(name: str, version, promote_anyway: bool = False) -> dict:
+    """The evaluation gate: ``candidate`` -> ``version``, and ``champion`` -> ``version`` if there is
+    no champion, or if its held-out perplexity (tag ``val_ppl``) beats the champion's and the two
+    are comparable (`comparability.decide`; ``promote_anyway``: also when they are not). The
+    decision's one line is stored as the version's ``gate`` tag and returned as ``reason``."""
     import mlflow
+
+    from workflows.registry.comparability import decide
 
     client = _client()
     version = str(version)
-    new_ppl = float(client.get_model_version(name, version).tags["val_ppl"])
+    tags = client.get_model_version(name, version).tags
+    new_ppl = float(tags["val_ppl"])
     client.set_registered_model_alias(name, CANDIDATE, version)
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
-        old_ppl = float(champion.tags.get("val_ppl", "inf"))
     except mlflow.exceptions.MlflowException:
-        champion, old_ppl = None, float("inf")
-    promoted = new_ppl < old_ppl
-    if promoted:
+        champion = None
+    decision = decide(version, tags, champion.version if champion else None, champion.tags if champion else None,
+                      promote_anyway)
+    if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
-    return {"name": name, "version": int(version), "promoted": promoted, "val_ppl": new_ppl,
+    client.set_model_version_tag(name, version, GATE_TAG, decision.reason)
+    old_ppl = champion.tags.get("val_ppl") if champion else None
+    return {"name": name, "version": int(version), "promoted": decision.promote, "val_ppl": new_ppl,
+            "comparable": decision.comparable, "reason": decision.reason,
             "previous_champion": int(champion.version) if champion else None,
-            "previous_champion_val_ppl": old_ppl if champion else None}
+            "previous_champion_val_ppl": float(old_ppl) if old_ppl is not None else None}
 
 
 def get_run(run_id: str):

@@ -77,8 +77,9 @@ def held_out_ppl(model_dir: str, dataset: Dataset, job: TrainJobConfig) -> float
 
 def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str, address: str | None = None,
           source_data: str | None = None, experiment: str = "elmo", parent_run_id: str | None = None,
-          run_name: str | None = None, recipe: dict | None = None) -> dict:
-    """The whole `elmo adapt`; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout)."""
+          run_name: str | None = None, recipe: dict | None = None, promote_anyway: bool = False) -> dict:
+    """The whole `elmo adapt`; ``recipe``: `TrainingConfig` overrides (optimizer, learning rate, dropout);
+    ``promote_anyway``: the gate's override (`tracking.gate`)."""
     from preprocessing.dataset import Dataset
 
     from workflows.registry import tracking
@@ -124,7 +125,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     except BaseException:
         run.finish("FAILED")
         raise
-    outcome = register_run(run.run_id, registered_model)  # its own step: `elmo register` can redo it
+    outcome = register_run(run.run_id, registered_model, promote_anyway)  # its own step: `elmo register` can redo it
     return {**outcome, **before, **after, "run_id": run.run_id, "metrics": result.final,
             "checkpoint_dir": result.checkpoint_dir}
 
@@ -135,15 +136,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcome = adapt(job_config(args), args.source, args.registered_model, args.storage, args.address,
                         args.source_data, args.experiment, args.parent_run_id, run_name=args.run_name,
-                        recipe=recipe_overrides(args))
+                        recipe=recipe_overrides(args), promote_anyway=args.promote_anyway)
     except (ValueError, DatasetError) as exc:
         print(f"elmo adapt: error: {exc}", file=sys.stderr)
         return 2
     line = (f"target perplexity {outcome['target_ppl_before']:.2f} -> {outcome['target_ppl_after']:.2f}")
     if "source_ppl_after" in outcome:
         line += f"; source {outcome['source_ppl_before']:.2f} -> {outcome['source_ppl_after']:.2f}"
-    print(f"{line}; registered {outcome['name']} version {outcome['version']}"
-          f" ({'champion' if outcome['promoted'] else 'candidate only'})")
+    print(f"{line}; registered {outcome['name']} version {outcome['version']}; {outcome['reason']}")
     print(f"final checkpoint: {outcome['checkpoint_dir']}")
     write_summary_json(args.summary_json, outcome)
     return 0

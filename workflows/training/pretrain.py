@@ -25,6 +25,7 @@ from elmo_core.config import PRESETS, TrainingConfig
 
 from preprocessing.entry_point import entry_point
 
+from workflows.registry.register import add_promote_anyway
 from workflows.training.config import TrainJobConfig
 
 if TYPE_CHECKING:  # the command's flags are parsed without loading pyarrow
@@ -46,6 +47,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="after training, evaluate the registered model on the test split in both modes "
                         "(sentence and stream); logged as test_* metrics")
     p.add_argument("--summary-json", metavar="PATH", help="write the stage's outcome (metrics, version) as JSON")
+    add_promote_anyway(p)
     p.add_argument("--experiment", default="elmo", help="MLflow experiment name")
     p.add_argument("--parent-run-id", help="nest this stage's MLflow run under a pipeline run")
     p.add_argument("--run-name", help="Ray Train run name (default: a fresh one, printed at start); give the "
@@ -83,10 +85,12 @@ def model_options(preset: str, vocab_size: int, **training) -> dict:
 
 def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: str, address: str | None = None,
              experiment: str = "elmo", parent_run_id: str | None = None, model_config: dict | None = None,
-             run_name: str | None = None, recipe: dict | None = None, evaluate_test: bool = False) -> dict:
+             run_name: str | None = None, recipe: dict | None = None, evaluate_test: bool = False,
+             promote_anyway: bool = False) -> dict:
     """The whole `elmo pretrain`; returns the registration outcome plus the final metrics. ``model_config``:
     the model's options (default: ``preset``'s for the data's vocabulary); ``recipe``:
-    `TrainingConfig` fields changed on top of them (the optimizer recipe, dropout, ...)."""
+    `TrainingConfig` fields changed on top of them (the optimizer recipe, dropout, ...);
+    ``promote_anyway``: the gate's override (`tracking.gate`)."""
     from elmo_core.config import BiLMConfig
     from preprocessing.dataset import Dataset
 
@@ -123,7 +127,7 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
     except BaseException:
         run.finish("FAILED")
         raise
-    outcome = register_run(run.run_id, registered_model)  # its own step: `elmo register` can redo it
+    outcome = register_run(run.run_id, registered_model, promote_anyway)  # its own step: `elmo register` can redo it
     return {**outcome, "run_id": run.run_id, "run_name": name, "metrics": result.final, "test": test,
             "checkpoint_dir": result.checkpoint_dir, "model_dir": str(chosen), "model_uri": model_uri,
             "history": result.history}
@@ -160,14 +164,15 @@ def run(args: argparse.Namespace) -> int:
         job = job_config(args)
         outcome = pretrain(job, args.preset, args.registered_model, args.storage, args.address,
                            args.experiment, args.parent_run_id, run_name=args.run_name,
-                           recipe=recipe_overrides(args), evaluate_test=args.evaluate_test)
+                           recipe=recipe_overrides(args), evaluate_test=args.evaluate_test,
+                           promote_anyway=args.promote_anyway)
     except (ValueError, DatasetError) as exc:
         print(f"elmo pretrain: error: {exc}", file=sys.stderr)
         return 2
     m = outcome["metrics"]
     print(f"registered {outcome['name']} version {outcome['version']} (best val_ppl {outcome['val_ppl']:.2f}; "
           f"last evaluation {m['val_ppl']:.2f}: forward {m['val_ppl_forward']:.2f}, backward "
-          f"{m['val_ppl_backward']:.2f}); {'promoted to champion' if outcome['promoted'] else 'champion unchanged (gate)'}")
+          f"{m['val_ppl_backward']:.2f}); {outcome['reason']}")
     for key, value in outcome["test"].items():
         print(f"{key} {value:.2f}")
     print(f"final checkpoint: {outcome['checkpoint_dir']}")
