@@ -332,12 +332,12 @@ class _Tour:
                 result = pretrain(job, profile.preset, GENERAL_MODEL, str(self.out / "ray_results"),
                                   experiment=EXPERIMENT, model_config=model_options,
                                   recipe=profile.recipe("pretrain"), run_name=run_name)
-                pretrained = {k: result[k] for k in ("name", "version", "promoted", "val_ppl", "run_id")}
+                pretrained = {k: result[k] for k in ("name", "version", "promoted", "val_ppl", "run_id", "reason")}
                 pretrained["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")
                 self.progress.put("pretrain", key, pretrained)
                 s["note"] = (f"held-out perplexity {pretrained['val_ppl']:.1f}; {GENERAL_MODEL} "
                              f"v{pretrained['version']}"
-                             f"{', champion' if pretrained['promoted'] else ' (the champion is better: alias kept)'}")
+                             f"{', champion' if pretrained['promoted'] else ' (alias kept: ' + pretrained.get('reason', '') + ')'}")
         self.summary["pretrain"] = pretrained
         return pretrained
 
@@ -361,7 +361,7 @@ class _Tour:
                 result = adapt(adapt_job, parent, DOMAIN_MODEL, str(self.out / "ray_results"),
                                source_data=str(self.data_dir / "general"), experiment=EXPERIMENT, run_name=run_name,
                                recipe=profile.recipe("adapt"))
-                adapted = {k: result[k] for k in ("name", "version", "promoted", "run_id", "target_ppl_before",
+                adapted = {k: result[k] for k in ("name", "version", "promoted", "reason", "run_id", "target_ppl_before",
                                                   "target_ppl_after", "source_ppl_before", "source_ppl_after")}
                 adapted["tokens_per_s"] = median_metric(result["run_id"], "tokens_per_second")
                 self.progress.put("adapt", key, adapted)
@@ -370,7 +370,7 @@ class _Tour:
                          f"{adapted['source_ppl_before']:.1f} -> {adapted['source_ppl_after']:.1f}; "
                          f"{DOMAIN_MODEL} v{adapted['version']}"
                          + (", champion" if adapted["promoted"] else
-                            " (the champion is as good or better: alias kept)"))
+                            f" (alias kept: {adapted.get('reason', '')})"))
         self.summary["adapt"] = adapted
         adapted["model_dir"] = str(export_model(f"models:/{DOMAIN_MODEL}/{adapted['version']}", self.out / "model"))
         return adapted
