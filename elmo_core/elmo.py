@@ -88,7 +88,8 @@ class Elmo(nn.Module):
         self.scalar_mixes = nn.ModuleList(
             ScalarMix(n_layers, do_layer_norm, scalar_mix_parameters, trainable=scalar_mix_parameters is None)
             for _ in range(num_output_representations))
-        self.train(self.training)
+        if not requires_grad:
+            module.eval()  # a frozen biLM never runs dropout
 
     @classmethod
     def from_files(cls, model_dir: str | os.PathLike | None = None, options_file: str | None = None,
