@@ -135,7 +135,7 @@ def phase_embed(args) -> dict:
     # the model alone, AllenNLP's batching (consecutive sentences), no token cache
     from elmo_core.characters import batch_to_ids
 
-    batches = [batch_to_ids(sentences[i:i + args.batch_size]) for i in range(0, len(sentences), args.batch_size)]
+    batches = [batch_to_ids(sentences[i:i + args.batch_size], add_boundaries=True) for i in range(0, len(sentences), args.batch_size)]
     with torch.inference_mode():
         def forward_all():
             for ids in batches:

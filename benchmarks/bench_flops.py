@@ -43,7 +43,7 @@ def measure(preset: str, vocab_size: int, sentences: list[list[str]]) -> dict:
     torch.manual_seed(0)
     config = BiLMConfig.preset(preset, n_tokens_vocab=vocab_size)
     model = BiLM(config)
-    chars = batch_to_ids(sentences)  # (B, T, 50) with <S> and </S>
+    chars = batch_to_ids(sentences, add_boundaries=True)  # (B, T, 50) with <S> and </S>
     tokens = sum(len(s) for s in sentences)
     word_ids = torch.randint(3, vocab_size, chars.shape[:2])
     lengths = (chars[:, :, 0] != 0).sum(1)

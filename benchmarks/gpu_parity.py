@@ -26,7 +26,7 @@ def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
 def parity_embed(device, sentences) -> dict:
     """``original`` on the device (float32) against float64 on the CPU."""
     model = model_of("original", 0, "cpu").eval()
-    chars = batch_to_ids(sentences)
+    chars = batch_to_ids(sentences, add_boundaries=True)
     with torch.no_grad(), tf32(False):
         ref = model.double()(chars).layers  # (L+1, B, T, 2P)
         got = model.float().to(device)(chars.to(device)).layers.cpu()
@@ -38,7 +38,7 @@ def parity_embed(device, sentences) -> dict:
 def parity_fused(device, sentences) -> dict:
     """The compiled cell against the eager loop, same device, float32."""
     model = model_of("original", 0, device).eval()
-    chars = batch_to_ids(sentences).to(device)
+    chars = batch_to_ids(sentences, add_boundaries=True).to(device)
     with torch.no_grad(), tf32(False):
         eager = model(chars).layers
         lstm_recurrence.use_fused_cell(True)
@@ -47,10 +47,10 @@ def parity_fused(device, sentences) -> dict:
             fused = model(chars).layers
             sync(device)
             first = time.perf_counter() - t0
-            fused2 = model(batch_to_ids(sentences[: len(sentences) // 2 + 1]).to(device)).layers  # another shape
+            fused2 = model(batch_to_ids(sentences[: len(sentences) // 2 + 1], add_boundaries=True).to(device)).layers  # another shape
         finally:
             lstm_recurrence.use_fused_cell(False)
-        eager2 = model(batch_to_ids(sentences[: len(sentences) // 2 + 1]).to(device)).layers
+        eager2 = model(batch_to_ids(sentences[: len(sentences) // 2 + 1], add_boundaries=True).to(device)).layers
     diff = max(float((fused - eager).abs().max()), float((fused2 - eager2).abs().max()))
     return {"max_abs_diff": diff, "within_1e-5": diff <= 1e-5, "first_call_s": first}
 

@@ -2,7 +2,7 @@
 
 `BiLM` is the model that is pretrained, adapted and embedded with. Its inputs are character ids
 of token sequences exactly as given (sentences are wrapped in ``<S>`` ... ``</S>`` by the
-caller, e.g. `characters.batch_to_ids`); its outputs are the biLM layers at every position.
+caller, e.g. `characters.batch_to_ids(..., add_boundaries=True)`); its outputs are the biLM layers at every position.
 """
 
 from __future__ import annotations

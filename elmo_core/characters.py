@@ -110,8 +110,11 @@ def sentence_to_ids(tokens: Sequence[str], add_boundaries: bool = True) -> np.nd
     return wrap_padded([body], token_to_ids(BOS_TOKEN), token_to_ids(EOS_TOKEN), 0)[0][0]
 
 
-def batch_to_ids(sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> "torch.Tensor":
-    """Sentences -> (B, T, 50) int64 ids, right-padded with all-zero rows (T = longest + 2)."""
+def batch_to_ids(sentences: Sequence[Sequence[str]], add_boundaries: bool = False) -> "torch.Tensor":
+    """Sentences -> (B, T, 50) int64 ids, right-padded with all-zero rows: AllenNLP's
+    ``batch_to_ids`` (T = longest sentence), the input of `elmo_core.elmo.Elmo`, which adds the
+    sentence boundaries itself. ``add_boundaries=True``: each row wrapped in ``<S>`` ... ``</S>``
+    (T = longest + 2), the input of `elmo_core.bilm.BiLM`."""
     import torch
 
     bodies = [sentence_to_ids(s, add_boundaries=False) for s in sentences]

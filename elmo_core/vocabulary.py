@@ -47,7 +47,7 @@ class Vocabulary:
         return self.index.get(token, self.unk)
 
     def batch_ids(self, sentences: Sequence[Sequence[str]], add_boundaries: bool = True) -> "torch.Tensor":
-        """(B, T) word ids, right-padded with -1 (matching `characters.batch_to_ids`)."""
+        """(B, T) word ids, right-padded with -1 (matching `characters.batch_to_ids` with the same add_boundaries)."""
         import numpy as np
         import torch
 

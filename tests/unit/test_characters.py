@@ -34,7 +34,7 @@ def test_ids_decode_back(token):
 
 
 def test_batch_to_ids_pads_with_zero_rows_and_adds_boundaries():
-    batch = batch_to_ids([["a", "b", "c"], ["d"]])
+    batch = batch_to_ids([["a", "b", "c"], ["d"]], add_boundaries=True)
     assert batch.shape == (2, 5, MAX_CHARS_PER_TOKEN) and batch.dtype == torch.int64
     assert torch.equal(batch[1, 0], torch.tensor(token_to_ids("<S>")))
     assert torch.equal(batch[1, 2], torch.tensor(token_to_ids("</S>")))

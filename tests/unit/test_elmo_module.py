@@ -36,12 +36,12 @@ def test_layer_norm_is_per_token_so_batch_mates_do_not_matter():
 
 def test_add_sentence_boundaries_follows_each_rows_length():
     ids = batch_to_ids([["a", "b"], ["c"]], add_boundaries=False)
-    assert torch.equal(add_sentence_boundaries(ids), batch_to_ids([["a", "b"], ["c"]]))
+    assert torch.equal(add_sentence_boundaries(ids), batch_to_ids([["a", "b"], ["c"]], add_boundaries=True))
 
 
-def test_elmo_outputs_frozen_bilm_and_stateless_default():
+def test_elmo_outputs_frozen_bilm_and_stateless_mode():
     bilm = seeded(BiLM(BiLMConfig.preset("tiny")), seed=4)
-    elmo = Elmo(bilm, num_output_representations=2, dropout=0.0)
+    elmo = Elmo(bilm, num_output_representations=2, dropout=0.0, stateful=False)
     assert not any(p.requires_grad for p in elmo.bilm.parameters())
     assert sum(p.numel() for p in elmo.parameters() if p.requires_grad) == 2 * 4  # 3 scalars + gamma, twice
     elmo.train()
@@ -53,7 +53,7 @@ def test_elmo_outputs_frozen_bilm_and_stateless_default():
     assert mask.sum().item() == sum(map(len, sentences))
     # equal weights, gamma 1: the mean of the three biLM layers at the real tokens
     with torch.no_grad():
-        layers = bilm(batch_to_ids(sentences)).layers
+        layers = bilm(batch_to_ids(sentences, add_boundaries=True)).layers
     for b, s in enumerate(sentences):
         expected = layers[:, b, 1:len(s) + 1].mean(0)
         assert torch.allclose(reps[0][b, :len(s)], expected, atol=1e-5)
@@ -83,7 +83,7 @@ def test_stateful_elmo_carries_state_until_reset_states():
     bilm = seeded(BiLM(BiLMConfig.preset("tiny")), seed=5)
     elmo = Elmo(bilm, num_output_representations=1, dropout=0.0, stateful=True).eval()
     ids = batch_to_ids(random_sentences(4, seed=2, min_len=3), add_boundaries=False)
-    stateless = Elmo(bilm, num_output_representations=1, dropout=0.0).eval()
+    stateless = Elmo(bilm, num_output_representations=1, dropout=0.0, stateful=False).eval()
     with torch.no_grad():
         first = elmo(ids)["elmo_representations"][0]
         second = elmo(ids)["elmo_representations"][0]

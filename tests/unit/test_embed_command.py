@@ -55,7 +55,7 @@ def test_output_layout_and_values_equal_one_sentence_at_a_time(model_files, sent
         assert mapping == {" ".join(s): str(i) for i, s in enumerate(sentences)}
         for i, s in enumerate(sentences):
             with torch.no_grad():
-                alone = model(batch_to_ids([s])).layers[:, 0, 1:-1].numpy()
+                alone = model(batch_to_ids([s], add_boundaries=True)).layers[:, 0, 1:-1].numpy()
             expected = {"--all": alone, "--top": alone[-1], "--average": alone.mean(0)}[layers]
             got = f[str(i)][...]
             assert got.dtype == np.float32 and got.shape == expected.shape

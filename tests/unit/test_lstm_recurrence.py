@@ -79,7 +79,7 @@ def test_the_fused_cell_gives_the_eager_loops_outputs():
     args = [t.detach().float() for t in _inputs(T=7, B=5, D=8, P=4, seed=2)]
     active = [5, 5, 4, 4, 2, 1, 1]
     model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=6).eval()
-    ids = batch_to_ids(random_sentences(9, seed=3, max_len=11))
+    ids = batch_to_ids(random_sentences(9, seed=3, max_len=11), add_boundaries=True)
     with torch.no_grad():
         eager = [recurrence(*args, active, 0.9, 0.7), model(ids).layers]
         use_fused_cell(True)

@@ -21,7 +21,7 @@ def test_python_api_stateful_top_layer_matches_bilm_tf(bilm_tf):
     worst = 0.0
     with torch.no_grad():
         for i, batch in enumerate(bilm_tf.batches()):
-            out = model(batch_to_ids(batch), state)
+            out = model(batch_to_ids(batch, add_boundaries=True), state)
             state = out.state
             for k, sentence in enumerate(batch):
                 got = out.top[k, 1:len(sentence) + 1].numpy()

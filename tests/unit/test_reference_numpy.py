@@ -19,8 +19,8 @@ ATOL = 1e-5
 def _compare(model, weights_path, options, sentences):
     weights = ref.load_bilm_tf_weights(str(weights_path))
     with torch.no_grad():
-        out = model(batch_to_ids(sentences))  # one batch, stateless: every row from zero state
-        ids = batch_to_ids(sentences)
+        out = model(batch_to_ids(sentences, add_boundaries=True))  # one batch, stateless: every row from zero state
+        ids = batch_to_ids(sentences, add_boundaries=True)
         mask = ids[:, :, 0] != 0
         encoded = model.encode_tokens(ids)
     worst_layers, worst_encoder = 0.0, 0.0

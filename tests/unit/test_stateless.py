@@ -25,16 +25,16 @@ def sentences():
 
 def _alone(model, sentence):
     with torch.no_grad():
-        return model(batch_to_ids([sentence])).layers[:, 0, 1:-1].numpy()
+        return model(batch_to_ids([sentence], add_boundaries=True)).layers[:, 0, 1:-1].numpy()
 
 
 def test_bilm_output_independent_of_batch_mates_and_padding(model, sentences):
     alone = [_alone(model, s) for s in sentences]
     with torch.no_grad():
-        out = model(batch_to_ids(sentences))
+        out = model(batch_to_ids(sentences, add_boundaries=True))
         # the same batch reversed, and with extra padding columns
-        rev = model(batch_to_ids(sentences[::-1]))
-        ids = batch_to_ids(sentences)
+        rev = model(batch_to_ids(sentences[::-1], add_boundaries=True))
+        ids = batch_to_ids(sentences, add_boundaries=True)
         padded = model(torch.cat([ids, torch.zeros(ids.shape[0], 7, 50, dtype=ids.dtype)], dim=1))
     for b, s in enumerate(sentences):
         n = len(s)

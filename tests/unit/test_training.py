@@ -40,7 +40,7 @@ def test_full_softmax_perplexity_matches_hand_computation():
     lengths = (word_ids != -1).sum(1)
     next_ids, prev_ids = sentence_targets(word_ids, lengths)
     with torch.no_grad():
-        loss, stats, _ = model.lm_loss(batch_to_ids(sentences), next_ids, prev_ids)
+        loss, stats, _ = model.lm_loss(batch_to_ids(sentences, add_boundaries=True), next_ids, prev_ids)
     assert int(stats["forward_count"]) == 8 and int(stats["backward_count"]) == 8
     assert float(stats["forward_nll"]) == pytest.approx(nll_f, rel=1e-5)
     assert float(stats["backward_nll"]) == pytest.approx(nll_b, rel=1e-5)
@@ -148,7 +148,7 @@ def test_gradients_match_finite_differences():
     sentences = [["a", "b", "c"], ["c", "a"]]
     word_ids = vocab.batch_ids(sentences)
     next_ids, prev_ids = sentence_targets(word_ids, (word_ids != -1).sum(1))
-    ids = batch_to_ids(sentences)
+    ids = batch_to_ids(sentences, add_boundaries=True)
 
     def loss_fn():
         return model.lm_loss(ids, next_ids, prev_ids)[0]
@@ -233,7 +233,7 @@ def test_bilm_tf_training_smoke_text_reaches_low_perplexity(bilm_tf):
     model = BiLM(config).train()
     word_ids = vocab.batch_ids(sentences)
     next_ids, prev_ids = sentence_targets(word_ids, (word_ids != -1).sum(1))
-    ids = batch_to_ids(sentences)
+    ids = batch_to_ids(sentences, add_boundaries=True)
     # the bilm-tf recipe: Adagrad 0.2, initial accumulator 1.0, global norm clip 10
     optimizer = torch.optim.Adagrad(model.parameters(), lr=0.2, initial_accumulator_value=1.0)
     _train(model, optimizer, 60, ids, next_ids, prev_ids, 8)

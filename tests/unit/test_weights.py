@@ -18,7 +18,7 @@ from elmo_core.weights import (WeightFileError, load_bilm_tf, load_model_folder,
 
 def _outputs(model, sentences):
     with torch.no_grad():
-        return model(batch_to_ids(sentences)).layers
+        return model(batch_to_ids(sentences, add_boundaries=True)).layers
 
 
 def test_fixture_weights_export_is_identical_to_the_original_file(bilm_tf, tmp_path):
