@@ -16,7 +16,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 # subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("elmo_core.embed_command", "embed a file of tokenized sentences into HDF5 (AllenNLP layout)"),
-    "preprocess": ("preprocessing.cli", "corpus shards -> vocabulary + Parquet of word ids and tokens (Ray Data)"),
+    "preprocess": ("workflows.registry.preprocess_command", "corpus shards -> vocabulary + Parquet of word ids and tokens (Ray Data)"),
     "pretrain": ("workflows.training.pretrain", "pretrain a biLM on Ray Train; track and register it in MLflow"),
     "adapt": ("workflows.training.adapt", "continue LM training on a new domain from a registered/imported model"),
     "register": ("workflows.registry.register", "register a finished training run's model and apply the champion gate"),

@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_fields(p, RunOptions)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, vocab_source: str | None = None) -> int:
+    """``vocab_source``: what the dataset's manifest records as the origin of ``args.vocab``
+    (default: that path; `elmo preprocess --vocab-from` passes the model)."""
     from .driver import PreprocessError, run_preprocess
     from .sources import InputError
 
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         run_preprocess([*args.inputs, *args.validation_input, *args.test_input], args.output, config, options,
-                       vocab_path=args.vocab)
+                       vocab_path=args.vocab, vocab_source=vocab_source)
     except (InputError, PreprocessError) as exc:
         print(f"elmo preprocess: error: {exc}", file=sys.stderr)
         return 2

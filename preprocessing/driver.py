@@ -92,8 +92,11 @@ def _load_vocab(path: str) -> Vocabulary:
 
 
 def run_preprocess(inputs: list[str], output: str, config: PreprocessConfig, options: RunOptions | None = None,
-                   vocab_path: str | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Preprocess ``inputs`` into the dataset at ``output``; returns its manifest.
+                   vocab_path: str | None = None, log: Callable[[str], None] | None = None,
+                   vocab_source: str | None = None) -> dict:
+    """Preprocess ``inputs`` into the dataset at ``output``; returns its manifest. ``vocab_path``:
+    a vocabulary file to use as it is; ``vocab_source``: what the manifest records as its origin
+    (default: ``vocab_path``).
 
     A dataset of the same version (config, vocabulary, input fingerprints) already committed at
     ``output`` is left as it is (no-op). Raises `InputError`/`PreprocessError` naming the input
@@ -118,7 +121,8 @@ def run_preprocess(inputs: list[str], output: str, config: PreprocessConfig, opt
     started = time.time()
     try:
         with _resource_reservation(enabled=plan.reserve_resources):
-            job = PreprocessJob(files, out, staging, config, options, given_vocab, vocab_path, plan, say)
+            job = PreprocessJob(files, out, staging, config, options, given_vocab, vocab_source or vocab_path,
+                                plan, say)
             manifest = build_manifest(job.files, job.config, job.vocab_path, run_passes(job))
         manifest.update(version=version, created_unix=round(started), elapsed_s=round(time.time() - started, 3))
         commit(out, staging, manifest, say)

