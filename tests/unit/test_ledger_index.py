@@ -131,8 +131,8 @@ def test_the_tick_that_writes_a_checkpoint_reads_of_the_previous_one_only_what_i
     Ledger(store, LedgerSettings(checkpoint_every=2)).commit_group([real(i) for i in range(10, 20)])  # checkpoint 2
     asked: list[tuple[int, str]] = []
     read_checkpoint = Ledger._read_checkpoint
-    monkeypatch.setattr(Ledger, "_read_checkpoint", lambda self, seq, part: asked.append((seq, part)) or (
-        read_checkpoint(self, seq, part)))
+    monkeypatch.setattr(Ledger, "_read_checkpoint", lambda self, seq, part, size=None: asked.append((seq, part)) or (
+        read_checkpoint(self, seq, part, size)))
     tick = Ledger(store, LedgerSettings(checkpoint_every=2))
     tick.committed_ids()
     tick.commit(real(20))
@@ -151,3 +151,18 @@ def test_the_tick_that_writes_a_checkpoint_reads_of_the_previous_one_only_what_i
     assert [json.loads(t)["output"] for t in checkpoint(tmp_path, 8).read().column("entry").to_pylist()] == [
         f"m/1/o{i}" for i in range(26)]
     assert set(Ledger(store).committed_ids().entry_ids) == {real(i)["entry_id"] for i in range(26)}
+
+
+def test_the_pointer_gives_the_checkpoints_size_and_a_wrong_one_is_not_trusted(tmp_path):
+    store = Storage(str(tmp_path))
+    ledger = Ledger(store, LedgerSettings(checkpoint_every=2))
+    ledger.commit_group([real(i) for i in range(10)])
+    ledger.commit_group([real(i) for i in range(10, 20)])  # checkpoint at 2
+    ledger.commit(real(20))
+    pointer = json.loads(store.read(ledger_module.CHECKPOINT_POINTER))
+    assert pointer == {"seq": 2, "files": 20, "bytes": (tmp_path / CHECKPOINT_DIR / f"{2:020d}.parquet").stat().st_size}
+    expected = {real(i)["entry_id"] for i in range(21)}
+    for wrong in (pointer["bytes"] - 1, pointer["bytes"] + 100, 0):  # read again at the listing's size
+        store.write(ledger_module.CHECKPOINT_POINTER, json.dumps({**pointer, "bytes": wrong}).encode())
+        reader = Ledger(store)
+        assert set(reader.committed_ids().entry_ids) == expected and reader._checkpoint_seq == 2

@@ -57,6 +57,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -429,35 +430,61 @@ class Ledger:
 
     def _read(self, part: str) -> None:
         """Read the newest checkpoint (its ``part``: "rows" or "index", `_read_checkpoint`) and the log
-        entries after it."""
+        entries after it. The checkpoint is read in a second thread while the listing (for the one
+        the pointer names) and the log entries are: its requests overlap theirs."""
         pointer = self.store.read_json(CHECKPOINT_POINTER) or {}
-        after = _log_name(pointer["seq"]) if pointer.get("seq") else None
-        listed = self.store.list(LEDGER_DIR, start_after=after)
-        names = [f.path for f in listed]
-        self._checkpoint_sizes = {int(m.group(1)): f.size for f in listed if (m := _CHECKPOINT_NAME.fullmatch(f.path))}
-        self._checkpoints_seen = sorted(self._checkpoint_sizes)
+        pointed = pointer.get("seq") or 0
+        after = _log_name(pointed) if pointed else None
+        self.store.fs  # noqa: B018 - the client is made here, not in two threads at once
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="elmo-ledger") as pool:
+            reading = {pointed: pool.submit(self._read_checkpoint, pointed, part, pointer.get("bytes"))
+                       } if pointed else {}
+            listed = self.store.list(LEDGER_DIR, start_after=after)
+            names = [f.path for f in listed]
+            self._checkpoint_sizes = {int(m.group(1)): f.size for f in listed
+                                      if (m := _CHECKPOINT_NAME.fullmatch(f.path))}
+            self._checkpoints_seen = sorted(self._checkpoint_sizes)
+            newest = self._checkpoints_seen[-1] if self._checkpoints_seen else 0
+            if newest and newest >= pointed:  # as a tick finds it: the listing holds every log entry after it
+                if newest != pointed or pointer.get("bytes") != self._checkpoint_sizes[newest]:  # the pointer is behind
+                    reading[newest] = pool.submit(self._read_checkpoint, newest, part, self._checkpoint_sizes[newest])
+                tail, last = self._read_log(names, newest)
+                table = reading[newest].result()
+                if table is not None:
+                    self._checkpoint_seq, self._checkpoint, self._tail, self._last_seq = newest, table, tail, last
+                    return
+        # no checkpoint, the pointer's is gone, or the newest cannot be read (pruned after the listing,
+        # or unreadable): the newest of the others that can be read, or the log alone
         self._checkpoint_seq, self._checkpoint = 0, None
-        for seq in reversed(self._checkpoints_seen):  # the newest that can be read (a pruned one cannot)
-            table = self._read_checkpoint(seq, part)
+        for seq in reversed(self._checkpoints_seen):
+            if seq == newest and newest >= pointed:
+                continue  # tried above
+            table = self._read_checkpoint(seq, part, self._checkpoint_sizes[seq])
             if table is not None:
                 self._checkpoint_seq, self._checkpoint = seq, table
                 break
-        if after and self._checkpoint_seq < pointer["seq"]:  # the pointer's checkpoint is gone: list from ours
+        if after and self._checkpoint_seq < pointed:  # the pointer's checkpoint is gone: list from ours
             start = _log_name(self._checkpoint_seq) if self._checkpoint_seq else None
             names = [f.path for f in self.store.list(LEDGER_DIR, start_after=start)]
-        logs = sorted(seq for n in names if (m := _LOG_NAME.fullmatch(n)) and (seq := int(m.group(1))) > self._checkpoint_seq)
-        self._tail = [e for seq in logs for e in _file_entries(self.store.read_json(_log_name(seq)))]
-        self._last_seq = logs[-1] if logs else self._checkpoint_seq
+        self._tail, self._last_seq = self._read_log(names, self._checkpoint_seq)
 
-    def _read_checkpoint(self, seq: int, part: str):
+    def _read_log(self, names: list[str], after: int) -> tuple[list[dict], int]:
+        """The file entries of the log entries among ``names`` numbered after ``after``, and the
+        newest number (``after`` if none)."""
+        logs = sorted(seq for n in names if (m := _LOG_NAME.fullmatch(n)) and (seq := int(m.group(1))) > after)
+        entries = [e for seq in logs for e in _file_entries(self.store.read_json(_log_name(seq)))]
+        return entries, logs[-1] if logs else after
+
+    def _read_checkpoint(self, seq: int, part: str, size: int | None = None):
         """``part`` of checkpoint ``seq``, a pyarrow Table: "rows" (``seq``, ``entry``) or "index" (the
-        binary id columns; in a checkpoint without them, the text ones). None if it cannot be read."""
+        binary id columns; in a checkpoint without them, the text ones). None if it cannot be read.
+        Given its ``size`` in bytes, no request asks for it."""
         import pyarrow as pa
         import pyarrow.dataset as ds
 
-        try:  # not whole: the footer, then the columns asked for in one request (its size known: no HEAD)
+        try:  # not whole: the footer, then the columns asked for, in one request
             fragment = ds.ParquetFileFormat().make_fragment(self.store.path(_checkpoint_name(seq)), self.store.fs,
-                                                           file_size=self._checkpoint_sizes.get(seq))
+                                                           file_size=size)
             names = fragment.physical_schema.names
             columns = (_ROW_COLUMNS if part == "rows" else
                        _BINARY_ID_COLUMNS if ENTRY_IDS_BINARY in names else _ID_COLUMNS)
@@ -507,9 +534,10 @@ class Ledger:
         rows = index = None
         if self._checkpoint is not None:
             known = self._checkpoint.column_names
-            rows = self._checkpoint if "entry" in known else self._read_checkpoint(previous, "rows")
+            size = self._checkpoint_sizes.get(previous)
+            rows = self._checkpoint if "entry" in known else self._read_checkpoint(previous, "rows", size)
             index = self._checkpoint if ENTRY_IDS in known or ENTRY_IDS_BINARY in known else (
-                self._read_checkpoint(previous, "index"))
+                self._read_checkpoint(previous, "index", size))
             if rows is None or index is None:  # pruned meanwhile (another writer): read it all again
                 self._read("index")
                 return self.write_checkpoint()
@@ -535,9 +563,10 @@ class Ledger:
         buffer = io.BytesIO()
         pq.write_table(table, buffer, use_dictionary=False,  # unique strings: no dictionary
                        compression={n: "none" if n in _BINARY_ID_COLUMNS else "zstd" for n in table.column_names})
-        if self.store.put_if_absent(_checkpoint_name(seq), buffer.getvalue()):  # taken: the same rows, by an earlier try
-            self._checkpoint_sizes[seq] = buffer.tell()
-        self.store.write(CHECKPOINT_POINTER, json.dumps({"seq": seq, "files": table.num_rows}).encode())
+        pointer = {"seq": seq, "files": table.num_rows}
+        if self.store.put_if_absent(_checkpoint_name(seq), buffer.getvalue()):  # taken: the same rows, an earlier try's
+            self._checkpoint_sizes[seq] = pointer["bytes"] = buffer.tell()
+        self.store.write(CHECKPOINT_POINTER, json.dumps(pointer).encode())
         for old in self._checkpoints_seen:
             if old < previous:
                 self.store.delete(_checkpoint_name(old))
