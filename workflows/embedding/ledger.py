@@ -22,15 +22,17 @@ a hundred commits as after a million.
   sorted on its own, not aligned with the rows, as text; and, when every id is 24 hex digits as
   `entry_id` and `file_identity` make them, the same two again as 12 bytes each, uncompressed:
   ``entry_ids_sorted_binary``, ``file_identities_sorted_binary``), then replaces the pointer
-  ``OUT/_ledger/_last_checkpoint`` (``{"seq": n}``) and deletes checkpoints older than the
-  previous one. A reader reads the pointer, lists ``_ledger/`` *after* the pointer's log name
-  (S3 ``StartAfter``: the listing holds only the newer log entries and the few checkpoints), takes
-  the newest checkpoint in it (a pointer left stale by a kill is corrected here; a missing pointer
-  costs one full listing), and reads the log entries after that checkpoint. A scheduler's tick
-  reads only the two binary id columns (checkpoints written before them: the two text ones) and
-  searches them as they are (`Ledger.committed_ids`: no decompression, no set of 100,000 strings
-  built). The log entries
-  themselves are never deleted: they are the record, and a lost checkpoint is rebuilt from them.
+  ``OUT/_ledger/_last_checkpoint`` (``{"seq": n, "files": k, "bytes": size}``) and deletes
+  checkpoints older than the previous one. A reader reads the pointer, lists ``_ledger/`` *after*
+  the pointer's log name (S3 ``StartAfter``: the listing holds only the newer log entries and the
+  few checkpoints), takes the newest checkpoint in it (a pointer left stale by a kill is corrected
+  here; a missing pointer costs one full listing), and reads the log entries after that
+  checkpoint; the checkpoint the pointer names is read meanwhile, in a second thread (its footer,
+  then its columns: two requests, none for its size). A scheduler's tick reads only the two
+  binary id columns (checkpoints written before them: the two text ones) and searches them as
+  they are (`Ledger.committed_ids`: no decompression, no set of 100,000 strings built). The log
+  entries themselves are never deleted: they are the record, and a lost checkpoint is rebuilt
+  from them.
 * **Lease** ``OUT/_lease/<epoch>.json``: one scheduler at a time. A scheduler takes epoch n+1
   with `put_if_absent` when epoch n is released or expired, so of two contenders exactly one wins;
   a crashed holder blocks others for at most ``ttl`` seconds (not at all on its own machine, where
