@@ -153,7 +153,11 @@ def test_the_tick_that_writes_a_checkpoint_reads_of_the_previous_one_only_what_i
     assert set(Ledger(store).committed_ids().entry_ids) == {real(i)["entry_id"] for i in range(26)}
 
 
-def test_the_pointer_gives_the_checkpoints_size_and_a_wrong_one_is_not_trusted(tmp_path):
+def test_the_pointer_gives_the_checkpoints_size_and_a_wrong_one_is_not_trusted(tmp_path, monkeypatch):
+    sizes: list[int | None] = []
+    read_checkpoint = Ledger._read_checkpoint
+    monkeypatch.setattr(Ledger, "_read_checkpoint", lambda self, seq, part, size=None: sizes.append(size) or (
+        read_checkpoint(self, seq, part, size)))
     store = Storage(str(tmp_path))
     ledger = Ledger(store, LedgerSettings(checkpoint_every=2))
     ledger.commit_group([real(i) for i in range(10)])
@@ -162,7 +166,14 @@ def test_the_pointer_gives_the_checkpoints_size_and_a_wrong_one_is_not_trusted(t
     pointer = json.loads(store.read(ledger_module.CHECKPOINT_POINTER))
     assert pointer == {"seq": 2, "files": 20, "bytes": (tmp_path / CHECKPOINT_DIR / f"{2:020d}.parquet").stat().st_size}
     expected = {real(i)["entry_id"] for i in range(21)}
-    for wrong in (pointer["bytes"] - 1, pointer["bytes"] + 100, 0):  # read again at the listing's size
+    sizes.clear()
+    assert set(Ledger(store).committed_ids().entry_ids) == expected and sizes == [pointer["bytes"]]
+    for wrong in (pointer["bytes"] - 1, pointer["bytes"] + 100):  # read again at the listing's size
         store.write(ledger_module.CHECKPOINT_POINTER, json.dumps({**pointer, "bytes": wrong}).encode())
+        sizes.clear()
         reader = Ledger(store)
         assert set(reader.committed_ids().entry_ids) == expected and reader._checkpoint_seq == 2
+        assert sizes == [wrong, pointer["bytes"]]
+    store.write(ledger_module.CHECKPOINT_POINTER, json.dumps({"seq": 2, "files": 20}).encode())  # as d7b79fc wrote it
+    sizes.clear()
+    assert set(Ledger(store).committed_ids().entry_ids) == expected and sizes == [pointer["bytes"]]

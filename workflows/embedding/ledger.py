@@ -439,8 +439,9 @@ class Ledger:
         after = _log_name(pointed) if pointed else None
         self.store.fs  # noqa: B018 - the client is made here, not in two threads at once
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="elmo-ledger") as pool:
-            reading = {pointed: pool.submit(self._read_checkpoint, pointed, part, pointer.get("bytes"))
-                       } if pointed else {}
+            reading = {}  # seq: its read under way (for a pointer written without the size: after the listing)
+            if pointed and pointer.get("bytes"):
+                reading[pointed] = pool.submit(self._read_checkpoint, pointed, part, pointer["bytes"])
             listed = self.store.list(LEDGER_DIR, start_after=after)
             names = [f.path for f in listed]
             self._checkpoint_sizes = {int(m.group(1)): f.size for f in listed
@@ -448,7 +449,7 @@ class Ledger:
             self._checkpoints_seen = sorted(self._checkpoint_sizes)
             newest = self._checkpoints_seen[-1] if self._checkpoints_seen else 0
             if newest and newest >= pointed:  # as a tick finds it: the listing holds every log entry after it
-                if newest != pointed or pointer.get("bytes") != self._checkpoint_sizes[newest]:  # the pointer is behind
+                if newest not in reading or pointer["bytes"] != self._checkpoint_sizes[newest]:  # the pointer is behind
                     reading[newest] = pool.submit(self._read_checkpoint, newest, part, self._checkpoint_sizes[newest])
                 tail, last = self._read_log(names, newest)
                 table = reading[newest].result()
