@@ -1,7 +1,9 @@
 """What `elmo embed-new`'s ledger and lease cost a tick as the ledger grows: time and S3 requests
 on the tests' S3 server (SeaweedFS on 127.0.0.1, started and stopped here), after 100, 10,000
-and 100,000 committed files, and today's ledger (`/work/main`'s, one log object per file, no
-checkpoints) after 100, 1,000 and 3,000.
+and 100,000 committed files; with ``--compare-main``, `/work/main`'s ledger on the same ledgers
+(ticks with nothing new); and `/work/main`'s ledger on a log written one object per file, as
+the code before checkpoints wrote it, after ``--today-sizes`` files (100, 1,000 and 3,000; when
+/work/main was that code, "today's ledger"; ``--today-sizes ''`` skips it).
 
     .venv/bin/python benchmarks/bench_ledger.py --out benchmarks/results/ledger_s3.json
 
