@@ -1,7 +1,9 @@
 """What `elmo embed-new`'s ledger and lease cost a tick as the ledger grows: time and S3 requests
 on the tests' S3 server (SeaweedFS on 127.0.0.1, started and stopped here), after 100, 10,000
-and 100,000 committed files, and today's ledger (`/work/main`'s, one log object per file, no
-checkpoints) after 100, 1,000 and 3,000.
+and 100,000 committed files; with ``--compare-main``, `/work/main`'s ledger on the same ledgers
+(ticks with nothing new); and `/work/main`'s ledger on a log written one object per file, as
+the code before checkpoints wrote it, after ``--today-sizes`` files (100, 1,000 and 3,000; when
+/work/main was that code, "today's ledger"; ``--today-sizes ''`` skips it).
 
     .venv/bin/python benchmarks/bench_ledger.py --out benchmarks/results/ledger_s3.json
 
@@ -11,7 +13,13 @@ read what is committed (`Ledger.committed_ids`; today's: `Ledger.entries`), and 
 one new file, the lease check and the commit of its entry (`CommitGroups`, one file), then
 release the lease. Entries are synthetic, shaped and sized as `run_once` writes them, and are
 written through the ledger's own group commits (256 files a log entry, so 100,000 files are 391
-log objects); today's are written as today's code wrote them (one object a file).
+log objects), one ledger per size; today's are written as today's code wrote them (one object a
+file). The ticks on this branch's ledgers are taken in turns (a tick on each size, then the next
+round), so a load that changes during the run slows every size alike.
+
+Apart from the ticks: what a real tick adds for a source of n files that are all committed
+(`lookup_all_listed`): each listed file's `entry_id` and `file_identity`, and the two
+`IdSet.contains` questions `run_once` asks for all of them (without the source listing itself).
 
 Requests are counted by a small HTTP proxy on 127.0.0.1 in front of the server (every request of
 boto3 and of pyarrow's S3 client, by method); times are taken on the direct connection, in a
@@ -100,15 +108,22 @@ class CountingProxy:
         return {**dict(sorted(counts.items())), "total": sum(counts.values())}
 
 
+SETTINGS = {"input_format": "sentence", "tokenizer": "moses", "max_sentence_tokens": 256,
+            "layers": "all", "dtype": "float32", "format": "parquet"}
+
+
+def synthetic_input(i: int) -> dict:
+    """Input file ``i`` of the synthetic feed, as `InputFile.to_dict` describes it."""
+    return {"uri": f"s3://feed/incoming/2026/12/02/doc-{i:09d}.txt", "key": f"2026/12/02/doc-{i:09d}.txt",
+            "size": 1000 + i % 5000, "fingerprint": "etag:" + hashlib.md5(str(i).encode()).hexdigest()}
+
+
 def synthetic_entry(i: int) -> dict:
     """A file's ledger entry as `run_once` writes it: the same fields, ids and hashes as random as
     real ones (they decide how well a checkpoint compresses)."""
     from workflows.embedding.ledger import entry_id, file_identity
 
-    ident = {"uri": f"s3://feed/incoming/2026/12/02/doc-{i:09d}.txt", "key": f"2026/12/02/doc-{i:09d}.txt",
-             "size": 1000 + i % 5000, "fingerprint": "etag:" + hashlib.md5(str(i).encode()).hexdigest()}
-    settings = {"input_format": "sentence", "tokenizer": "moses", "max_sentence_tokens": 256,
-                "layers": "all", "dtype": "float32", "format": "parquet"}
+    ident, settings = synthetic_input(i), SETTINGS
     eid = entry_id(ident, "elmo-news/3", settings)
     return {"entry_id": eid, "file_identity": file_identity(ident),
             "input": {**ident, "sha256": hashlib.sha256(str(i).encode()).hexdigest()}, "model_name": "elmo-news",
@@ -181,29 +196,63 @@ class Bench:
     def measure(self, module, prefix: str, kind: str, repeats: int, counted_first: bool = False) -> dict:
         """``repeats`` ticks timed on the direct connection, and ``repeats`` counted through the proxy
         (after them, or before them)."""
-        timed, counted = storage_at(prefix, self.direct, module), storage_at(prefix, self.proxy.address, module)
-        seconds, requests = [], []
+        return self.measure_in_turns({prefix: (module, prefix)}, kind, repeats, counted_first)[prefix]
+
+    def measure_in_turns(self, targets: dict[str, tuple], kind: str, repeats: int,
+                         counted_first: bool = False) -> dict[str, dict]:
+        """For each of ``targets`` (name: (ledger module, prefix of its ledger)): ``repeats`` ticks
+        timed on the direct connection, and ``repeats`` counted through the proxy (after them, or
+        before them); the targets take turns, one tick each a round."""
+        timed = {t: storage_at(prefix, self.direct, module) for t, (module, prefix) in targets.items()}
+        counted = {t: storage_at(prefix, self.proxy.address, module) for t, (module, prefix) in targets.items()}
+        seconds: dict[str, list[float]] = {t: [] for t in targets}
+        requests: dict[str, list[dict]] = {t: [] for t in targets}
 
         def time_them() -> None:
             for _ in range(repeats):
-                started = time.perf_counter()
-                tick(module, timed, synthetic_entry(self.new_id()) if kind == "one_new" else None)
-                seconds.append(time.perf_counter() - started)
+                for t, (module, _) in targets.items():
+                    started = time.perf_counter()
+                    tick(module, timed[t], synthetic_entry(self.new_id()) if kind == "one_new" else None)
+                    seconds[t].append(time.perf_counter() - started)
 
         def count_them() -> None:
             self.proxy.take()
             for _ in range(repeats):
-                tick(module, counted, synthetic_entry(self.new_id()) if kind == "one_new" else None)
-                requests.append(self.proxy.take())
+                for t, (module, _) in targets.items():
+                    tick(module, counted[t], synthetic_entry(self.new_id()) if kind == "one_new" else None)
+                    requests[t].append(self.proxy.take())
 
         for step in (count_them, time_them) if counted_first else (time_them, count_them):
             step()
-        totals = [r["total"] for r in requests]
-        return {"ticks": repeats, "seconds_median": round(statistics.median(seconds), 4),
-                "seconds_max": round(max(seconds), 4), "seconds_mean": round(statistics.fmean(seconds), 4),
-                "seconds": [round(s, 4) for s in seconds], "requests_median": statistics.median(totals),
-                "requests_max": max(totals), "requests_mean": round(statistics.fmean(totals), 2),
-                "requests_by_method_first": requests[0], "requests": totals}
+        return {t: summary(seconds[t], requests[t]) for t in targets}
+
+
+def summary(seconds: list[float], requests: list[dict]) -> dict:
+    totals = [r["total"] for r in requests]
+    return {"ticks": len(seconds), "seconds_median": round(statistics.median(seconds), 4),
+            "seconds_max": round(max(seconds), 4), "seconds_mean": round(statistics.fmean(seconds), 4),
+            "seconds": [round(s, 4) for s in seconds], "requests_median": statistics.median(totals),
+            "requests_max": max(totals), "requests_mean": round(statistics.fmean(totals), 2),
+            "requests_by_method_first": requests[0], "requests": totals}
+
+
+def lookup_all_listed(module, store, size: int, repeats: int) -> dict:
+    """What a real tick adds for a source of ``size`` files, all committed: each file's two ids and
+    the two `contains` questions `run_once` asks for all of them (seconds, medians)."""
+    inputs = [synthetic_input(i) for i in range(size)]
+    committed = module.Ledger(store).committed_ids()
+    ids_s, contains_s = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        entry_ids = [module.entry_id(ident, "elmo-news/3", SETTINGS) for ident in inputs]
+        file_ids = [module.file_identity(ident) for ident in inputs]
+        ids_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        done, earlier = committed.entry_ids.contains(entry_ids), committed.file_identities.contains(file_ids)
+        contains_s.append(time.perf_counter() - started)
+        assert done.all() and earlier.all()
+    return {"files": size, "repeats": repeats, "ids_seconds_median": round(statistics.median(ids_s), 4),
+            "contains_seconds_median": round(statistics.median(contains_s), 4)}
 
 
 def object_count(client, prefix: str) -> dict:
@@ -222,14 +271,14 @@ def object_count(client, prefix: str) -> dict:
 
 
 def run(sizes_new: list[int], sizes_today: list[int], repeats: int, today_repeats: int, group: int,
-        out: Path | None) -> dict:
+        lookup_repeats: int, compare_main: bool, out: Path | None) -> dict:
     from infra.local.local_services import s3_server
     from workflows.embedding import ledger as ledger_new
 
     report = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_at_start": os.getloadavg()},
               "settings": {"checkpoint_every": ledger_new.LedgerSettings().checkpoint_every, "fill_group": group,
-                           "repeats": repeats, "today_repeats": today_repeats},
-              "new": {}, "today": {}}
+                           "repeats": repeats, "today_repeats": today_repeats, "lookup_repeats": lookup_repeats},
+              "new": {}, "main_on_same_ledgers": {}, "today": {}}
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp, s3_server(tmp) as (service, env, client):
         report["server"] = {"kind": "SeaweedFS (weed mini) on 127.0.0.1", "pid": service.pid}
         os.environ.update(env)
@@ -237,28 +286,36 @@ def run(sizes_new: list[int], sizes_today: list[int], repeats: int, today_repeat
         proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
         bench = Bench(proxy, env["AWS_ENDPOINT_URL"])
 
-        # this branch: one ledger filled step by step, measured at each size
-        filler = ledger_new.Ledger(storage_at("new", env["AWS_ENDPOINT_URL"]))
-        filled = 0
-        for size in sizes_new:
+        # this branch: one ledger per size, filled first, then ticked in turns
+        prefixes = {size: f"new-{size}" for size in sizes_new}
+        for size, prefix in prefixes.items():
+            filler = ledger_new.Ledger(storage_at(prefix, env["AWS_ENDPOINT_URL"]))
             started = time.perf_counter()
-            while filled < size:
-                n = min(group, size - filled)
-                filler.commit_group([synthetic_entry(i) for i in range(filled, filled + n)])
-                filled += n
-            fill_s = time.perf_counter() - started
-            row = {"entries_before": size, "fill_seconds": round(fill_s, 1)}
-            row["objects_before"] = object_count(client, "new/")
-            row["nothing_new"] = bench.measure(ledger_new, "new", "nothing", repeats)
-            row["one_new"] = bench.measure(ledger_new, "new", "one_new", repeats)
-            filled += 2 * repeats  # the one-new ticks' files
-            filler = ledger_new.Ledger(storage_at("new", env["AWS_ENDPOINT_URL"]))  # it has not seen them
-            report["new"][str(size)] = row
+            for first in range(0, size, group):
+                filler.commit_group([synthetic_entry(i) for i in range(first, min(size, first + group))])
+            report["new"][str(size)] = {"entries_before": size,
+                                        "fill_seconds": round(time.perf_counter() - started, 1),
+                                        "objects_before": object_count(client, f"{prefix}/")}
+        # `main`'s ledger (`/work/main`) on the same ledgers, nothing new only (it reads the text index;
+        # a commit of its would write a checkpoint without the binary one)
+        main = load_today_ledger() if compare_main else None
+        for kind in ("nothing_new", "one_new"):
+            targets = {str(size): (ledger_new, prefix) for size, prefix in prefixes.items()}
+            if main and kind == "nothing_new":
+                targets |= {f"main {size}": (main, prefix) for size, prefix in prefixes.items()}
+            measured = bench.measure_in_turns(targets, kind, repeats)
+            for name, row in measured.items():
+                if name.startswith("main "):
+                    report["main_on_same_ledgers"].setdefault(name.split()[1], {})[kind] = row
+                else:
+                    report["new"][name][kind] = row
             if out:
                 save_json(out, report)  # so far (a run stopped later keeps this)
-            print(json.dumps({size: {k: row[k] for k in ("objects_before",)} | {
-                k: {m: row[k][m] for m in ("seconds_median", "requests_median", "requests_max")}
-                for k in ("nothing_new", "one_new")}}), flush=True)
+            print(json.dumps({kind: {name: {m: row[m] for m in ("seconds_median", "requests_median", "requests_max")}
+                                     for name, row in measured.items()}}), flush=True)
+        for size, prefix in prefixes.items():
+            report["new"][str(size)]["lookup_all_listed"] = lookup_all_listed(
+                ledger_new, storage_at(prefix, env["AWS_ENDPOINT_URL"]), size, lookup_repeats)
 
         # today's ledger: one object per file, written as today's commit writes it
         today = load_today_ledger()
@@ -279,7 +336,7 @@ def run(sizes_new: list[int], sizes_today: list[int], repeats: int, today_repeat
                                                 for k in ("nothing_new", "one_new")}}), flush=True)
         # this branch's first ticks on a log today's code wrote: the first reads it all and writes the
         # first checkpoint (counted; the timed one comes second, on the checkpointed log)
-        report["new_on_today_log"] = {"entries_before": written,
+        report["new_on_today_log"] = {} if not sizes_today else {"entries_before": written,
                                       "first_ticks_one_new": bench.measure(ledger_new, "today", "one_new", 1, True),
                                       "then_nothing_new": bench.measure(ledger_new, "today", "nothing", 1)}
         proxy.server.shutdown()
@@ -300,12 +357,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="ticks of each kind (10 = one checkpoint interval)")
     parser.add_argument("--today-repeats", type=int, default=3)
     parser.add_argument("--group", type=int, default=256, help="files per log entry when filling")
+    parser.add_argument("--lookup-repeats", type=int, default=3,
+                        help="times a real tick's lookup of all files is taken")
+    parser.add_argument("--compare-main", action="store_true",
+                        help="also tick /work/main's ledger (nothing new) on this branch's ledgers, in the same turns")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     report = run([int(s) for s in args.sizes.split(",")], [int(s) for s in args.today_sizes.split(",") if s],
-                 args.repeats, args.today_repeats, args.group, args.out)
-    write_report(args.out, report, shown=["new", "today", "new_on_today_log", "ratios_largest_to_smallest"])
+                 args.repeats, args.today_repeats, args.group, args.lookup_repeats, args.compare_main, args.out)
+    write_report(args.out, report, shown=["new", "main_on_same_ledgers", "today", "new_on_today_log",
+                                          "ratios_largest_to_smallest"])
 
 
 if __name__ == "__main__":

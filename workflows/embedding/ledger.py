@@ -19,14 +19,20 @@ a hundred commits as after a million.
   the committer writes (put-if-absent) one Parquet file holding every file entry up to ``seq``,
   the first per ``entry_id`` only (columns ``seq`` and ``entry``, the entry as JSON, in commit
   order; and an index: ``entry_ids_sorted`` and ``file_identities_sorted``, the same rows' ids each
-  sorted on its own, not aligned with the rows), then replaces the pointer ``OUT/_ledger/_last_checkpoint``
-  (``{"seq": n}``) and deletes checkpoints older than the previous one. A reader reads the
-  pointer, lists ``_ledger/`` *after* the pointer's log name (S3 ``StartAfter``: the listing holds
-  only the newer log entries and the few checkpoints), takes the newest checkpoint in it (a
-  pointer left stale by a kill is corrected here; a missing pointer costs one full listing), and
-  reads the log entries after that checkpoint. A scheduler's tick reads only the two sorted id
-  columns and searches them as they are (`Ledger.committed_ids`: no set of 100,000 strings built). The log entries themselves are never deleted: they are the
-  record, and a lost checkpoint is rebuilt from them.
+  sorted on its own, not aligned with the rows, as text; and, when every id is 24 hex digits as
+  `entry_id` and `file_identity` make them, the same two again as 12 bytes each, uncompressed:
+  ``entry_ids_sorted_binary``, ``file_identities_sorted_binary``), then replaces the pointer
+  ``OUT/_ledger/_last_checkpoint`` (``{"seq": n, "files": k, "bytes": size}``) and deletes
+  checkpoints older than the previous one. A reader reads the pointer, lists ``_ledger/`` *after*
+  the pointer's log name (S3 ``StartAfter``: the listing holds only the newer log entries and the
+  few checkpoints), takes the newest checkpoint in it (a pointer left stale by a kill is corrected
+  here; a missing pointer costs one full listing), and reads the log entries after that
+  checkpoint; the checkpoint the pointer names is read meanwhile, in a second thread (its footer,
+  then its columns: two requests, none for its size). A scheduler's tick reads only the two
+  binary id columns (checkpoints written before them: the two text ones) and searches them as
+  they are (`Ledger.committed_ids`: no decompression, no set of 100,000 strings built). The log
+  entries themselves are never deleted: they are the record, and a lost checkpoint is rebuilt
+  from them.
 * **Lease** ``OUT/_lease/<epoch>.json``: one scheduler at a time. A scheduler takes epoch n+1
   with `put_if_absent` when epoch n is released or expired, so of two contenders exactly one wins;
   a crashed holder blocks others for at most ``ttl`` seconds (not at all on its own machine, where
@@ -53,6 +59,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -68,8 +75,12 @@ LEASE_DIR = "_lease"
 DEFAULT_TTL = 120.0
 _LOG_NAME = re.compile(rf"{LEDGER_DIR}/(\d+)\.json")
 _CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_DIR}/(\d+)\.parquet")
-ENTRY_IDS, FILE_IDS = "entry_ids_sorted", "file_identities_sorted"  # a checkpoint's index columns
+ENTRY_IDS, FILE_IDS = "entry_ids_sorted", "file_identities_sorted"  # a checkpoint's index columns (text)
+ENTRY_IDS_BINARY, FILE_IDS_BINARY = f"{ENTRY_IDS}_binary", f"{FILE_IDS}_binary"  # the same, 12 bytes an id
 _ID_COLUMNS = [ENTRY_IDS, FILE_IDS]
+_BINARY_ID_COLUMNS = [ENTRY_IDS_BINARY, FILE_IDS_BINARY]
+_ROW_COLUMNS = ["seq", "entry"]
+ID_HEX_DIGITS = 24  # an `entry_id` or `file_identity`: 24 lowercase hex digits, 12 bytes in binary
 
 
 @dataclass(frozen=True)
@@ -250,13 +261,85 @@ def _sorted_bytes(column) -> np.ndarray:
     return ids
 
 
-class IdSet:
-    """A set of ids: a checkpoint's (sorted bytes, binary-searched; sorted here if they are not)
-    and those committed after it."""
+def _sorted_binary(column) -> np.ndarray:
+    """A checkpoint's binary id column as a numpy array of 12-byte ids (``S12``; no copy when it is
+    one row group, as up to a million files are)."""
+    import pyarrow as pa
 
-    def __init__(self, sorted_ids: np.ndarray | None = None) -> None:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    if len(column) == 0:
+        return np.array([], dtype=_BINARY)
+    return np.frombuffer(column.buffers()[1], dtype=_BINARY, count=len(column), offset=column.offset * _BINARY_WIDTH)
+
+
+_BINARY_WIDTH = ID_HEX_DIGITS // 2
+_BINARY = f"S{_BINARY_WIDTH}"
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_NIBBLES = np.full(256, 255, dtype=np.uint8)  # an ASCII byte's value as a hex digit; 255: not one
+_NIBBLES[_HEX_DIGITS] = np.arange(16, dtype=np.uint8)
+
+
+def _hex_to_binary(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ids as text (numpy ``S``, n) -> their 12 bytes (``S12``, n) and whether each is 24 lowercase
+    hex digits (bool, n; where not, its 12 bytes mean nothing)."""
+    n, width = len(ids), ids.dtype.itemsize
+    if width < ID_HEX_DIGITS:
+        return np.zeros(n, dtype=_BINARY), np.zeros(n, dtype=bool)
+    chars = np.ascontiguousarray(ids).view(np.uint8).reshape(n, width)
+    nibbles = _NIBBLES[chars[:, :ID_HEX_DIGITS]]
+    valid = (nibbles < 16).all(axis=1) & (chars[:, ID_HEX_DIGITS:] == 0).all(axis=1)
+    packed = (nibbles[:, 0::2] << 4) | (nibbles[:, 1::2] & 15)
+    return packed.view(_BINARY).reshape(n), valid
+
+
+def _binary_to_hex(ids: np.ndarray) -> np.ndarray:
+    """12-byte ids (``S12``, n) -> their 24 lowercase hex digits (``S24``, n)."""
+    raw = np.ascontiguousarray(ids).view(np.uint8).reshape(len(ids), _BINARY_WIDTH)
+    digits = np.empty((len(ids), ID_HEX_DIGITS), dtype=np.uint8)
+    digits[:, 0::2], digits[:, 1::2] = _HEX_DIGITS[raw >> 4], _HEX_DIGITS[raw & 15]
+    return digits.view(f"S{ID_HEX_DIGITS}").reshape(len(ids))
+
+
+def _merged(sorted_ids: np.ndarray, more: list[str]) -> np.ndarray:
+    """Sorted ids as text (numpy ``S``) with ``more`` put in their places (duplicates kept)."""
+    if not more:
+        return sorted_ids
+    added = np.sort(np.array([k.encode() for k in more]))
+    width = max(sorted_ids.dtype.itemsize, added.dtype.itemsize)
+    base, added = sorted_ids.astype(f"S{width}", copy=False), added.astype(f"S{width}", copy=False)
+    return np.insert(base, np.searchsorted(base, added), added)
+
+
+def _text_array(ids: np.ndarray):
+    """Ids as text (numpy ``S``) -> a pyarrow string array (on their bytes, when every id is as wide
+    as the array, as ours are)."""
+    import pyarrow as pa
+
+    n, width = len(ids), ids.dtype.itemsize
+    chars = np.ascontiguousarray(ids).view(np.uint8).reshape(n, width)
+    if n and n * width < 2**31 and (chars[:, -1] != 0).all():
+        offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars.tobytes()))
+    return pa.array([b.decode() for b in ids.tolist()], pa.string())
+
+
+def _binary_array(ids: np.ndarray):
+    """12-byte ids (``S12``) -> a pyarrow ``fixed_size_binary(12)`` array."""
+    import pyarrow as pa
+
+    data = pa.py_buffer(np.ascontiguousarray(ids).tobytes())
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(_BINARY_WIDTH), len(ids), [None, data])
+
+
+class IdSet:
+    """A set of ids: a checkpoint's (sorted, binary-searched; sorted here if they are not), as text
+    (each id's bytes) or ``binary`` (each id's 24 hex digits as 12 bytes), and those committed after it."""
+
+    def __init__(self, sorted_ids: np.ndarray | None = None, binary: bool = False) -> None:
         ids = np.array([], dtype="S1") if sorted_ids is None else sorted_ids
         self._sorted = ids if (ids[:-1] <= ids[1:]).all() else np.sort(ids)
+        self._binary = binary
         self._more: set[str] = set()
 
     def add(self, key: str) -> None:
@@ -267,21 +350,36 @@ class IdSet:
         found = np.fromiter((k in self._more for k in keys), dtype=bool, count=len(keys))
         if len(self._sorted) and len(keys):
             wanted = np.array([k.encode() for k in keys])
-            width = max(wanted.itemsize, self._sorted.itemsize)  # no id cut to the other's width
-            ids = self._sorted if self._sorted.itemsize == width else self._sorted.astype(f"S{width}")
-            wanted = wanted.astype(f"S{width}")
+            if self._binary:  # a key that is not 24 hex digits is not among them
+                ids, (wanted, valid) = self._sorted, _hex_to_binary(wanted)
+            else:
+                width = max(wanted.itemsize, self._sorted.itemsize)  # no id cut to the other's width
+                ids = self._sorted if self._sorted.itemsize == width else self._sorted.astype(f"S{width}")
+                wanted, valid = wanted.astype(f"S{width}"), True
             at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
-            found |= ids[at] == wanted
+            found |= (ids[at] == wanted) & valid
         return found
+
+    def sorted_text(self) -> np.ndarray:
+        """The checkpoint's ids as text (numpy ``S``), sorted; not those added after it."""
+        return _binary_to_hex(self._sorted) if self._binary else self._sorted
 
     def __contains__(self, key: str) -> bool:
         return bool(self.contains([key])[0])
 
     def __iter__(self):
-        yield from dict.fromkeys([b.decode() for b in self._sorted.tolist()] + sorted(self._more))
+        yield from dict.fromkeys([b.decode() for b in self.sorted_text().tolist()] + sorted(self._more))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+def _index_sets(table) -> tuple[IdSet, IdSet]:
+    """A checkpoint's index as (entry ids, file identities): its binary columns, or where it has none
+    (written before them, or ids not made by `entry_id`) its text columns."""
+    if ENTRY_IDS_BINARY in table.column_names:
+        return tuple(IdSet(_sorted_binary(table.column(name)), binary=True) for name in _BINARY_ID_COLUMNS)
+    return tuple(IdSet(_sorted_bytes(table.column(name))) for name in _ID_COLUMNS)
 
 
 @dataclass
@@ -300,16 +398,16 @@ class Ledger:
     def __init__(self, store: Storage, settings: LedgerSettings = LedgerSettings()) -> None:
         self.store, self.settings = store, settings
         self._checkpoint_seq = 0  # the checkpoint read (0: none)
-        self._checkpoint = None  # its rows (a pyarrow Table), with the columns in `_columns`
-        self._columns: list[str] | None = None  # None: every column
+        self._checkpoint = None  # what was read of it (a pyarrow Table): its rows, its index, or both
         self._checkpoints_seen: list[int] = []  # the checkpoints the last listing found
+        self._checkpoint_sizes: dict[int, int] = {}  # their sizes (what the listing said; or what this object wrote)
         self._tail: list[dict] = []  # the file entries committed after the checkpoint, in order
         self._last_seq: int | None = None  # the newest log entry known (None: not read yet)
 
     # ------------------------------------------------------------------ reading
     def entries(self) -> list[dict]:
         """Committed file entries in commit order, the first per ``entry_id`` only."""
-        self._read(columns=None)
+        self._read("rows")
         out = [] if self._checkpoint is None else [json.loads(t) for t in self._checkpoint.column("entry").to_pylist()]
         seen = {e["entry_id"] for e in out}  # a checkpoint holds each id once
         for entry in self._tail:
@@ -320,12 +418,11 @@ class Ledger:
 
     def committed_ids(self) -> CommittedIds:
         """The committed entry ids and file identities (a tick's question; reads only the checkpoint's
-        sorted id columns)."""
-        self._read(columns=_ID_COLUMNS)
+        index: its two binary id columns, 24 bytes a file)."""
+        self._read("index")
         ids = CommittedIds()
         if self._checkpoint is not None:
-            ids = CommittedIds(IdSet(_sorted_bytes(self._checkpoint.column(ENTRY_IDS))),
-                               IdSet(_sorted_bytes(self._checkpoint.column(FILE_IDS))))
+            ids = CommittedIds(*_index_sets(self._checkpoint))
         in_checkpoint = ids.entry_ids.contains([e["entry_id"] for e in self._tail])
         for entry, known in zip(self._tail, in_checkpoint):  # the first per entry_id, as `entries`
             if not known and entry["entry_id"] not in ids.entry_ids._more:
@@ -333,32 +430,68 @@ class Ledger:
                 ids.file_identities.add(entry["file_identity"])
         return ids
 
-    def _read(self, columns: list[str] | None) -> None:
-        """Read the newest checkpoint (``columns`` of it) and the log entries after it."""
+    def _read(self, part: str) -> None:
+        """Read the newest checkpoint (its ``part``: "rows" or "index", `_read_checkpoint`) and the log
+        entries after it. The checkpoint is read in a second thread while the listing (for the one
+        the pointer names) and the log entries are: its requests overlap theirs."""
         pointer = self.store.read_json(CHECKPOINT_POINTER) or {}
-        after = _log_name(pointer["seq"]) if pointer.get("seq") else None
-        names = [f.path for f in self.store.list(LEDGER_DIR, start_after=after)]
-        self._checkpoints_seen = sorted(int(m.group(1)) for n in names if (m := _CHECKPOINT_NAME.fullmatch(n)))
-        self._checkpoint_seq, self._checkpoint, self._columns = 0, None, columns
-        for seq in reversed(self._checkpoints_seen):  # the newest that can be read (a pruned one cannot)
-            table = self._read_checkpoint(seq, columns)
+        pointed = pointer.get("seq") or 0
+        after = _log_name(pointed) if pointed else None
+        self.store.fs  # noqa: B018 - the client is made here, not in two threads at once
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="elmo-ledger") as pool:
+            reading = {}  # seq: its read under way (for a pointer written without the size: after the listing)
+            if pointed and pointer.get("bytes"):
+                reading[pointed] = pool.submit(self._read_checkpoint, pointed, part, pointer["bytes"])
+            listed = self.store.list(LEDGER_DIR, start_after=after)
+            names = [f.path for f in listed]
+            self._checkpoint_sizes = {int(m.group(1)): f.size for f in listed
+                                      if (m := _CHECKPOINT_NAME.fullmatch(f.path))}
+            self._checkpoints_seen = sorted(self._checkpoint_sizes)
+            newest = self._checkpoints_seen[-1] if self._checkpoints_seen else 0
+            if newest and newest >= pointed:  # as a tick finds it: the listing holds every log entry after it
+                if newest not in reading or pointer["bytes"] != self._checkpoint_sizes[newest]:  # the pointer is behind
+                    reading[newest] = pool.submit(self._read_checkpoint, newest, part, self._checkpoint_sizes[newest])
+                tail, last = self._read_log(names, newest)
+                table = reading[newest].result()
+                if table is not None:
+                    self._checkpoint_seq, self._checkpoint, self._tail, self._last_seq = newest, table, tail, last
+                    return
+        # no checkpoint, the pointer's is gone, or the newest cannot be read (pruned after the listing,
+        # or unreadable): the newest of the others that can be read, or the log alone
+        self._checkpoint_seq, self._checkpoint = 0, None
+        for seq in reversed(self._checkpoints_seen):
+            if seq == newest and newest >= pointed:
+                continue  # tried above
+            table = self._read_checkpoint(seq, part, self._checkpoint_sizes[seq])
             if table is not None:
                 self._checkpoint_seq, self._checkpoint = seq, table
                 break
-        if after and self._checkpoint_seq < pointer["seq"]:  # the pointer's checkpoint is gone: list from ours
+        if after and self._checkpoint_seq < pointed:  # the pointer's checkpoint is gone: list from ours
             start = _log_name(self._checkpoint_seq) if self._checkpoint_seq else None
             names = [f.path for f in self.store.list(LEDGER_DIR, start_after=start)]
-        logs = sorted(seq for n in names if (m := _LOG_NAME.fullmatch(n)) and (seq := int(m.group(1))) > self._checkpoint_seq)
-        self._tail = [e for seq in logs for e in _file_entries(self.store.read_json(_log_name(seq)))]
-        self._last_seq = logs[-1] if logs else self._checkpoint_seq
+        self._tail, self._last_seq = self._read_log(names, self._checkpoint_seq)
 
-    def _read_checkpoint(self, seq: int, columns: list[str] | None):
+    def _read_log(self, names: list[str], after: int) -> tuple[list[dict], int]:
+        """The file entries of the log entries among ``names`` numbered after ``after``, and the
+        newest number (``after`` if none)."""
+        logs = sorted(seq for n in names if (m := _LOG_NAME.fullmatch(n)) and (seq := int(m.group(1))) > after)
+        entries = [e for seq in logs for e in _file_entries(self.store.read_json(_log_name(seq)))]
+        return entries, logs[-1] if logs else after
+
+    def _read_checkpoint(self, seq: int, part: str, size: int | None = None):
+        """``part`` of checkpoint ``seq``, a pyarrow Table: "rows" (``seq``, ``entry``) or "index" (the
+        binary id columns; in a checkpoint without them, the text ones). None if it cannot be read.
+        Given its ``size`` in bytes, no request asks for it."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow.dataset as ds
 
-        try:  # through the filesystem, not whole: only the columns asked for are fetched
-            with self.store.fs.open_input_file(self.store.path(_checkpoint_name(seq))) as f:
-                return pq.ParquetFile(f).read(columns=columns)
+        try:  # not whole: the footer, then the columns asked for, in one request
+            fragment = ds.ParquetFileFormat().make_fragment(self.store.path(_checkpoint_name(seq)), self.store.fs,
+                                                           file_size=size)
+            names = fragment.physical_schema.names
+            columns = (_ROW_COLUMNS if part == "rows" else
+                       _BINARY_ID_COLUMNS if ENTRY_IDS_BINARY in names else _ID_COLUMNS)
+            return fragment.to_table(columns=columns) if set(columns) <= set(names) else None
         except (OSError, pa.ArrowException):  # gone (pruned after the listing) or unreadable: an older one, or the log
             return None
 
@@ -375,7 +508,7 @@ class Ledger:
         if not entries:
             raise ValueError("a commit names at least one file")
         if self._last_seq is None:
-            self._read(columns=_ID_COLUMNS)
+            self._read("index")
         seq = self._last_seq + 1
         while not self.store.put_if_absent(_log_name(seq), json.dumps({"seq": seq, "entries": entries},
                                                                       sort_keys=True).encode()):
@@ -391,44 +524,57 @@ class Ledger:
         """Write a checkpoint of everything this object knows up to its newest log entry, point to
         it, and delete the checkpoints before the previous one. Killed at any moment, the ledger
         reads the same: the checkpoint is created whole (put-if-absent) before the pointer moves,
-        and readers take the newest checkpoint they list, whatever the pointer says."""
+        and readers take the newest checkpoint they list, whatever the pointer says. Of the previous
+        checkpoint it reads what this object has not read yet: its rows, or its index."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         if self._last_seq is None:
-            self._read(columns=None)
+            self._read("index")
         seq, previous = self._last_seq, self._checkpoint_seq
         if seq <= previous:
             return
-        if self._checkpoint is not None and self._columns is not None:  # only the ids were read
-            self._checkpoint = self._read_checkpoint(previous, None)
-            if self._checkpoint is None:  # pruned meanwhile (another writer): read it all again
-                self._read(columns=None)
+        rows = index = None
+        if self._checkpoint is not None:
+            known = self._checkpoint.column_names
+            size = self._checkpoint_sizes.get(previous)
+            rows = self._checkpoint if "entry" in known else self._read_checkpoint(previous, "rows", size)
+            index = self._checkpoint if ENTRY_IDS in known or ENTRY_IDS_BINARY in known else (
+                self._read_checkpoint(previous, "index", size))
+            if rows is None or index is None:  # pruned meanwhile (another writer): read it all again
+                self._read("index")
                 return self.write_checkpoint()
-        old = self._checkpoint
-        entry_ids = [] if old is None else old.column(ENTRY_IDS).to_pylist()
-        file_ids = [] if old is None else old.column(FILE_IDS).to_pylist()
-        known, rows = set(entry_ids), []
-        for entry in self._tail:
-            if entry["entry_id"] not in known:
-                known.add(entry["entry_id"])
-                rows.append(entry)
-        seqs = pa.array([e["seq"] for e in rows], pa.int64())
-        texts = pa.array([json.dumps(e, sort_keys=True) for e in rows], pa.string())
-        table = pa.table({
-            "seq": seqs if old is None else pa.chunked_array(old.column("seq").chunks + [seqs]),
-            "entry": texts if old is None else pa.chunked_array(old.column("entry").chunks + [texts]),
-            ENTRY_IDS: pa.array(sorted(entry_ids + [e["entry_id"] for e in rows]), pa.string()),
-            FILE_IDS: pa.array(sorted(file_ids + [e["file_identity"] for e in rows]), pa.string())})
+        entry_ids, file_ids = (IdSet(), IdSet()) if index is None else _index_sets(index)
+        in_checkpoint = entry_ids.contains([e["entry_id"] for e in self._tail])
+        new, seen = [], set()
+        for entry, known_before in zip(self._tail, in_checkpoint):  # the first per entry_id
+            if not known_before and entry["entry_id"] not in seen:
+                seen.add(entry["entry_id"])
+                new.append(entry)
+        entry_text = _merged(entry_ids.sorted_text(), [e["entry_id"] for e in new])
+        file_text = _merged(file_ids.sorted_text(), [e["file_identity"] for e in new])
+        seqs = pa.array([e["seq"] for e in new], pa.int64())
+        texts = pa.array([json.dumps(e, sort_keys=True) for e in new], pa.string())
+        columns = {
+            "seq": seqs if rows is None else pa.chunked_array(rows.column("seq").chunks + [seqs]),
+            "entry": texts if rows is None else pa.chunked_array(rows.column("entry").chunks + [texts]),
+            ENTRY_IDS: _text_array(entry_text), FILE_IDS: _text_array(file_text)}
+        (entry_binary, entry_hex), (file_binary, file_hex) = _hex_to_binary(entry_text), _hex_to_binary(file_text)
+        if entry_hex.all() and file_hex.all():  # ids as `entry_id` and `file_identity` make them
+            columns |= {ENTRY_IDS_BINARY: _binary_array(entry_binary), FILE_IDS_BINARY: _binary_array(file_binary)}
+        table = pa.table(columns)
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd", use_dictionary=False)  # unique strings: no dictionary
-        self.store.put_if_absent(_checkpoint_name(seq), buffer.getvalue())  # taken: the same rows, by an earlier try
-        self.store.write(CHECKPOINT_POINTER, json.dumps({"seq": seq, "files": table.num_rows}).encode())
+        pq.write_table(table, buffer, use_dictionary=False,  # unique strings: no dictionary
+                       compression={n: "none" if n in _BINARY_ID_COLUMNS else "zstd" for n in table.column_names})
+        pointer = {"seq": seq, "files": table.num_rows}
+        if self.store.put_if_absent(_checkpoint_name(seq), buffer.getvalue()):  # taken: the same rows, an earlier try's
+            self._checkpoint_sizes[seq] = pointer["bytes"] = buffer.tell()
+        self.store.write(CHECKPOINT_POINTER, json.dumps(pointer).encode())
         for old in self._checkpoints_seen:
             if old < previous:
                 self.store.delete(_checkpoint_name(old))
         self._checkpoints_seen = [s for s in (previous, seq) if s]
-        self._checkpoint_seq, self._checkpoint, self._columns, self._tail = seq, table, None, []
+        self._checkpoint_seq, self._checkpoint, self._tail = seq, table, []
 
 
 class CommitGroups:
