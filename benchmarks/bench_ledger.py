@@ -33,6 +33,7 @@ import hashlib
 import http.client
 import http.server
 import importlib.util
+import inspect
 import json
 import os
 import statistics
@@ -170,12 +171,14 @@ def tick(module, store, new_entry: dict | None) -> None:
     assert isinstance(lease, module.Lease), lease
     try:
         ledger = module.Ledger(store)
-        if hasattr(ledger, "committed_ids"):
-            done = ledger.committed_ids().entry_ids
+        if "only" in inspect.signature(getattr(ledger, "committed_ids", lambda: 0)).parameters:
+            done, key = ledger.committed_ids(only="file_identities").file_identities, "file_identity"  # as run_once
+        elif hasattr(ledger, "committed_ids"):
+            done, key = ledger.committed_ids().entry_ids, "entry_id"
         else:
-            done = {e["entry_id"] for e in ledger.entries()}
+            done, key = {e["entry_id"] for e in ledger.entries()}, "entry_id"
         if new_entry is not None:
-            assert new_entry["entry_id"] not in done
+            assert new_entry[key] not in done
             if hasattr(module, "CommitGroups"):
                 assert module.CommitGroups(ledger, before_commit=lease.check).add(new_entry)
             else:
@@ -351,6 +354,7 @@ def run(sizes_new: list[int], sizes_today: list[int], repeats: int, today_repeat
 
 
 def main() -> None:
+    global TODAY
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,10000,100000", help="committed files before the ticks (this branch)")
     parser.add_argument("--today-sizes", default="100,1000,3000", help="the same for today's ledger")
@@ -361,8 +365,11 @@ def main() -> None:
                         help="times a real tick's lookup of all files is taken")
     parser.add_argument("--compare-main", action="store_true",
                         help="also tick /work/main's ledger (nothing new) on this branch's ledgers, in the same turns")
+    parser.add_argument("--main", type=Path, default=TODAY,
+                        help="the checkout --compare-main (and the today's-ledger rows) load (default /work/main)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    TODAY = args.main
     sys.path.insert(0, str(REPO))
     report = run([int(s) for s in args.sizes.split(",")], [int(s) for s in args.today_sizes.split(",") if s],
                  args.repeats, args.today_repeats, args.group, args.lookup_repeats, args.compare_main, args.out)

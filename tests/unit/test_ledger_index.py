@@ -177,3 +177,34 @@ def test_the_pointer_gives_the_checkpoints_size_and_a_wrong_one_is_not_trusted(t
     store.write(ledger_module.CHECKPOINT_POINTER, json.dumps({"seq": 2, "files": 20}).encode())  # as d7b79fc wrote it
     sizes.clear()
     assert set(Ledger(store).committed_ids().entry_ids) == expected and sizes == [pointer["bytes"]]
+
+
+def test_a_tick_reads_one_index_column_and_commits_and_checkpoints_as_before(tmp_path):
+    store = Storage(str(tmp_path))
+    ledger = Ledger(store, LedgerSettings(checkpoint_every=2))
+    entries = [real(i) for i in range(40)]
+    ledger.commit_group(entries[:20])
+    ledger.commit_group(entries[20:30])  # checkpoint at 2
+    ledger.commit_group(entries[30:])  # in the tail after it
+    for only, column, other, new in (("file_identities", FILE_IDS_BINARY, "entry_ids", real(100)),
+                                     ("entry_ids", ENTRY_IDS_BINARY, "file_identities", real(101))):
+        reader = Ledger(store, LedgerSettings(checkpoint_every=2))
+        ids = reader.committed_ids(only=only)
+        assert reader._checkpoint.column_names == [column] and getattr(ids, other) is None
+        key = "file_identity" if only == "file_identities" else "entry_id"
+        asked = [e[key] for e in entries] + [real(99)[key]]
+        assert list(getattr(ids, only).contains(asked)) == [True] * len(entries) + [False]
+        reader.commit(new)  # the first tick's commit (4) writes a checkpoint: rows and index read from 2
+        entries = entries + [new]
+    table = checkpoint(tmp_path, 4).read()
+    assert sorted(json.loads(t)["entry_id"] for t in table.column("entry").to_pylist()) == sorted(
+        e["entry_id"] for e in entries[:41])
+    assert sorted(table.column(FILE_IDS).to_pylist()) == sorted(e["file_identity"] for e in entries[:41])
+    assert set(Ledger(store).committed_ids().entry_ids) == {e["entry_id"] for e in entries}
+
+
+def test_committed_ids_refuses_an_unknown_column(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="entry_ids"):
+        Ledger(Storage(str(tmp_path))).committed_ids(only="entries")

@@ -96,11 +96,15 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
                 return {"status": "nothing", "model_version": model.version, "embedded": []}
             raise
         ledger = Ledger(store)
-        committed = ledger.committed_ids()  # the newest checkpoint's sorted ids and the log after it
-        done = committed.entry_ids.contains([entry_id(f.to_dict(), model.version_key, settings) for f in files])
-        # embedded by an earlier model version: skipped, unless --reembed embeds it again
-        earlier = committed.file_identities.contains([file_identity(f.to_dict()) for f in files])
-        pending = [f for f, d, e in zip(files, done, earlier) if not d and (reembed or not e)]
+        # A file is pending if this output is not committed; without --reembed, if no model version's
+        # output of it is (an entry committed implies its file identity is): one index column each
+        if reembed:
+            committed = ledger.committed_ids(only="entry_ids").entry_ids
+            keys = [entry_id(f.to_dict(), model.version_key, settings) for f in files]
+        else:
+            committed = ledger.committed_ids(only="file_identities").file_identities
+            keys = [file_identity(f.to_dict()) for f in files]
+        pending = [f for f, known in zip(files, committed.contains(keys)) if not known]
         say(f"[embed-new] {output}: model {model.version}; {len(files)} file(s) in {source}, "
             f"{len(pending)} to embed")
         if not pending:

@@ -374,12 +374,21 @@ class IdSet:
         return sum(1 for _ in self)
 
 
-def _index_sets(table) -> tuple[IdSet, IdSet]:
+def _index_sets(table) -> tuple[IdSet | None, IdSet | None]:
     """A checkpoint's index as (entry ids, file identities): its binary columns, or where it has none
-    (written before them, or ids not made by `entry_id`) its text columns."""
-    if ENTRY_IDS_BINARY in table.column_names:
-        return tuple(IdSet(_sorted_binary(table.column(name)), binary=True) for name in _BINARY_ID_COLUMNS)
-    return tuple(IdSet(_sorted_bytes(table.column(name))) for name in _ID_COLUMNS)
+    (written before them, or ids not made by `entry_id`) its text columns; None for a column that
+    was not read (`Ledger.committed_ids`'s ``only``)."""
+    names = table.column_names
+    binary = ENTRY_IDS_BINARY in names or FILE_IDS_BINARY in names
+    return tuple((IdSet(_sorted_binary(table.column(b)), binary=True) if binary else
+                  IdSet(_sorted_bytes(table.column(t)))) if (b if binary else t) in names else None
+                 for b, t in zip(_BINARY_ID_COLUMNS, _ID_COLUMNS))
+
+
+def _has_index(table) -> bool:
+    """Whether ``table`` (what was read of a checkpoint) holds both index columns."""
+    names = set(table.column_names)
+    return set(_BINARY_ID_COLUMNS) <= names or set(_ID_COLUMNS) <= names
 
 
 @dataclass
@@ -387,8 +396,8 @@ class CommittedIds:
     """What a scheduler needs to know of the ledger: which outputs and which input file versions
     are committed (by any model version)."""
 
-    entry_ids: IdSet = field(default_factory=IdSet)
-    file_identities: IdSet = field(default_factory=IdSet)
+    entry_ids: IdSet | None = field(default_factory=IdSet)  # None: not read (`Ledger.committed_ids`)
+    file_identities: IdSet | None = field(default_factory=IdSet)
 
 
 class Ledger:
@@ -416,22 +425,32 @@ class Ledger:
                 out.append(entry)
         return out
 
-    def committed_ids(self) -> CommittedIds:
+    def committed_ids(self, only: str | None = None) -> CommittedIds:
         """The committed entry ids and file identities (a tick's question; reads only the checkpoint's
-        index: its two binary id columns, 24 bytes a file)."""
-        self._read("index")
-        ids = CommittedIds()
-        if self._checkpoint is not None:
-            ids = CommittedIds(*_index_sets(self._checkpoint))
-        in_checkpoint = ids.entry_ids.contains([e["entry_id"] for e in self._tail])
-        for entry, known in zip(self._tail, in_checkpoint):  # the first per entry_id, as `entries`
-            if not known and entry["entry_id"] not in ids.entry_ids._more:
-                ids.entry_ids.add(entry["entry_id"])
-                ids.file_identities.add(entry["file_identity"])
-        return ids
+        index: its two binary id columns, 12 bytes a file each). With ``only`` ("entry_ids" or
+        "file_identities") just that column is read, and the other is None: a tick needs one of
+        them (`workflows.embedding.embed_new.run_once`), half the bytes."""
+        if only not in (None, *CommittedIds.__dataclass_fields__):
+            raise ValueError(f"committed_ids(only={only!r}): one of {list(CommittedIds.__dataclass_fields__)}")
+        self._read("index" if only is None else f"index:{only}")
+        entry_ids, file_ids = (IdSet(), IdSet()) if self._checkpoint is None else _index_sets(self._checkpoint)
+        if only == "entry_ids":
+            file_ids = None
+        elif only == "file_identities":
+            entry_ids = None
+        tail = [e["entry_id"] for e in self._tail]
+        # a tail entry already in the checkpoint adds nothing; without the entry ids, adding it is harmless
+        in_checkpoint = entry_ids.contains(tail) if entry_ids is not None else np.zeros(len(tail), bool)
+        for entry, known in zip(self._tail, in_checkpoint):
+            if not known:
+                if entry_ids is not None:
+                    entry_ids.add(entry["entry_id"])
+                if file_ids is not None:
+                    file_ids.add(entry["file_identity"])
+        return CommittedIds(entry_ids, file_ids)
 
     def _read(self, part: str) -> None:
-        """Read the newest checkpoint (its ``part``: "rows" or "index", `_read_checkpoint`) and the log
+        """Read the newest checkpoint (its ``part``: "rows", "index" or "index:<column>", `_read_checkpoint`) and the log
         entries after it. The checkpoint is read in a second thread while the listing (for the one
         the pointer names) and the log entries are: its requests overlap theirs."""
         pointer = self.store.read_json(CHECKPOINT_POINTER) or {}
@@ -479,9 +498,10 @@ class Ledger:
         return entries, logs[-1] if logs else after
 
     def _read_checkpoint(self, seq: int, part: str, size: int | None = None):
-        """``part`` of checkpoint ``seq``, a pyarrow Table: "rows" (``seq``, ``entry``) or "index" (the
-        binary id columns; in a checkpoint without them, the text ones). None if it cannot be read.
-        Given its ``size`` in bytes, no request asks for it."""
+        """``part`` of checkpoint ``seq``, a pyarrow Table: "rows" (``seq``, ``entry``), "index" (the
+        binary id columns; in a checkpoint without them, the text ones) or "index:entry_ids" /
+        "index:file_identities" (one of them). None if it cannot be read. Given its ``size`` in
+        bytes, no request asks for it."""
         import pyarrow as pa
         import pyarrow.dataset as ds
 
@@ -491,6 +511,8 @@ class Ledger:
             names = fragment.physical_schema.names
             columns = (_ROW_COLUMNS if part == "rows" else
                        _BINARY_ID_COLUMNS if ENTRY_IDS_BINARY in names else _ID_COLUMNS)
+            if part.startswith("index:"):  # one of the two: "index:entry_ids" or "index:file_identities"
+                columns = columns[:1] if part == "index:entry_ids" else columns[1:]
             return fragment.to_table(columns=columns) if set(columns) <= set(names) else None
         except (OSError, pa.ArrowException):  # gone (pruned after the listing) or unreadable: an older one, or the log
             return None
@@ -539,7 +561,7 @@ class Ledger:
             known = self._checkpoint.column_names
             size = self._checkpoint_sizes.get(previous)
             rows = self._checkpoint if "entry" in known else self._read_checkpoint(previous, "rows", size)
-            index = self._checkpoint if ENTRY_IDS in known or ENTRY_IDS_BINARY in known else (
+            index = self._checkpoint if _has_index(self._checkpoint) else (
                 self._read_checkpoint(previous, "index", size))
             if rows is None or index is None:  # pruned meanwhile (another writer): read it all again
                 self._read("index")
