@@ -26,6 +26,7 @@ import contextlib
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from preprocessing.entry_point import entry_point
 
@@ -108,38 +109,52 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
         ensure_ray(address)
         folder = version_dir(model.version_key)
         embedded, failed = [], []
-        groups = CommitGroups(ledger, before_commit=lease.check, after_commit=lambda: faults.point("after_commit"))
+        publisher = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="elmo-publish")
 
-        def commit(result) -> None:
-            """Publish the file's output, then commit it with its group (`CommitGroups`: 1, 2, 4, ... files)."""
-            if result.status != "ok":
-                failed.append({"uri": result.input.uri, "error": result.error})
-                return
+        def publish(result) -> dict:
+            """Publish one complete file's output (its parts in order); its ledger entry."""
             ident = result.input.to_dict()
             eid = entry_id(ident, model.version_key, settings)
             rel = f"{folder}/{result.input.key}.{eid[:12]}{FORMATS[config.format]}"
             faults.point("before_publish")
-            lease.check()
             parts = publish_parts(store, result, rel)
             faults.point("after_publish")
-            entry = {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
-                     **model.describe(), "model_version_key": model.version_key, "settings": settings,
-                     "output": rel, "parts": parts,
-                     "lines": result.lines, "blank_lines": result.blank_lines,
-                     "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
-                     "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            embedded.extend(e["output"] for e in groups.add(entry))  # the group's lease check, commit, after_commit
+            return {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
+                    **model.describe(), "model_version_key": model.version_key, "settings": settings,
+                    "output": rel, "parts": parts,
+                    "lines": result.lines, "blank_lines": result.blank_lines,
+                    "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
+                    "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+        def publish_group(results: list) -> list[dict]:
+            """A due group's outputs, published ``publish_threads`` at a time once the lease is
+            checked (S3 copies and deletes wait on the server, not on this process)."""
+            lease.check()
+            return list(publisher.map(publish, results))
+
+        groups = CommitGroups(ledger, before_commit=lease.check, after_commit=lambda: faults.point("after_commit"),
+                              prepare=publish_group)
+
+        def commit(result) -> None:
+            """A complete file joins its group (`CommitGroups`: 1, 2, 4, ... files); when the group
+            is due its outputs are published, then it is committed."""
+            if result.status != "ok":
+                failed.append({"uri": result.input.uri, "error": result.error})
+                return
+            embedded.extend(e["output"] for e in groups.add(result))  # publish, lease check, commit, after_commit
 
         def arriving(uri: str) -> None:  # the driver first hears of a file
             faults.point("during")
 
         try:
             embed_files(pending, model, config, store, commit, say, on_input=arriving)
+            embedded.extend(e["output"] for e in groups.flush())
         except BaseException:
-            with contextlib.suppress(Exception):  # what was published whole is still worth committing
+            with contextlib.suppress(Exception):  # the complete files are still worth publishing and committing
                 embedded.extend(e["output"] for e in groups.flush())
             raise
-        embedded.extend(e["output"] for e in groups.flush())
+        finally:
+            publisher.shutdown()
         lease.check()
         store.clear_temp(remove_dir=True)  # still ours: no other scheduler's files in there
         for f in failed:
