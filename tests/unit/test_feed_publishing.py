@@ -116,3 +116,25 @@ def test_s3_inputs_are_opened_through_one_client_per_process(monkeypatch):
         t.join()
     sources.open_input("/local/file.txt")
     assert made == ["s3"] and len(opened) == 9 and len({id(c) for c in opened[:8]}) == 1 and opened[8] is None
+
+
+def test_publishing_with_the_callers_listing_removes_the_strays_it_names(tmp_path):
+    from workflows.embedding.output import write_part
+    from workflows.embedding.parts import publish_parts, staging_path
+    from workflows.embedding.pipeline import FileResult
+    from preprocessing.sources import InputFile
+
+    store = Storage(str(tmp_path))
+    schema = pa.schema([("line", pa.int64())])
+    staged = staging_path("digest", 1, 0)
+    part = {"staged": staged, "name": staged.split(".", 1)[1], "first_line": 1, "last_line": 2, "rows": 2,
+            "tokens": 0, **write_part(store, staged, pa.table({"line": [1, 2]}, schema=schema), {})}
+    stray = "o.parquet/part-0000000005-00000000.parquet"
+    write_part(store, stray, pa.table({"line": [5]}, schema=schema), {})
+    result = FileResult(InputFile("/in/o", "o", 1, "f"), "ok", parts=[part], description={}, schema=schema)
+    copies = []
+    published = publish_parts(store, result, "o.parquet", existing=[stray], staged_copies=copies)
+    assert [p["path"] for p in published] == ["o.parquet/" + part["name"]]
+    assert pq.read_table(tmp_path / "o.parquet").column("line").to_pylist() == [1, 2]  # the stray is gone
+    assert copies == [] and not (tmp_path / staged).exists()  # a local store moves (a rename)
+    assert store.list_range("", "a", "z", limit=10) is None  # local: the caller lists folder by folder
