@@ -251,7 +251,7 @@ class Storage:
                     os.rmdir(folder)
         elif self.scheme == "s3":
             bucket, _ = self._bucket_key("")
-            keys = [self._bucket_key(f"{TEMP_DIR}/{f.path}")[1] for f in self.list(TEMP_DIR)]
+            keys = [self._bucket_key(f.path)[1] for f in self.list(TEMP_DIR)]  # paths from the root: "_tmp/..."
             for start in range(0, len(keys), 1000):  # one request per 1,000 objects
                 self._s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
         else:

@@ -1,6 +1,7 @@
 """What `embed-new`'s driver uses to publish a group of outputs on a real S3 server (SeaweedFS on
 127.0.0.1): one listing over the range of names the group spans (stopping at its end, given up
-past a limit), server-side copies, and the staged parts deleted in one request."""
+past a limit), server-side copies, the staged parts deleted in one request, and staged parts a
+killed run left removed by ``clear_temp``."""
 
 from __future__ import annotations
 
@@ -39,5 +40,9 @@ def test_range_listing_copies_and_batched_deletes_on_s3(s3, monkeypatch):
     for i, name in enumerate(staged):
         store.copy(name, f"v1/new.parquet/part-{i}.parquet")
     store.delete_many(staged + ["_tmp/never-there.parquet"])
+    assert store.list("_tmp") == []
+    for name in staged:  # staged parts a killed run left: the next run's clear_temp removes them
+        store.write(name, b"left")
+    store.clear_temp()
     assert store.list("_tmp") == []
     assert [store.read(f"v1/new.parquet/part-{i}.parquet") for i in range(3)] == [n.encode() for n in staged]
