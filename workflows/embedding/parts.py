@@ -8,7 +8,8 @@ area, published (moved to their final names) by the driver once the input is com
 The input digest is a function of the input's identity (URI, size, fingerprint), the model
 digest and the output settings, and a part's name of its first line and sentence index
 (`output.part_name`), so a rerun writes the same names. Publishing moves files (a rename
-locally, a server-side copy + delete on S3): the driver issues requests and carries no vectors.
+locally, a server-side copy + delete on S3; `embed-new` copies a group's parts and deletes the
+staged ones in one request): the driver issues requests and carries no vectors.
 """
 
 from __future__ import annotations
