@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import os
+import threading
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -183,6 +184,28 @@ def _decompressed(uri: str, hashed: io.RawIOBase) -> io.BufferedIOBase:
     return buffered
 
 
+_S3_CLIENTS: dict = {}  # this process's boto3 client for s3:// inputs, per endpoint and key id
+_S3_CLIENT_LOCK = threading.Lock()
+
+
+def open_input(uri: str):
+    """``uri``'s stored bytes as a binary stream (smart-open, no decompression). ``s3://`` goes
+    through one boto3 client per process: smart-open makes a client per call otherwise, ~10 ms of
+    CPU, more than reading a one-line file costs (benchmarks/README.md, ``bench_feed.py``)."""
+    import smart_open
+
+    params = {}
+    if uri.startswith("s3://"):
+        settings = (os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_ACCESS_KEY_ID"))
+        with _S3_CLIENT_LOCK:  # making a boto3 client is not thread-safe
+            if settings not in _S3_CLIENTS:
+                import boto3
+
+                _S3_CLIENTS[settings] = boto3.client("s3")
+        params = {"client": _S3_CLIENTS[settings]}
+    return smart_open.open(uri, "rb", compression="disable", transport_params=params)
+
+
 class ShardReader:
     """A shard's lines as bytes (line ending removed), in batches; `sha256` is ready after.
 
@@ -198,10 +221,8 @@ class ShardReader:
     def line_batches(self) -> Iterator[list[bytes]]:
         """The lines of each ``READ_CHUNK`` of text: split in C (``bytes.split``), not line by
         line in Python."""
-        import smart_open
-
         try:
-            raw = smart_open.open(self.uri, "rb", compression="disable")
+            raw = open_input(self.uri)
         except Exception as exc:
             raise InputError(f"{self.uri}: cannot open: {exc}") from exc
         hashed = _HashingReader(raw)

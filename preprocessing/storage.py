@@ -180,6 +180,31 @@ class Storage:
             found = [f for f in (self._stored(i) for i in infos if i.type == pafs.FileType.File) if f.path > after]
         return sorted(found, key=lambda f: f.path)
 
+    def list_range(self, rel: str, start_after: str, end_before: str, limit: int) -> list[StoredFile] | None:
+        """The files below the folder ``rel`` whose paths (relative to the root) sort after
+        ``start_after`` and before ``end_before``, sorted; on S3 one listing request per 1,000 of
+        them; in the server's order (S3: key order; SeaweedFS: folder by folder, which differs
+        where a name is the start of another: the caller sorts). None if there are more than
+        ``limit``, and on other stores (where listing each folder is cheap): the caller lists
+        folder by folder instead."""
+        if self.scheme != "s3":
+            return None
+        bucket, key = self._bucket_key(rel)
+        root_key = self._bucket_key("")[1]
+        start = len(root_key) + 1 if root_key else 0
+        found = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=key + "/" if key else "", StartAfter=self._bucket_key(start_after)[1]):
+            for obj in page.get("Contents", []):
+                path = obj["Key"][start:]
+                if path >= end_before:  # what follows sorts after it, in either order
+                    return found
+                if not obj["Key"].endswith("/"):
+                    found.append(StoredFile(path, obj["Size"], f"etag:{obj['ETag'].strip(chr(34))}"))
+                if len(found) > limit:
+                    return None
+        return found
+
     def _local_file(self, path: str) -> StoredFile:
         st = os.stat(path)
         rel = os.path.relpath(path, self.root).replace(os.sep, "/")
@@ -226,7 +251,7 @@ class Storage:
                     os.rmdir(folder)
         elif self.scheme == "s3":
             bucket, _ = self._bucket_key("")
-            keys = [self._bucket_key(f"{TEMP_DIR}/{f.path}")[1] for f in self.list(TEMP_DIR)]
+            keys = [self._bucket_key(f.path)[1] for f in self.list(TEMP_DIR)]  # paths from the root: "_tmp/..."
             for start in range(0, len(keys), 1000):  # one request per 1,000 objects
                 self._s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
         else:
@@ -287,6 +312,27 @@ class Storage:
         if self.local:
             os.makedirs(os.path.dirname(self.path(dst)), exist_ok=True)
         self.fs.move(self.path(src), self.path(dst))
+
+    def copy(self, src: str, dst: str) -> None:
+        """Copy one file (a server-side copy on object stores: no data through this process)."""
+        if self.scheme == "s3":
+            bucket, key = self._bucket_key(src)
+            self._s3.copy_object(Bucket=bucket, Key=self._bucket_key(dst)[1], CopySource={"Bucket": bucket, "Key": key})
+            return
+        if self.local:
+            os.makedirs(os.path.dirname(self.path(dst)), exist_ok=True)
+        self.fs.copy_file(self.path(src), self.path(dst))
+
+    def delete_many(self, rels: list[str]) -> None:
+        """Delete the files ``rels`` (those that exist); on S3 one request per 1,000."""
+        if self.scheme == "s3":
+            bucket, _ = self._bucket_key("")
+            keys = [self._bucket_key(rel)[1] for rel in rels]
+            for start in range(0, len(keys), 1000):
+                self._s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+            return
+        for rel in rels:
+            self.delete(rel)
 
     def delete(self, rel: str) -> None:
         """Delete the file ``rel`` if it exists."""

@@ -18,10 +18,12 @@ from __future__ import annotations
 import os
 import posixpath
 import signal
+import threading
 
 FAULT_ENV = "ELMO_FAULT"
 
 _passes: dict[str, int] = {}  # point -> times this process passed it
+_passes_lock = threading.Lock()  # points are passed by several threads too (embed-new's publishing)
 
 
 def point(name: str) -> None:
@@ -30,9 +32,10 @@ def point(name: str) -> None:
     if wanted != name:
         return
     if when.isdigit():
-        _passes[name] = _passes.get(name, 0) + 1
-        if _passes[name] == int(when):
-            _kill_this_process()
+        with _passes_lock:
+            _passes[name] = _passes.get(name, 0) + 1
+            if _passes[name] == int(when):
+                _kill_this_process()
     elif when and os.path.exists(when):
         try:
             os.rename(when, when + ".taken")  # one process takes it

@@ -51,6 +51,12 @@ class EmbedJobConfig:
     read_tasks: int = setting(64, "read tasks at most; more input files than this share tasks, in input order",
                               flag=False)
 
+    # embed-new: S3 copies and deletes wait on the server, so the driver publishes a commit
+    # group's outputs several at once (benchmarks/README.md, bench_feed.py)
+    publish_threads: int = setting(8, "outputs embed-new's driver publishes at once", flag=False)
+    # the actors write a block's parts this many at a time (small parts: the writes wait on the storage)
+    write_threads: int = setting(8, "parts an embedding actor writes at once", flag=False)
+
     def __post_init__(self) -> None:
         from elmo_core.layer_selection import LayerSelection
 
@@ -65,7 +71,7 @@ class EmbedJobConfig:
             raise ValueError("--format hdf5 writes one dataset per line, as elmo embed: it needs --input-format sentence")
         object.__setattr__(self, "num_actors", ActorRange(self.num_actors))  # also from an int or "MIN..MAX"
         for name in ("batch_tokens", "lines_per_block", "max_sentence_tokens", "block_kb",
-                     "tasks_per_actor", "read_tasks"):
+                     "tasks_per_actor", "read_tasks", "publish_threads", "write_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
         if self.cpus_per_actor <= 0:

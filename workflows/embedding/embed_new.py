@@ -22,10 +22,12 @@ the work with one output per input (the tests kill it at ``faults.point``s: `wor
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from preprocessing.entry_point import entry_point
 
@@ -112,38 +114,72 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
         ensure_ray(address)
         folder = version_dir(model.version_key)
         embedded, failed = [], []
-        groups = CommitGroups(ledger, before_commit=lease.check, after_commit=lambda: faults.point("after_commit"))
+        publisher = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="elmo-publish")
+
+        def output_of(result) -> tuple[str, str]:
+            eid = entry_id(result.input.to_dict(), model.version_key, settings)
+            return eid, f"{folder}/{result.input.key}.{eid[:12]}{FORMATS[config.format]}"
+
+        def publish(result, existing: dict | None, staged_copies: list) -> dict:
+            """Publish one complete file's output (its parts in order); its ledger entry."""
+            ident = result.input.to_dict()
+            eid, rel = output_of(result)
+            faults.point("before_publish")
+            parts = publish_parts(store, result, rel, None if existing is None else existing.get(rel, []),
+                                  staged_copies)
+            faults.point("after_publish")
+            return {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
+                    **model.describe(), "model_version_key": model.version_key, "settings": settings,
+                    "output": rel, "parts": parts,
+                    "lines": result.lines, "blank_lines": result.blank_lines,
+                    "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
+                    "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+        def publish_group(results: list) -> list[dict]:
+            """A due group's outputs, published ``publish_threads`` at a time once the lease is
+            checked (S3 copies wait on the server, not on this process). What a killed run left
+            in their folders: one listing of the range of names the group spans where that costs
+            fewer requests than a listing per output; the staged parts: deleted together."""
+            lease.check()
+            rels = sorted(output_of(r)[1] for r in results)
+            # outputs side by side in the version folder (keys without "/"; a filer-backed S3
+            # such as SeaweedFS lists folder by folder, not in key order across deeper folders)
+            flat = config.format == "parquet" and not any("/" in rel[len(folder) + 1:] for rel in rels)
+            listed = store.list_range(folder, start_after=rels[0] + "/", end_before=rels[-1] + "0",  # "0" sorts after "/"
+                                      limit=1000 * len(rels)) if flat else None
+            existing = None
+            if listed is not None:  # each output's files: the listed paths under "<rel>/"
+                paths = sorted(f.path for f in listed)
+                existing = {rel: paths[bisect.bisect_right(paths, rel + "/"):bisect.bisect_left(paths, rel + "0")]
+                            for rel in rels}
+            staged_copies: list[str] = []
+            entries = list(publisher.map(lambda r: publish(r, existing, staged_copies), results))
+            store.delete_many(staged_copies)
+            return entries
+
+        groups = CommitGroups(ledger, before_commit=lease.check, after_commit=lambda: faults.point("after_commit"),
+                              prepare=publish_group)
 
         def commit(result) -> None:
-            """Publish the file's output, then commit it with its group (`CommitGroups`: 1, 2, 4, ... files)."""
+            """A complete file joins its group (`CommitGroups`: 1, 2, 4, ... files); when the group
+            is due its outputs are published, then it is committed."""
             if result.status != "ok":
                 failed.append({"uri": result.input.uri, "error": result.error})
                 return
-            ident = result.input.to_dict()
-            eid = entry_id(ident, model.version_key, settings)
-            rel = f"{folder}/{result.input.key}.{eid[:12]}{FORMATS[config.format]}"
-            faults.point("before_publish")
-            lease.check()
-            parts = publish_parts(store, result, rel)
-            faults.point("after_publish")
-            entry = {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
-                     **model.describe(), "model_version_key": model.version_key, "settings": settings,
-                     "output": rel, "parts": parts,
-                     "lines": result.lines, "blank_lines": result.blank_lines,
-                     "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
-                     "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            embedded.extend(e["output"] for e in groups.add(entry))  # the group's lease check, commit, after_commit
+            embedded.extend(e["output"] for e in groups.add(result))  # publish, lease check, commit, after_commit
 
         def arriving(uri: str) -> None:  # the driver first hears of a file
             faults.point("during")
 
         try:
             embed_files(pending, model, config, store, commit, say, on_input=arriving)
+            embedded.extend(e["output"] for e in groups.flush())
         except BaseException:
-            with contextlib.suppress(Exception):  # what was published whole is still worth committing
+            with contextlib.suppress(Exception):  # the complete files are still worth publishing and committing
                 embedded.extend(e["output"] for e in groups.flush())
             raise
-        embedded.extend(e["output"] for e in groups.flush())
+        finally:
+            publisher.shutdown()
         lease.check()
         store.clear_temp(remove_dir=True)  # still ours: no other scheduler's files in there
         for f in failed:

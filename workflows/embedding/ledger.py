@@ -606,26 +606,39 @@ class CommitGroups:
     oldest file has waited ``group_seconds``, and by `flush` (the end of a run). So the first
     files of a run are committed at once, as one-file commits were, a kill loses at most a group
     of published outputs (embedded again by the next run, under the same names), and a backlog of
-    small files costs one commit per up to ``group_max`` files instead of one per file."""
+    small files costs one commit per up to ``group_max`` files instead of one per file.
+
+    With ``prepare``, what is added are items (embed-new: complete files, not published yet) that
+    wait unpublished; when their group is due, ``prepare(items)`` returns their entries (embed-new
+    publishes the group's outputs there, several at once), then the group is committed. Either
+    way an entry is committed only after ``prepare`` returned it: its output is published whole."""
 
     def __init__(self, ledger: Ledger, before_commit: Callable[[], None] = lambda: None,
-                 after_commit: Callable[[], None] = lambda: None) -> None:
-        self.ledger, self.before_commit, self.after_commit = ledger, before_commit, after_commit
-        self.pending: list[dict] = []
+                 after_commit: Callable[[], None] = lambda: None,
+                 prepare: Callable[[list], list[dict]] | None = None) -> None:
+        self.ledger, self.before_commit, self.after_commit, self.prepare = ledger, before_commit, after_commit, prepare
+        self.waiting: list = []  # with ``prepare``: items not prepared yet
+        self.pending: list[dict] = []  # entries ready to commit
         self.size = 1
         self._oldest = 0.0
 
-    def add(self, entry: dict) -> list[dict]:
-        """Add the entry of a published output; returns the entries this call committed ([]: none)."""
-        if not self.pending:
+    def add(self, item) -> list[dict]:
+        """Add the entry of a published output (or, with ``prepare``, an item); returns the entries
+        this call committed ([]: none)."""
+        if not self.pending and not self.waiting:
             self._oldest = time.monotonic()
-        self.pending.append(entry)
-        if len(self.pending) >= self.size or time.monotonic() - self._oldest >= self.ledger.settings.group_seconds:
+        (self.waiting if self.prepare else self.pending).append(item)
+        if (len(self.waiting) + len(self.pending) >= self.size
+                or time.monotonic() - self._oldest >= self.ledger.settings.group_seconds):
             return self.flush()
         return []
 
     def flush(self) -> list[dict]:
-        """Commit the files waiting (``before_commit`` first: the lease check); returns them."""
+        """Prepare the items waiting, then commit the files waiting (``before_commit`` first: the
+        lease check); returns them."""
+        if self.waiting:
+            items, self.waiting = self.waiting, []  # prepared once: if that fails, the next run does them
+            self.pending += self.prepare(items)
         if not self.pending:
             return []
         group = self.pending

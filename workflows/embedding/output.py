@@ -73,10 +73,24 @@ class _HashingStream:
         self.closed = True
 
 
+# A part of at most this many bytes in memory is written to an object store in one request (a
+# PUT) from a buffer; a larger one streams (a multipart upload: three requests or more, no second
+# copy in memory). A feed of one-line files is all small parts.
+SMALL_PART_BYTES = 8 << 20
+
+
 def write_part(store, rel: str, rows: pa.Table, description: dict) -> dict:
-    """Write ``rows`` as one Parquet part at ``rel`` of ``store`` (`preprocessing.storage.Storage`),
-    streaming (no second copy in memory); returns its ``bytes`` and ``sha256``."""
+    """Write ``rows`` as one Parquet part at ``rel`` of ``store`` (`preprocessing.storage.Storage`):
+    on an object store a small part in one request, else streaming (no second copy in memory);
+    returns its ``bytes`` and ``sha256``."""
     schema = rows.schema.with_metadata({METADATA_KEY: json.dumps(description, sort_keys=True)})
+    if not store.local and rows.nbytes <= SMALL_PART_BYTES:
+        sink = pa.BufferOutputStream()
+        with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+            writer.write_table(rows.replace_schema_metadata(schema.metadata), row_group_size=max(rows.num_rows, 1))
+        data = sink.getvalue().to_pybytes()
+        store.write(rel, data)
+        return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     with store.open_output(rel) as raw:
         stream = _HashingStream(raw)
         with pq.ParquetWriter(stream, schema, compression="zstd") as writer:

@@ -8,7 +8,8 @@ area, published (moved to their final names) by the driver once the input is com
 The input digest is a function of the input's identity (URI, size, fingerprint), the model
 digest and the output settings, and a part's name of its first line and sentence index
 (`output.part_name`), so a rerun writes the same names. Publishing moves files (a rename
-locally, a server-side copy + delete on S3): the driver issues requests and carries no vectors.
+locally, a server-side copy + delete on S3; `embed-new` copies a group's parts and deletes the
+staged ones in one request): the driver issues requests and carries no vectors.
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ def staging_path(digest: str, first_line: int, first_sentence_index: int) -> str
     return f"{TEMP_DIR}/{digest}.{part_name(first_line, first_sentence_index)}"
 
 
-def publish_parts(store: Storage, result, rel: str) -> list[dict]:
+def publish_parts(store: Storage, result, rel: str, existing: list[str] | None = None,
+                  staged_copies: list[str] | None = None) -> list[dict]:
     """Publish ``result``'s staged parts (a `pipeline.FileResult`, complete) as the output ``rel``;
     returns the parts as recorded in the manifest / ledger entry (``path`` relative to OUT, in
     line order). Parquet: moved into the folder ``rel`` (whatever an earlier, killed run left
-    there is removed first), then its ``_common_metadata``. HDF5: a
-    worker task merges them into the file ``rel``."""
+    there is removed first: ``existing``, the files in it if the caller listed them, else one
+    listing), then its ``_common_metadata``. With ``staged_copies`` (a list) on an object store,
+    the parts are copied and their staged names appended to it: the caller deletes them (one
+    request per 1,000; staged files left by a kill go with the next run's ``clear_temp``).
+    HDF5: a worker task merges them into the file ``rel``."""
     if rel.endswith(FORMATS["hdf5"]):
         return _merge_on_worker(store, result, rel)
     final = {rel + "/" + p["name"]: p for p in result.parts}
@@ -52,13 +57,17 @@ def publish_parts(store: Storage, result, rel: str) -> list[dict]:
                                   "last_line": 0, **write_part(store, f"{rel}/{name}", empty, result.description)}
     if store.local and os.path.isfile(store.path(rel)):  # an output of the one-file layout (before parts)
         os.unlink(store.path(rel))
-    left = [f.path for f in store.list(rel)]  # a killed run's, not committed: one listing
+    left = [f.path for f in store.list(rel)] if existing is None else existing  # a killed run's, not committed
     for path in left:
         if path not in final:
             store.delete(path)
     for path, part in final.items():
         if part["staged"] is not None:
-            store.move(part["staged"], path)
+            if staged_copies is not None and not store.local:
+                store.copy(part["staged"], path)
+                staged_copies.append(part["staged"])
+            else:
+                store.move(part["staged"], path)
             faults.point("publishing")  # tests: killed between two parts' moves
     write_common_metadata(store, rel, result.schema, result.description)
     return [{"path": path, **{k: part[k] for k in ("first_line", "last_line", "rows", "tokens", "bytes", "sha256")}}

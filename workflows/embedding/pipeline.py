@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -125,16 +126,17 @@ def _marker(kind: str, uri: str, lines: int, detail: str) -> pa.Table:
 def read_parquet_inputs(files: pa.Table, rows_per_block: int):
     """Ray Data generator UDF: preprocessed Parquet files -> sentence blocks, then a marker."""
     import pyarrow.parquet as pq
-    import smart_open
+
+    from preprocessing.sources import open_input
 
     for uri in files.column("uri").to_pylist():
         rows = 0
         try:
             digest = hashlib.sha256()
-            with smart_open.open(uri, "rb", compression="disable") as f:
+            with open_input(uri) as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
-            with smart_open.open(uri, "rb", compression="disable") as f:
+            with open_input(uri) as f:
                 for batch in pq.ParquetFile(f).iter_batches(
                         rows_per_block, columns=["sentence_id", "source", "line", "sentence_index", "tokens"]):
                     n = batch.num_rows
@@ -220,14 +222,15 @@ class EmbedActor:
     each block's rows of one input as a part into OUT's staging area (`parts.staging_path`)."""
 
     def __init__(self, blob_ref: list, layers: str, dtype: str, batch_tokens: int, use_gpu: bool,
-                 threads: int, out: str, inputs: dict, description: dict, keep_text: bool) -> None:
+                 threads: int, out: str, inputs: dict, description: dict, keep_text: bool,
+                 write_threads: int = 1) -> None:
         import ray
         import torch
 
         from elmo_core.embedder import Embedder
         from elmo_core.layer_selection import DTYPES, LayerSelection
         from elmo_core.weights import model_from_embedding_bytes
-        from preprocessing.storage import Storage
+        from preprocessing.storage import TEMP_DIR, Storage
 
         if not use_gpu:
             torch.set_num_threads(max(1, threads))
@@ -243,6 +246,9 @@ class EmbedActor:
         self.inputs = inputs  # URI -> {"digest": `parts.input_digest`, "input": the input's identity}
         self.description = description  # what every part records (model, settings, columns)
         self.columns = [*ROW_COLUMNS, *(["text"] if keep_text else []), *self.names]
+        # a block's parts written several at once: small parts wait on the storage, not the CPU
+        self.writer = ThreadPoolExecutor(max(1, write_threads), thread_name_prefix="elmo-part")
+        self.store.stat(f"{TEMP_DIR}/.client")  # makes the storage client here: making it is not thread-safe
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """`ROWS` -> `RECORDS`: the sentences' parts written, the markers passed on."""
@@ -259,12 +265,13 @@ class EmbedActor:
             mask = pa.array(~is_sentence)
             batch = batch.append_column(name, pa.ListArray.from_arrays(column.offsets, column.values, mask=mask))
         del outputs, per_row, column
-        records = []
+        records = []  # in the block's order: a part's record (once written) or a marker
         for run in _part_runs(batch):
             if run.column("kind")[0].as_py() == KIND_SENTENCE:
-                records.append(self._write_part(run))
+                records.append(self.writer.submit(self._write_part, run))
             else:
                 records += run.select(["kind", "input", "lines", "detail"]).to_pylist()
+        records = [r.result() if isinstance(r, Future) else r for r in records]
         del batch
         release_freed_memory()
         return pa.Table.from_pylist(records, schema=RECORDS)
@@ -427,7 +434,8 @@ def _embedded_rows(ds, config: EmbedJobConfig, blob_ref: list, writes: dict):
         num_cpus=config.cpus_per_actor, num_gpus=1 if config.use_gpu else 0,
         fn_constructor_kwargs={"blob_ref": blob_ref, "layers": config.layers, "dtype": config.dtype,
                                "batch_tokens": config.batch_tokens, "use_gpu": config.use_gpu,
-                               "threads": int(round(config.cpus_per_actor)), **writes})
+                               "threads": int(round(config.cpus_per_actor)),
+                               "write_threads": config.write_threads, **writes})
 
 
 @dataclass
