@@ -9,9 +9,12 @@ into sentences with character ids, `workflows.training.batch_plan.worker_batches
 dataset has ``num_tokens`` (`preprocessing.schema.SENTENCES`), so datasets written before this
 reader need nothing new.
 
-Parquet is read a row group at a time (pyarrow has no row-range reads), and a worker's share
-of a batch is spread over its whole shuffle buffer: each worker reads every row group it has
-rows in, which today is every one (`benchmarks/README.md`, "What each training worker reads").
+Parquet is read a row group at a time (pyarrow has no row-range reads). So that a worker reads
+about 1/N of the split, rows are owned by blocks (`SplitRows.block_starts`: cut at every row
+group's start, and every ``block_rows`` rows within a larger one) and a worker computes the
+sentences of its own blocks (`workflows.training.batch_plan.block_share`); `elmo preprocess`
+writes row groups of `preprocessing.parquet_writer.ROW_GROUP_ROWS` rows for this. Data written
+with larger row groups trains the same, each worker reading more.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class SplitRows:
         self._groups: list[tuple[int, int]] = []  # (file, row group) in row order
         self._starts = np.zeros(1, np.int64)  # first row of each row group, then the total
         self._kept: OrderedDict[int, pa.Table] = OrderedDict()
+        self._lengths: np.ndarray | None = None
 
     def _file(self, i: int) -> pq.ParquetFile:
         if i not in self._files:
@@ -54,7 +58,10 @@ class SplitRows:
         return self._files[i]
 
     def lengths(self) -> np.ndarray:
-        """(rows,) int64 tokens of every row, in row order: read from the ``num_tokens`` column only."""
+        """(rows,) int64 tokens of every row, in row order: read from the ``num_tokens`` column only
+        (once; later calls return it again)."""
+        if self._lengths is not None:
+            return self._lengths
         parts, groups, starts = [], [], [0]
         for i in range(len(self.paths)):
             f = self._file(i)
@@ -66,7 +73,18 @@ class SplitRows:
                 groups.append((i, g))
                 starts.append(starts[-1] + table.num_rows)
         self._groups, self._starts = groups, np.asarray(starts, np.int64)
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        self._lengths = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self._lengths
+
+    def block_starts(self, block_rows: int) -> np.ndarray:
+        """First row of each block of rows, ascending: the split cut at every row group's start
+        and every ``block_rows`` rows within a row group (so no block spans two row groups)."""
+        if block_rows < 1:
+            raise ValueError("block_rows must be >= 1")
+        if len(self._starts) == 1:
+            self.lengths()
+        cuts = [np.arange(a, b, block_rows, dtype=np.int64) for a, b in zip(self._starts[:-1], self._starts[1:])]
+        return np.concatenate(cuts) if cuts else np.zeros(0, np.int64)
 
     def read(self, rows: np.ndarray) -> pa.Table:
         """The rows ``rows`` (sorted, unique row numbers) in that order, columns `ROW_COLUMNS`,

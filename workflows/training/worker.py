@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
@@ -31,7 +31,7 @@ from elmo_core.vocabulary import Vocabulary
 from elmo_core.weights import load_model_folder
 
 from workflows import faults
-from workflows.training.batch_plan import WorkerBatch, worker_batches
+from workflows.training.batch_plan import WorkerBatch, block_share, stride_share, worker_batches
 from workflows.training.checkpoints import (is_training_checkpoint, load_best_state, load_stream_state, load_training_checkpoint,
                           save_training_checkpoint)
 from workflows.training.config import TrainJobConfig
@@ -312,13 +312,15 @@ def _trainer(job: TrainJobConfig, vocab: Vocabulary, place: _Placement, stream_s
 class SentenceTrainer:
     """Sentence mode: length-bucketed global batches of full sentences (`workflows.training.batches`),
     planned from the split's sentence lengths (`workflows.training.batch_plan`); this worker reads
-    only the rows of its shares (`workflows.training.split_rows`)."""
+    only the rows of its shares (`workflows.training.split_rows`), which ``job.share`` picks."""
 
     def __init__(self, job: TrainJobConfig, vocab: Vocabulary, rows: SplitRows, rank: int, world: int,
                  device) -> None:
         self.job, self.vocab, self.rank, self.world, self.device = job, vocab, rank, world, device
         self.rows = rows
         self.lengths = rows.lengths()  # the index: one small column, no rows
+        self.share = (block_share(rows.block_starts(job.block_rows), rank, world) if job.share == "blocks"
+                      else stride_share(rank, world))
         self._reader: ReadAhead | None = None
 
     def batches(self, start_step: int) -> Iterator[WorkerBatch]:
@@ -328,7 +330,7 @@ class SentenceTrainer:
         self.close()
         self._reader = ReadAhead(lambda: worker_batches(self.lengths, self.rows.read, job.batch_tokens,
                                                         job.shuffle_buffer, self.rank, self.world, job.seed,
-                                                        start_step), name="train-rows")
+                                                        start_step, self.share), name="train-rows")
         return iter(self._reader)
 
     def train_step(self, ddp, model, optimizer, batch: WorkerBatch, autocast) -> float:
@@ -440,27 +442,6 @@ def _copy_model(model: BiLM, into: BiLM | None) -> BiLM:
         into = BiLM(model.config)
     into.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     return into
-
-
-def epoch_reader(shard, cache: bool) -> Callable[[int], Iterator]:
-    """``epoch -> the train split's Arrow tables``, in dataset order. With ``cache``, the first
-    complete pass is kept and later epochs replay it without starting Ray Data again."""
-    kept: list = []
-    complete = False
-
-    def read(epoch: int) -> Iterator:
-        nonlocal complete
-        if complete:
-            yield from kept
-            return
-        kept.clear()  # an interrupted pass starts over
-        for table in shard.iter_batches(batch_size=1024, batch_format="pyarrow"):
-            if cache:
-                kept.append(table)
-            yield table
-        complete = cache
-
-    return read
 
 
 def _read_capped(shard, max_sentences: int | None) -> list:
