@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+import pyarrow as pa
 import torch
 
 from elmo_core.bilm import BiLM, Perplexity
@@ -39,7 +41,7 @@ from workflows.training.evaluation import all_reduce, perplexity_of, sentence_su
 from workflows.training.read_ahead import ReadAhead
 from workflows.training.split_rows import SplitRows
 from workflows.training.lr_schedule import PlateauSchedule
-from workflows.training.streams import StreamBatch, StreamLayout, running_text
+from workflows.training.streams import StreamBatch, StreamLayout, partial_running_text, running_text, stream_pieces
 from workflows.training.step import (LMLoss, StepContext, configure_matmul_precision, make_optimizer, sentence_step,
                          set_learning_rate)
 
@@ -63,7 +65,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ``tracking``            MLflow run coordinates (rank 0 logs metrics there), or None
     ``fault_marker``        where ``job.fail_at_step``'s one failure is recorded (`workflows.faults`)
     ``cache_train``         keep the train split in memory after the first epoch
-    ``train_split``         sentence mode: the train split's files, ``{"root": dataset URI,
+    ``train_split``         the train split's files, ``{"root": dataset URI,
                             "paths": [relative paths, manifest order]}`` (`SplitRows`)
     """
     job = TrainJobConfig.from_dict(loop_config["job"])
@@ -301,10 +303,10 @@ def _trainer(job: TrainJobConfig, vocab: Vocabulary, place: _Placement, stream_s
     """The training mode's trainer over this worker's view of the train split."""
     import ray.train
 
-    if job.mode == "stream":
-        train_shard = ray.train.get_dataset_shard("train")
-        return StreamTrainer(job, vocab, train_shard, place.rank, place.world, place.device, stream_state)
     split = loop_config["train_split"]
+    if job.mode == "stream":
+        return StreamTrainer(job, vocab, SplitRows(split["root"], split["paths"]), place.rank, place.world,
+                             place.device, stream_state)
     rows = SplitRows(split["root"], split["paths"], cache=bool(loop_config.get("cache_train")))
     return SentenceTrainer(job, vocab, rows, place.rank, place.world, place.device)
 
@@ -351,21 +353,31 @@ class SentenceTrainer:
 
 
 class StreamTrainer:
-    """Stream mode: windows of the running text with the LSTM state carried (`workflows.training.streams`)."""
+    """Stream mode: windows of the running text with the LSTM state carried (`workflows.training.streams`).
+    This worker reads only the sentences under its rows (`stream_pieces`), once: every epoch has
+    the same rows. Its state: forward rows ``self.rows``, backward rows their mirrors."""
 
-    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, train_shard, rank: int, world: int, device,
+    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, rows: SplitRows, rank: int, world: int, device,
                  carried: dict | None) -> None:
         self.job, self.vocab, self.rank, self.world, self.device = job, vocab, rank, world, device
-        tables = list(train_shard.iter_batches(batch_size=4096, batch_format="pyarrow"))
-        self.layout = StreamLayout(running_text(tables, vocab), job.stream_rows, job.unroll_steps)
+        self.layout = StreamLayout(_partial_text(rows, job, vocab, rank, world), job.stream_rows, job.unroll_steps)
+        rows.close()
         self.rows = self.layout.worker_rows(rank, world)
         self.state: LstmState | None = None
         if carried is not None:  # the checkpoint holds every row's state: take this worker's
             layers = len([k for k in carried if k.startswith("c.")])
-            index = torch.from_numpy(self.rows)
-            self.state = LstmState([carried[f"c.{i}"][:, index].to(device) for i in range(layers)],
-                                   [carried[f"h.{i}"][:, index].to(device) for i in range(layers)])
+            self.state = LstmState([self._mine(carried[f"c.{i}"]).to(device) for i in range(layers)],
+                                   [self._mine(carried[f"h.{i}"]).to(device) for i in range(layers)])
         self.val_text = None
+
+    def _directions_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This worker's rows of the forward and of the backward text, in its batches' order."""
+        return torch.from_numpy(self.rows), torch.from_numpy(self.layout.rows - 1 - self.rows)
+
+    def _mine(self, every_row: torch.Tensor) -> torch.Tensor:
+        """(2, rows, H) state of every row -> (2, R, H) this worker's."""
+        forward, backward = self._directions_rows()
+        return torch.stack([every_row[0, forward], every_row[1, backward]])
 
     def batches(self, start_step: int) -> Iterator[StreamBatch]:
         return self.layout.batches(start_step, self.rank, self.world)
@@ -401,23 +413,36 @@ class StreamTrainer:
         import torch.distributed as dist
 
         local = {"c": [c.cpu() for c in self.state.c], "h": [h.cpu() for h in self.state.h]}
-        parts = [(self.rows, local)]
+        parts = [self._directions_rows() + (local,)]
         if self.world > 1 and dist.is_initialized():
             parts = [None] * self.world
-            dist.all_gather_object(parts, (self.rows, local))
+            dist.all_gather_object(parts, self._directions_rows() + (local,))
         if self.rank != 0:
             return None
         out = {}
         for name, layers in local.items():
             for i, mine in enumerate(layers):
                 full = torch.zeros(2, self.layout.rows, mine.shape[2])
-                for rows, theirs in parts:
-                    full[:, torch.from_numpy(rows)] = theirs[name][i]
+                for forward, backward, theirs in parts:
+                    full[0, forward] = theirs[name][i][0]
+                    full[1, backward] = theirs[name][i][1]
                 out[f"{name}.{i}"] = full
         return out
 
     def close(self) -> None:
         pass
+
+
+def _partial_text(rows: SplitRows, job: TrainJobConfig, vocab: Vocabulary, rank: int, world: int):
+    """The running text of the train split, holding the sentences under this worker's rows: read
+    from the lengths and corpus order columns (the index), then only those sentences' rows."""
+    order = rows.text_order()
+    lengths = rows.lengths()[order]
+    pieces = stream_pieces(lengths, job.stream_rows, job.unroll_steps, rank, world)
+    wanted = np.concatenate([order[first:last + 1] for first, last in pieces])
+    sorted_rows = np.unique(wanted)
+    table = rows.read(sorted_rows).take(pa.array(np.searchsorted(sorted_rows, wanted)))
+    return partial_running_text(table, lengths, pieces, vocab)
 
 
 def _with_next(iterator: Iterator):
