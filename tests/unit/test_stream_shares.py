@@ -16,7 +16,8 @@ from tests.unit.test_batch_plan import row_bytes
 from workflows.training.config import TrainJobConfig
 from workflows.training.split_rows import SplitRows
 from workflows.training.streams import StreamLayout, running_text
-from workflows.training.worker import StreamTrainer, _partial_text
+from workflows.training.streams import worker_text
+from workflows.training.worker import StreamTrainer
 
 WORDS = [f"w{i}" for i in range(40)]
 
@@ -67,7 +68,7 @@ def test_each_workers_windows_are_those_of_the_whole_text(tmp_path, vocab, world
     whole = StreamLayout(running_text([table], vocab), rows, unroll)
     job = TrainJobConfig(mode="stream", stream_rows=rows, unroll_steps=unroll, num_workers=world)
     for rank in range(world):
-        text = _partial_text(SplitRows(str(tmp_path), paths), job, vocab, rank, world)
+        text = worker_text(SplitRows(str(tmp_path), paths), job.stream_rows, job.unroll_steps, vocab, rank, world)
         assert (text.sentences, text.words, text.forward.num_pairs) == \
             (whole.text.sentences, whole.text.words, whole.text.forward.num_pairs)
         mine = StreamLayout(text, rows, unroll)
@@ -81,7 +82,7 @@ def test_a_worker_holds_no_window_of_another_workers_rows(tmp_path, vocab):
     table = corpus_rows(300, seed=5)
     paths = write_shuffled_split(tmp_path, table, row_group_rows=16)
     job = TrainJobConfig(mode="stream", stream_rows=4, unroll_steps=7, num_workers=2)
-    text = _partial_text(SplitRows(str(tmp_path), paths), job, vocab, 0, 2)
+    text = worker_text(SplitRows(str(tmp_path), paths), job.stream_rows, job.unroll_steps, vocab, 0, 2)
     with pytest.raises(IndexError, match="not read"):
         StreamLayout(text, 4, 7).batch(0, 1, 2)  # rank 1's rows
 
@@ -98,7 +99,7 @@ def test_each_worker_reads_about_a_worlds_share_of_the_rows(tmp_path, vocab, wor
     read = []
     for rank in range(world):
         rows = SplitRows(str(tmp_path), paths)
-        _partial_text(rows, job, vocab, rank, world)
+        worker_text(rows, job.stream_rows, job.unroll_steps, vocab, rank, world)
         read.append(rows.bytes_read - index.bytes_read)
         assert rows.rows_read < len(table) / world + 2 * 8 / world * 50  # its rows and their edges' row groups
     # each row of the text (500 sentences) spans ~10 row groups: at most two more at its edges

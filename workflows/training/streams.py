@@ -35,7 +35,7 @@ a worker's share of it in training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,9 @@ import torch
 from elmo_core.characters import BOS_TOKEN, EOS_TOKEN, token_to_ids
 from elmo_core.softmax import IGNORE
 from elmo_core.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from workflows.training.split_rows import SplitRows
 
 ORDER_COLUMNS = ("source", "line", "sentence_index")
 
@@ -170,6 +173,19 @@ def stream_pieces(lengths: np.ndarray, rows: int, unroll: int, rank: int, world_
         else:
             pieces.append((first, last))
     return pieces
+
+
+def worker_text(rows: "SplitRows", stream_rows: int, unroll: int, vocab: Vocabulary, rank: int,
+                world_size: int) -> RunningText:
+    """Worker ``rank``'s running text of a split: its index (`SplitRows.lengths`,
+    `SplitRows.text_order`) read whole, then only the sentences under the worker's rows."""
+    order = rows.text_order()
+    lengths = rows.lengths()[order]
+    pieces = stream_pieces(lengths, stream_rows, unroll, rank, world_size)
+    wanted = np.concatenate([order[first:last + 1] for first, last in pieces])
+    sorted_rows = np.unique(wanted)
+    table = rows.read(sorted_rows).take(pa.array(np.searchsorted(sorted_rows, wanted)))
+    return partial_running_text(table, lengths, pieces, vocab)
 
 
 def partial_running_text(table: pa.Table, lengths: np.ndarray, pieces: list[tuple[int, int]],

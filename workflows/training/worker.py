@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-import pyarrow as pa
 import torch
 
 from elmo_core.bilm import BiLM, Perplexity
@@ -41,7 +39,7 @@ from workflows.training.evaluation import all_reduce, perplexity_of, sentence_su
 from workflows.training.read_ahead import ReadAhead
 from workflows.training.split_rows import SplitRows
 from workflows.training.lr_schedule import PlateauSchedule
-from workflows.training.streams import StreamBatch, StreamLayout, partial_running_text, running_text, stream_pieces
+from workflows.training.streams import StreamBatch, StreamLayout, running_text, worker_text
 from workflows.training.step import (LMLoss, StepContext, configure_matmul_precision, make_optimizer, sentence_step,
                          set_learning_rate)
 
@@ -360,7 +358,8 @@ class StreamTrainer:
     def __init__(self, job: TrainJobConfig, vocab: Vocabulary, rows: SplitRows, rank: int, world: int, device,
                  carried: dict | None) -> None:
         self.job, self.vocab, self.rank, self.world, self.device = job, vocab, rank, world, device
-        self.layout = StreamLayout(_partial_text(rows, job, vocab, rank, world), job.stream_rows, job.unroll_steps)
+        self.layout = StreamLayout(worker_text(rows, job.stream_rows, job.unroll_steps, vocab, rank, world),
+                                   job.stream_rows, job.unroll_steps)
         rows.close()
         self.rows = self.layout.worker_rows(rank, world)
         self.state: LstmState | None = None
@@ -431,18 +430,6 @@ class StreamTrainer:
 
     def close(self) -> None:
         pass
-
-
-def _partial_text(rows: SplitRows, job: TrainJobConfig, vocab: Vocabulary, rank: int, world: int):
-    """The running text of the train split, holding the sentences under this worker's rows: read
-    from the lengths and corpus order columns (the index), then only those sentences' rows."""
-    order = rows.text_order()
-    lengths = rows.lengths()[order]
-    pieces = stream_pieces(lengths, job.stream_rows, job.unroll_steps, rank, world)
-    wanted = np.concatenate([order[first:last + 1] for first, last in pieces])
-    sorted_rows = np.unique(wanted)
-    table = rows.read(sorted_rows).take(pa.array(np.searchsorted(sorted_rows, wanted)))
-    return partial_running_text(table, lengths, pieces, vocab)
 
 
 def _with_next(iterator: Iterator):
