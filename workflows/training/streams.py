@@ -156,9 +156,8 @@ def text_boundaries(lengths: np.ndarray) -> np.ndarray:
 def stream_pieces(lengths: np.ndarray, rows: int, unroll: int, rank: int, world_size: int) -> list[tuple[int, int]]:
     """The sentences (in text order) under worker ``rank``'s training rows, as ranges ``[first,
     last]``, ascending and apart: computed from the sentence lengths (``lengths``, text order) alone.
-    Forward row ``j`` reads positions ``[jL, (j + 1)L]`` and its backward mirror (module docstring)
-    ``[(j + 1)L + e - ..., (j + 1)L + e]`` with ``e = (N - 1) mod rows``: together within
-    ``[jL, (j + 1)L + e]``."""
+    Forward row ``j`` reads positions ``[jL, (j + 1)L]``, and its backward mirror (module
+    docstring) the same stretch shifted by ``e = (N - 1) mod rows``: together ``[jL, (j + 1)L + e]``."""
     bounds = text_boundaries(lengths)
     pairs = int(bounds[-1])  # N - 1
     layout = StreamLayout.of_size(pairs, rows, unroll)
