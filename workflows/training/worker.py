@@ -355,12 +355,16 @@ class StreamTrainer:
     This worker reads only the sentences under its rows (`stream_pieces`), once: every epoch has
     the same rows. Its state: forward rows ``self.rows``, backward rows their mirrors."""
 
-    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, rows: SplitRows, rank: int, world: int, device,
+    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, rows, rank: int, world: int, device,
                  carried: dict | None) -> None:
+        """``rows``: the train split's `SplitRows`, or a Ray Data shard of the whole split."""
         self.job, self.vocab, self.rank, self.world, self.device = job, vocab, rank, world, device
-        self.layout = StreamLayout(worker_text(rows, job.stream_rows, job.unroll_steps, vocab, rank, world),
-                                   job.stream_rows, job.unroll_steps)
-        rows.close()
+        if isinstance(rows, SplitRows):  # only the sentences under this worker's rows
+            text = worker_text(rows, job.stream_rows, job.unroll_steps, vocab, rank, world)
+            rows.close()
+        else:  # a Ray Data shard of the whole split (tests)
+            text = running_text(list(rows.iter_batches(batch_size=4096, batch_format="pyarrow")), vocab)
+        self.layout = StreamLayout(text, job.stream_rows, job.unroll_steps)
         self.rows = self.layout.worker_rows(rank, world)
         self.state: LstmState | None = None
         if carried is not None:  # the checkpoint holds every row's state: take this worker's
