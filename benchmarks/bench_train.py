@@ -31,9 +31,14 @@ words, ~21 tokens a sentence like the Penn Treebank, preprocessed by `elmo prepr
         --before-code /path/to/a/checkout/before/issue-26 --out benchmarks/results/train_reading.json
 
 * ``per_worker``: for 1, 2 and 4 workers, each rank in its own process produces its batches of
-  one epoch (sentence mode, default `TrainJobConfig`): Parquet bytes read (column chunks and
-  footers, from the files' metadata), bytes its process read (``rchar`` of ``/proc/self/io``),
-  rows decoded into sentences and CPU seconds.
+  one epoch (sentence mode, default `TrainJobConfig`: shares by row blocks): Parquet bytes read
+  (column chunks and footers, from the files' metadata), bytes its process read (``rchar`` of
+  ``/proc/self/io``), rows decoded into sentences and CPU seconds; ``imbalance``: per step, the
+  largest share over the mean share (real tokens, and padded tokens: sentences x (longest + 2)),
+  its mean, 95th percentile and maximum over the epoch's steps, and the steps where a worker had
+  no sentence.
+* ``per_worker_stream``: the same for stream mode (default `TrainJobConfig`, 20 rows of 35-token
+  windows): each rank builds its running text, reading the sentences under its rows.
 * ``resume``: seconds from opening the split to a resumed run's first batch, resuming 5% and
   95% into epoch 0 (median of ``--repeats``), in sentence and stream mode.
 * ``share_layouts``: from the plan alone, what other ways of sharing a batch would read and
@@ -263,18 +268,61 @@ def _sentence_source(data: Path, rank: int, world: int, start_step: int):
                                             read_ahead=False) if b.step >= start_step)
         return stream, lambda: {"parquet_bytes": None, "rows_decoded": counted["rows"], "path": "before"}
     rows = SplitRows(dataset.uri, [e["path"] for e in dataset.manifest["splits"]["train"]["files"]])
+    share = None
+    if hasattr(job, "share") and job.share == "blocks":  # this branch's default
+        from workflows.training.batch_plan import block_share
+
+        share = block_share(rows.block_starts(job.block_rows), rank, world)
     stream = worker_batches(rows.lengths(), rows.read, job.batch_tokens, job.shuffle_buffer, rank, world, job.seed,
-                            start_step)
-    return stream, lambda: {"parquet_bytes": rows.bytes_read, "rows_decoded": rows.rows_read, "path": "after"}
+                            start_step, **({"share": share} if share is not None else {}))
+    return stream, lambda: {"parquet_bytes": rows.bytes_read, "rows_decoded": rows.rows_read,
+                            "path": f"after ({getattr(job, 'share', 'stride')})"}
+
+
+def _stream_text(data: Path, rank: int, world: int):
+    """(worker ``rank``'s running text of stream mode, its Parquet bytes and rows read): this
+    checkout's path, or before it (no `worker_text`) the whole split, every column the Ray Data
+    stream selected."""
+    import pyarrow.parquet as pq
+
+    from preprocessing.dataset import Dataset
+    from workflows.training.config import TrainJobConfig
+
+    dataset = Dataset.open(str(data))
+    job = TrainJobConfig(data=str(data), mode="stream", num_workers=world)
+    try:
+        from workflows.training.split_rows import SplitRows
+        from workflows.training.streams import worker_text
+    except ImportError:
+        from workflows.training.batches import COLUMNS
+        from workflows.training.streams import running_text
+
+        files = dataset.split_files("train")
+        tables = [pq.read_table(path, columns=COLUMNS) for path in files]
+        return running_text(tables, dataset.vocabulary), {"parquet_bytes": _parquet_bytes(files, COLUMNS),
+                                                           "rows_decoded": sum(t.num_rows for t in tables),
+                                                           "path": "before"}
+    rows = SplitRows(dataset.uri, [e["path"] for e in dataset.manifest["splits"]["train"]["files"]])
+    text = worker_text(rows, job.stream_rows, job.unroll_steps, dataset.vocabulary, rank, world)
+    return text, {"parquet_bytes": rows.bytes_read, "rows_decoded": rows.rows_read, "path": "after"}
+
+
+def phase_read_stream(data: Path, rank: int, world: int) -> dict:
+    """One stream-mode worker's running text: what it read and decoded, and the CPU it took."""
+    _import_reading_modules()
+    before_bytes, before_cpu = _process_read_bytes(), time.process_time()
+    text, counts = _stream_text(data, rank, world)
+    return {"rank": rank, "world": world, "process_read_bytes": _process_read_bytes() - before_bytes,
+            "cpu_s": time.process_time() - before_cpu, "text_pairs": text.forward.num_pairs, **counts}
 
 
 def _import_reading_modules() -> None:
     """Import what reading needs before anything is counted or timed (imports read files too)."""
     import importlib
 
-    for name in ("pyarrow.parquet", "preprocessing.dataset", "preprocessing.encode", "workflows.training.batches",
-                 "workflows.training.config", "workflows.training.streams", "workflows.training.batch_plan",
-                 "workflows.training.split_rows"):
+    for name in ("pyarrow.parquet", "pyarrow.compute", "preprocessing.dataset", "preprocessing.encode",
+                 "workflows.training.batches", "workflows.training.config", "workflows.training.streams",
+                 "workflows.training.batch_plan", "workflows.training.split_rows", "workflows.training.worker"):
         try:
             importlib.import_module(name)
         except ImportError:  # before issue 26
@@ -292,10 +340,15 @@ def phase_read_epoch(data: Path, rank: int, world: int, steps: int) -> dict:
     _import_reading_modules()
     before_bytes, before_cpu = _process_read_bytes(), time.process_time()
     stream, counts = _sentence_source(data, rank, world, 0)
+    share_tokens, share_padded = [], []
     for _, batch in zip(range(steps), stream):
         assert batch.epoch == 0
+        mine = batch.share(rank, world)
+        share_tokens.append(sum(len(s) for s in mine))
+        share_padded.append(len(mine) * (max((len(s) for s in mine), default=0) + 2) if mine else 0)
     result = {"rank": rank, "world": world, "steps": steps, "process_read_bytes": _process_read_bytes() - before_bytes,
-              "cpu_s": time.process_time() - before_cpu, **counts()}
+              "cpu_s": time.process_time() - before_cpu, **counts(), "share_tokens": share_tokens,
+              "share_padded_tokens": share_padded}
     if result["parquet_bytes"] is None:  # before: every column the stream selects, every row group
         result["parquet_bytes"] = _parquet_bytes(Dataset.open(str(data)).split_files("train"), COLUMNS)
     return result
@@ -308,15 +361,12 @@ def phase_resume(data: Path, mode: str, start_step: int) -> dict:
     _import_reading_modules()
     start = time.perf_counter()
     if mode == "stream":
-        from preprocessing.dataset import Dataset
-        from workflows.training.batches import COLUMNS
         from workflows.training.config import TrainJobConfig
-        from workflows.training.streams import StreamLayout, running_text
+        from workflows.training.streams import StreamLayout
 
-        dataset = Dataset.open(str(data))
         job = TrainJobConfig(data=str(data), mode="stream")
-        tables = [pq.read_table(path, columns=COLUMNS) for path in dataset.split_files("train")]
-        layout = StreamLayout(running_text(tables, dataset.vocabulary), job.stream_rows, job.unroll_steps)
+        text, _ = _stream_text(data, 0, 1)
+        layout = StreamLayout(text, job.stream_rows, job.unroll_steps)
         batch = next(layout.batches(start_step, 0, 1))
     else:
         stream, _ = _sentence_source(data, 0, 1, start_step)
@@ -357,9 +407,15 @@ def measure_reading(data: Path, code: Path, repeats: int, steps: dict) -> dict:
         ranks = [run_phase(__file__, "--reading", "--phase", "read_epoch", "--data", str(data), "--rank", str(r),
                            "--n", str(world), "--steps", str(steps[f"sentence_{world}w"]), env=env)
                  for r in range(world)]
-        result["per_worker"][str(world)] = ranks
+        result["per_worker"][str(world)] = {"ranks": ranks, "imbalance": share_imbalance(ranks)}
         print(f"[{ranks[0]['path']}] {world} workers: parquet bytes per rank {[r['parquet_bytes'] for r in ranks]}, "
-              f"rows decoded {[r['rows_decoded'] for r in ranks]}", file=sys.stderr)
+              f"rows decoded {[r['rows_decoded'] for r in ranks]}, imbalance {share_imbalance(ranks)}", file=sys.stderr)
+        streams = [run_phase(__file__, "--reading", "--phase", "read_stream", "--data", str(data), "--rank", str(r),
+                             "--n", str(world), env=env) for r in range(world)]
+        result.setdefault("per_worker_stream", {})[str(world)] = streams
+        print(f"[{streams[0]['path']}] stream, {world} workers: parquet bytes per rank "
+              f"{[r['parquet_bytes'] for r in streams]}, rows decoded {[r['rows_decoded'] for r in streams]}",
+              file=sys.stderr)
     for mode in ("sentence", "stream"):
         for where, fraction in (("early", 0.05), ("late", 0.95)):
             k = int(steps[mode] * fraction)
@@ -370,6 +426,20 @@ def measure_reading(data: Path, code: Path, repeats: int, steps: dict) -> dict:
             print(f"[{code}] resume {mode} at step {k} of {steps[mode]}: {statistics.median(seconds):.2f} s",
                   file=sys.stderr)
     return result
+
+
+def share_imbalance(ranks: list[dict]) -> dict:
+    """Per step, the largest worker share over the mean share (real and padded tokens): mean,
+    95th percentile and maximum over the steps; and the steps where some worker had nothing."""
+    import numpy as np
+
+    out = {}
+    for key in ("share_tokens", "share_padded_tokens"):
+        shares = np.array([r[key] for r in ranks], np.float64)  # (workers, steps)
+        ratio = shares.max(axis=0) / shares.mean(axis=0)
+        out[key] = {"mean": float(ratio.mean()), "p95": float(np.percentile(ratio, 95)), "max": float(ratio.max())}
+    out["steps_with_an_empty_share"] = int((np.array([r["share_tokens"] for r in ranks]) == 0).any(axis=0).sum())
+    return out
 
 
 def share_layouts(data: Path, worlds=(2, 4), group_rows=(512, 2048, 65536)) -> list[dict]:
@@ -419,11 +489,14 @@ def reading_benchmark(args) -> None:
     if not (data / "manifest.json").exists():
         prepare_ptb_sized(data, args.sentences)
     train = Dataset.open(str(data)).manifest["splits"]["train"]
+    import pyarrow.parquet as pq
+
+    row_groups = [pq.ParquetFile(path).metadata.num_row_groups for path in Dataset.open(str(data)).split_files("train")]
     steps = {mode: epoch_steps(data, mode) for mode in ("sentence", "stream")}
     steps.update({f"sentence_{world}w": epoch_steps(data, "sentence", world) for world in (1, 2, 4)})
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "data": str(data),
               "train": {"sentences": train["sentences"], "tokens": train["tokens"], "files": len(train["files"]),
-                        "parquet_bytes": sum(f["bytes"] for f in train["files"])},
+                        "parquet_bytes": sum(f["bytes"] for f in train["files"]), "row_groups": row_groups},
               "steps_per_epoch": steps, "repeats": args.repeats}
     checkouts = {"after": Path(__file__).resolve().parents[1]}
     if args.before_code:
@@ -466,6 +539,8 @@ def main() -> None:
     if args.reading:
         if args.phase == "read_epoch":
             print_phase_result(phase_read_epoch(args.data, args.rank, args.n, args.steps))
+        elif args.phase == "read_stream":
+            print_phase_result(phase_read_stream(args.data, args.rank, args.n))
         elif args.phase == "resume":
             print_phase_result(phase_resume(args.data, args.mode, args.start_step))
         else:

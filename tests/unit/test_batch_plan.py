@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from preprocessing import schema
-from workflows.training.batch_plan import plan_buffers, worker_batches
+from workflows.training.batch_plan import block_share, plan_buffers, worker_batches
 from workflows.training.batches import global_batches
 from workflows.training.split_rows import SplitRows
 
@@ -200,7 +200,8 @@ def test_the_sentence_trainer_reads_its_batches_in_the_background_from_the_resum
                               "cpu")
     got = take(trainer.batches(17), 20)
     rows = SplitRows(str(tmp_path), paths)
-    expected = take(worker_batches(rows.lengths(), rows.read, BATCH_TOKENS, SHUFFLE, 1, 2, SEED, 17), 20)
+    expected = take(worker_batches(rows.lengths(), rows.read, BATCH_TOKENS, SHUFFLE, 1, 2, SEED, 17,
+                                   block_share(rows.block_starts(job.block_rows), 1, 2)), 20)
     assert [b.step for b in got] == list(range(17, 37))
     assert [words(b.mine) for b in got] == [words(b.mine) for b in expected]
     trainer.close()

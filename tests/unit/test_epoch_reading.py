@@ -1,6 +1,6 @@
-"""How training reads its epochs: the next epoch opened in the background (`workflows.training.read_ahead`),
-a small train split kept in memory after the first (`workflows.training.worker.epoch_reader`); neither
-changes the batches."""
+"""How training reads its epochs: the next epoch opened in the background (`workflows.training.read_ahead`)
+without changing the batches. (A small train split kept in memory after the first epoch:
+`tests/unit/test_batch_plan.py`, `SplitRows` with ``cache``.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 from tests.helpers.waiting import wait_until
 from workflows.training.batches import global_batches
 from workflows.training.read_ahead import ReadAhead
-from workflows.training.worker import epoch_reader
 
 
 def test_items_arrive_in_order_and_errors_after_them():
@@ -86,43 +85,3 @@ def test_read_ahead_gives_the_same_batches_and_opens_the_next_epoch_early():
     assert ("batch", 0) in events[opened:]
     ahead.close()  # stopping early ends the background reader
     assert wait_until(lambda: not any(t.name.startswith("epoch-") for t in threading.enumerate()))
-
-
-class CountingShard:
-    """Stands for a Ray Train dataset shard: every ``iter_batches`` call is a new Ray Data pass."""
-
-    def __init__(self, data: list[pa.Table], fail_first_pass_after: int | None = None) -> None:
-        self.data, self.passes, self.fail_after = data, 0, fail_first_pass_after
-
-    def iter_batches(self, batch_size: int, batch_format: str):
-        self.passes += 1
-        for i, table in enumerate(self.data):
-            if self.passes == 1 and self.fail_after is not None and i == self.fail_after:
-                raise ConnectionError("object store lost")
-            yield table
-
-
-def test_a_cached_train_split_is_read_once_and_replayed_unchanged():
-    data = tables(430, seed=2)
-    cached, uncached = CountingShard(data), CountingShard(data)
-    a = global_batches(epoch_reader(cached, cache=True), 400, 120, 2, seed=3)
-    b = global_batches(epoch_reader(uncached, cache=False), 400, 120, 2, seed=3)
-    epochs = set()
-    for _ in range(200):
-        x, y = next(a), next(b)
-        assert signature(x) == signature(y)
-        epochs.add(x.epoch)
-    assert len(epochs) >= 3
-    assert cached.passes == 1
-    assert uncached.passes >= len(epochs)
-
-
-def test_an_interrupted_first_pass_is_not_kept():
-    data = tables(200, seed=4)
-    shard = CountingShard(data, fail_first_pass_after=2)
-    read = epoch_reader(shard, cache=True)
-    with pytest.raises(ConnectionError):
-        list(read(0))
-    first = [t.num_rows for t in read(0)]  # read again, completely
-    assert first == [t.num_rows for t in data]
-    assert [t.num_rows for t in read(1)] == first and shard.passes == 2

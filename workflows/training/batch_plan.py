@@ -7,6 +7,12 @@ So every worker can compute every batch without reading the rows, read only the 
 share of each batch (`worker_batches`), and a run resumed at step ``k`` starts reading at step
 ``k``'s buffer: the rows before it are never read.
 
+A worker's share of a batch is either the sentences of its own row blocks (`block_share`: each
+reads about 1/N of the split, the shares of a batch differ by chance, and a worker may have none)
+or every N-th sentence by length (`stride_share`: balanced, every worker reads every row group).
+The global batches are the same either way; the loss is scaled by the global target count, so
+the summed gradient is the same (up to the order of float additions).
+
 The rules are those of `global_batches` (the module docstring of `workflows.training.batches`):
 buffers of ``shuffle_buffer`` rows in dataset order (with the previous buffer's leftover in
 front), each permuted by ``rng(seed, epoch, buffer)``, sorted by length, cut into batches whose
@@ -120,21 +126,43 @@ class WorkerBatch:
         return int(self.lengths.sum() + len(self.lengths))
 
 
+Share = Callable[[np.ndarray], np.ndarray]  # a batch's rows (sorted by length) -> this worker's, in that order
+
+
+def stride_share(rank: int, world_size: int) -> Share:
+    """Sentences ``rank, rank + world_size, ...`` of the batch (`GlobalBatch.share`)."""
+    return lambda rows: rows[rank::world_size]
+
+
+def block_share(block_starts: np.ndarray, rank: int, world_size: int) -> Share:
+    """The batch's rows in worker ``rank``'s blocks: block ``b`` (rows ``block_starts[b]`` up to the
+    next block's first, `SplitRows.block_starts`) is worker ``b mod world_size``'s."""
+    block_starts = np.asarray(block_starts, np.int64)
+
+    def share(rows: np.ndarray) -> np.ndarray:
+        owner = (np.searchsorted(block_starts, rows, side="right") - 1) % world_size
+        return rows[owner == rank]
+
+    return share
+
+
 def worker_batches(lengths: np.ndarray, read_rows: Callable[[np.ndarray], pa.Table], batch_tokens: int,
                    shuffle_buffer: int, rank: int, world_size: int, seed: int,
-                   start_step: int = 0) -> Iterator[WorkerBatch]:
-    """Endless stream of worker ``rank``'s batches from ``start_step`` on: global batch ``s``'s
-    sentences ``rank, rank + world_size, ...`` (`GlobalBatch.share`). Per buffer, one call
+                   start_step: int = 0, share: Share | None = None) -> Iterator[WorkerBatch]:
+    """Endless stream of worker ``rank``'s batches from ``start_step`` on: of global batch ``s``,
+    the sentences ``share`` picks (default `stride_share`). Per buffer, one call
     ``read_rows(rows)`` (sorted split row numbers -> those rows, columns ``word_ids`` and
     ``tokens``) reads this worker's rows; each batch's are turned into sentences when it is due."""
+    share = share or stride_share(rank, world_size)
     plan = plan_buffers(lengths, batch_tokens, shuffle_buffer, world_size, seed)
     for buffer in buffers_from(plan, start_step):
         skip = max(0, start_step - buffer.first_step)
-        shares = [rows[rank::world_size] for rows in buffer.batches[skip:]]
+        shares = [share(rows) for rows in buffer.batches[skip:]]
         wanted = np.unique(np.concatenate(shares))
         table = read_rows(wanted)
-        for i, (rows, share) in enumerate(zip(buffer.batches[skip:], shares)):
-            mine = list(sentences_from_table(table.take(pa.array(np.searchsorted(wanted, share)))))
-            if [len(s) for s in mine] != lengths[share].tolist():
+        for i, (rows, share_rows) in enumerate(zip(buffer.batches[skip:], shares)):
+            mine = list(sentences_from_table(table.take(pa.array(np.searchsorted(wanted, share_rows))))) \
+                if len(share_rows) else []
+            if [len(s) for s in mine] != lengths[share_rows].tolist():
                 raise ValueError("the rows' word ids disagree with their num_tokens column")
             yield WorkerBatch(buffer.first_step + skip + i, buffer.epoch, mine, lengths[rows])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from elmo_core.cli_fields import setting
 
 TRAINING_MODES = ("sentence", "stream")
+SHARES = ("blocks", "stride")  # sentence mode: which sentences of a global batch a worker computes
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray's
 
 
@@ -38,6 +39,15 @@ class TrainJobConfig:
                                 "sentences of similar length are batched together")
     shuffle_buffer: int = setting(20000, "sentences shuffled and bucketed together (deterministic by seed)",
                                   flag=False)
+    # Either way the global batches and the summed gradient are the same (`workflows.training.batch_plan`).
+    # blocks: with 4 workers and 2,560-token batches the largest share is ~1.2x the mean (benchmarks/README.md).
+    share: str = setting("blocks", "sentence mode: which sentences of a global batch each worker computes: blocks: "
+                         "those in its own blocks of the split's rows (each worker reads about 1/N of the split; "
+                         "the shares of a batch differ by chance); stride: every N-th by length (equal shares; "
+                         "every worker reads the whole split)", choices=SHARES)
+    block_rows: int = setting(1024, "sentence mode, share=blocks: rows of a block (blocks are also cut where a "
+                              "Parquet row group starts; `elmo preprocess` writes row groups of 1,024 rows)",
+                              flag=False)
     # Sentence mode: the row groups a worker reads are kept (`SplitRows`), so a small (e.g.
     # domain-adaptation) corpus is not read again every epoch.
     cache_train_mb: int = setting(256, "keep a train split of up to this many MB of Parquet in each worker's "
@@ -83,7 +93,7 @@ class TrainJobConfig:
     fail_at_step: int | None = setting(None, "fault tests: the last worker raises once at this step", flag=False)
 
     def __post_init__(self) -> None:
-        for name in ("batch_tokens", "shuffle_buffer", "max_steps", "grad_accum", "eval_every",
+        for name in ("batch_tokens", "shuffle_buffer", "block_rows", "max_steps", "grad_accum", "eval_every",
                      "checkpoint_every", "keep_checkpoints", "report_every", "num_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -91,6 +101,8 @@ class TrainJobConfig:
             raise ValueError("cache_train_mb must be >= 0")
         if self.mode not in TRAINING_MODES:
             raise ValueError(f"mode must be one of {TRAINING_MODES}, got {self.mode!r}")
+        if self.share not in SHARES:
+            raise ValueError(f"share must be one of {SHARES}, got {self.share!r}")
         if self.placement_strategy not in PLACEMENT_STRATEGIES:
             raise ValueError(f"placement_strategy must be one of {PLACEMENT_STRATEGIES}, got {self.placement_strategy!r}")
         for name in ("stream_rows", "unroll_steps", "eval_stream_rows", "lr_decay_patience"):

@@ -86,9 +86,7 @@ def run_training(job: TrainJobConfig, dataset: Dataset, storage: str, name: str,
             raise ValueError(f"{dataset.uri} has no {split} sentences: rerun `elmo preprocess` with more text "
                              "or a larger --validation-fraction")
     datasets = {"validation": split_dataset(dataset, "validation")}
-    if job.mode == "stream":  # every worker reads the whole (ordered) stream and keeps its rows
-        datasets["train"] = split_dataset(dataset, "train")
-    # sentence mode: each worker reads only its rows of the train files (`SplitRows`)
+    # each worker reads only its rows of the train files (`SplitRows`), in both modes
     train_split = {"root": dataset.uri, "paths": [entry["path"] for entry in splits["train"]["files"]]}
     data_config = ray.train.DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True))
     resources = {"CPU": job.cpus_per_worker, **({"GPU": 1} if job.use_gpu else {})}

@@ -3,7 +3,9 @@ optimizer, and the sentence-mode step (stream mode's is `StreamTrainer.train_ste
 
 Each worker's loss is scaled by the *global* target count and multiplied back by the world size
 (DDP averages gradients), so W workers compute exactly the gradient of one worker on the whole
-batch. Dropout masks and sampled-softmax candidates are drawn from generators seeded by
+batch. A worker whose share of a batch is empty (sentence mode's row blocks,
+`workflows.training.batch_plan.block_share`) still takes part in the gradient all-reduce, with a
+zero-weighted pass over a placeholder sentence. Dropout masks and sampled-softmax candidates are drawn from generators seeded by
 (seed, step[, rank]): a resumed run continues exactly as the uninterrupted one.
 """
 
@@ -12,14 +14,16 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from elmo_core.bilm import BiLM
+from elmo_core.characters import EOS_TOKEN, token_to_ids
 from elmo_core.config import TrainingConfig
 from elmo_core.vocabulary import Vocabulary
 
 from workflows.training.batch_plan import WorkerBatch
-from workflows.training.batches import GlobalBatch, split_micro, to_tensors
+from workflows.training.batches import GlobalBatch, Sentence, split_micro, to_tensors
 from workflows.training.config import TrainJobConfig
 from workflows.training.evaluation import all_reduce
 
@@ -84,7 +88,9 @@ def sentence_step(ddp, model: BiLM, optimizer, batch: GlobalBatch | WorkerBatch,
     """One optimizer step on this worker's share of a sentence batch; returns the batch's global loss."""
     job, t, device, world = ctx.job, ctx.training, ctx.device, ctx.world
     n_targets = batch.num_targets()  # per direction, whole global batch
-    share = batch.share(ctx.rank, world)
+    share, weight = batch.share(ctx.rank, world), 1.0
+    if not share:  # none of this batch is this worker's: DDP's all-reduce still needs its (zero) gradient
+        share, weight = [_placeholder(ctx.vocab)], 0.0
     micro = split_micro(share, job.grad_accum)
     sampler = torch.Generator().manual_seed(job.seed * 1_000_003 + batch.step)
     torch.manual_seed((job.seed * 1_000_003 + batch.step) * 1_009 + ctx.rank)  # dropout masks
@@ -99,9 +105,14 @@ def sentence_step(ddp, model: BiLM, optimizer, batch: GlobalBatch | WorkerBatch,
                 # the same candidate set for every micro-batch and worker of this step
                 generator = torch.Generator().set_state(sampler.get_state())
                 stats, _ = ddp(tensors, t.train_negative_samples, generator)
-            loss = 0.5 * (stats["forward_nll"] + stats["backward_nll"]) / n_targets
+            loss = weight * 0.5 * (stats["forward_nll"] + stats["backward_nll"]) / n_targets
             (loss * world).backward()  # DDP averages over workers: undo it for a global mean
         local += float(loss.detach())
     torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
     optimizer.step()
     return all_reduce([local], device)[0]
+
+
+def _placeholder(vocab: Vocabulary) -> Sentence:
+    """A one-word sentence for a worker without a share: its pass is weighted 0."""
+    return Sentence(np.array([vocab.eos], np.int32), token_to_ids(EOS_TOKEN)[None].astype(np.uint16))

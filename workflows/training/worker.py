@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
@@ -31,7 +31,7 @@ from elmo_core.vocabulary import Vocabulary
 from elmo_core.weights import load_model_folder
 
 from workflows import faults
-from workflows.training.batch_plan import WorkerBatch, worker_batches
+from workflows.training.batch_plan import WorkerBatch, block_share, stride_share, worker_batches
 from workflows.training.checkpoints import (is_training_checkpoint, load_best_state, load_stream_state, load_training_checkpoint,
                           save_training_checkpoint)
 from workflows.training.config import TrainJobConfig
@@ -39,7 +39,7 @@ from workflows.training.evaluation import all_reduce, perplexity_of, sentence_su
 from workflows.training.read_ahead import ReadAhead
 from workflows.training.split_rows import SplitRows
 from workflows.training.lr_schedule import PlateauSchedule
-from workflows.training.streams import StreamBatch, StreamLayout, running_text
+from workflows.training.streams import StreamBatch, StreamLayout, running_text, worker_text
 from workflows.training.step import (LMLoss, StepContext, configure_matmul_precision, make_optimizer, sentence_step,
                          set_learning_rate)
 
@@ -63,7 +63,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ``tracking``            MLflow run coordinates (rank 0 logs metrics there), or None
     ``fault_marker``        where ``job.fail_at_step``'s one failure is recorded (`workflows.faults`)
     ``cache_train``         keep the train split in memory after the first epoch
-    ``train_split``         sentence mode: the train split's files, ``{"root": dataset URI,
+    ``train_split``         the train split's files, ``{"root": dataset URI,
                             "paths": [relative paths, manifest order]}`` (`SplitRows`)
     """
     job = TrainJobConfig.from_dict(loop_config["job"])
@@ -301,10 +301,10 @@ def _trainer(job: TrainJobConfig, vocab: Vocabulary, place: _Placement, stream_s
     """The training mode's trainer over this worker's view of the train split."""
     import ray.train
 
-    if job.mode == "stream":
-        train_shard = ray.train.get_dataset_shard("train")
-        return StreamTrainer(job, vocab, train_shard, place.rank, place.world, place.device, stream_state)
     split = loop_config["train_split"]
+    if job.mode == "stream":
+        return StreamTrainer(job, vocab, SplitRows(split["root"], split["paths"]), place.rank, place.world,
+                             place.device, stream_state)
     rows = SplitRows(split["root"], split["paths"], cache=bool(loop_config.get("cache_train")))
     return SentenceTrainer(job, vocab, rows, place.rank, place.world, place.device)
 
@@ -312,13 +312,15 @@ def _trainer(job: TrainJobConfig, vocab: Vocabulary, place: _Placement, stream_s
 class SentenceTrainer:
     """Sentence mode: length-bucketed global batches of full sentences (`workflows.training.batches`),
     planned from the split's sentence lengths (`workflows.training.batch_plan`); this worker reads
-    only the rows of its shares (`workflows.training.split_rows`)."""
+    only the rows of its shares (`workflows.training.split_rows`), which ``job.share`` picks."""
 
     def __init__(self, job: TrainJobConfig, vocab: Vocabulary, rows: SplitRows, rank: int, world: int,
                  device) -> None:
         self.job, self.vocab, self.rank, self.world, self.device = job, vocab, rank, world, device
         self.rows = rows
         self.lengths = rows.lengths()  # the index: one small column, no rows
+        self.share = (block_share(rows.block_starts(job.block_rows), rank, world) if job.share == "blocks"
+                      else stride_share(rank, world))
         self._reader: ReadAhead | None = None
 
     def batches(self, start_step: int) -> Iterator[WorkerBatch]:
@@ -328,7 +330,7 @@ class SentenceTrainer:
         self.close()
         self._reader = ReadAhead(lambda: worker_batches(self.lengths, self.rows.read, job.batch_tokens,
                                                         job.shuffle_buffer, self.rank, self.world, job.seed,
-                                                        start_step), name="train-rows")
+                                                        start_step, self.share), name="train-rows")
         return iter(self._reader)
 
     def train_step(self, ddp, model, optimizer, batch: WorkerBatch, autocast) -> float:
@@ -349,21 +351,36 @@ class SentenceTrainer:
 
 
 class StreamTrainer:
-    """Stream mode: windows of the running text with the LSTM state carried (`workflows.training.streams`)."""
+    """Stream mode: windows of the running text with the LSTM state carried (`workflows.training.streams`).
+    This worker reads only the sentences under its rows (`stream_pieces`), once: every epoch has
+    the same rows. Its state: forward rows ``self.rows``, backward rows their mirrors."""
 
-    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, train_shard, rank: int, world: int, device,
+    def __init__(self, job: TrainJobConfig, vocab: Vocabulary, rows, rank: int, world: int, device,
                  carried: dict | None) -> None:
+        """``rows``: the train split's `SplitRows`, or a Ray Data shard of the whole split."""
         self.job, self.vocab, self.rank, self.world, self.device = job, vocab, rank, world, device
-        tables = list(train_shard.iter_batches(batch_size=4096, batch_format="pyarrow"))
-        self.layout = StreamLayout(running_text(tables, vocab), job.stream_rows, job.unroll_steps)
+        if isinstance(rows, SplitRows):  # only the sentences under this worker's rows
+            text = worker_text(rows, job.stream_rows, job.unroll_steps, vocab, rank, world)
+            rows.close()
+        else:  # a Ray Data shard of the whole split (tests)
+            text = running_text(list(rows.iter_batches(batch_size=4096, batch_format="pyarrow")), vocab)
+        self.layout = StreamLayout(text, job.stream_rows, job.unroll_steps)
         self.rows = self.layout.worker_rows(rank, world)
         self.state: LstmState | None = None
         if carried is not None:  # the checkpoint holds every row's state: take this worker's
             layers = len([k for k in carried if k.startswith("c.")])
-            index = torch.from_numpy(self.rows)
-            self.state = LstmState([carried[f"c.{i}"][:, index].to(device) for i in range(layers)],
-                                   [carried[f"h.{i}"][:, index].to(device) for i in range(layers)])
+            self.state = LstmState([self._mine(carried[f"c.{i}"]).to(device) for i in range(layers)],
+                                   [self._mine(carried[f"h.{i}"]).to(device) for i in range(layers)])
         self.val_text = None
+
+    def _directions_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This worker's rows of the forward and of the backward text, in its batches' order."""
+        return torch.from_numpy(self.rows), torch.from_numpy(self.layout.rows - 1 - self.rows)
+
+    def _mine(self, every_row: torch.Tensor) -> torch.Tensor:
+        """(2, rows, H) state of every row -> (2, R, H) this worker's."""
+        forward, backward = self._directions_rows()
+        return torch.stack([every_row[0, forward], every_row[1, backward]])
 
     def batches(self, start_step: int) -> Iterator[StreamBatch]:
         return self.layout.batches(start_step, self.rank, self.world)
@@ -399,18 +416,19 @@ class StreamTrainer:
         import torch.distributed as dist
 
         local = {"c": [c.cpu() for c in self.state.c], "h": [h.cpu() for h in self.state.h]}
-        parts = [(self.rows, local)]
+        parts = [self._directions_rows() + (local,)]
         if self.world > 1 and dist.is_initialized():
             parts = [None] * self.world
-            dist.all_gather_object(parts, (self.rows, local))
+            dist.all_gather_object(parts, self._directions_rows() + (local,))
         if self.rank != 0:
             return None
         out = {}
         for name, layers in local.items():
             for i, mine in enumerate(layers):
                 full = torch.zeros(2, self.layout.rows, mine.shape[2])
-                for rows, theirs in parts:
-                    full[:, torch.from_numpy(rows)] = theirs[name][i]
+                for forward, backward, theirs in parts:
+                    full[0, forward] = theirs[name][i][0]
+                    full[1, backward] = theirs[name][i][1]
                 out[f"{name}.{i}"] = full
         return out
 
@@ -440,27 +458,6 @@ def _copy_model(model: BiLM, into: BiLM | None) -> BiLM:
         into = BiLM(model.config)
     into.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     return into
-
-
-def epoch_reader(shard, cache: bool) -> Callable[[int], Iterator]:
-    """``epoch -> the train split's Arrow tables``, in dataset order. With ``cache``, the first
-    complete pass is kept and later epochs replay it without starting Ray Data again."""
-    kept: list = []
-    complete = False
-
-    def read(epoch: int) -> Iterator:
-        nonlocal complete
-        if complete:
-            yield from kept
-            return
-        kept.clear()  # an interrupted pass starts over
-        for table in shard.iter_batches(batch_size=1024, batch_format="pyarrow"):
-            if cache:
-                kept.append(table)
-            yield table
-        complete = cache
-
-    return read
 
 
 def _read_capped(shard, max_sentences: int | None) -> list:
