@@ -299,8 +299,6 @@ def _schedule(job: TrainJobConfig, model: BiLM, train_state: dict) -> PlateauSch
 def _trainer(job: TrainJobConfig, vocab: Vocabulary, place: _Placement, stream_state: dict | None,
              loop_config: dict) -> "SentenceTrainer | StreamTrainer":
     """The training mode's trainer over this worker's view of the train split."""
-    import ray.train
-
     split = loop_config["train_split"]
     if job.mode == "stream":
         return StreamTrainer(job, vocab, SplitRows(split["root"], split["paths"]), place.rank, place.world,
