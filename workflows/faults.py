@@ -3,7 +3,8 @@ killed or had crashed, so that a test can show the job recovers. Nothing happens
 
 * ``ELMO_FAULT=POINT:N`` (`FAULT_ENV`): the process is killed (SIGKILL) the N-th time it passes
   POINT (`elmo embed-new`'s ``during``, ``before_publish``, ``publishing`` (after each part moved),
-  ``after_publish``, ``after_commit``);
+  ``after_publish``, ``after_commit``; `elmo pretrain` / `elmo adapt`'s ``before_register``, after
+  the MLflow run finished);
 * ``ELMO_FAULT=POINT:FILE``: while FILE exists, the first process to pass POINT takes it (FILE is
   moved to FILE.taken) and is killed (``embed_actor``: one embedding actor of a cluster whose
   workers have this setting);

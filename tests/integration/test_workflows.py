@@ -359,3 +359,101 @@ def test_adaptation_lowers_target_perplexity(ray_storage, data, mlflow_server, r
     assert version.tags["parent_model"] == "elmo-test/1"
     history = mlflow.MlflowClient(mlflow_server).get_metric_history(out["run_id"], "target_ppl_after")
     assert history and history[-1].value == pytest.approx(out["target_ppl_after"])
+
+
+def elmo_cli(command: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``elmo COMMAND ARGS`` in a new process, with ``env`` added to this one's environment."""
+    return subprocess.run([sys.executable, "-m", "elmo_cli", command, *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+def run_ids_named(client, run_name: str) -> list[str]:
+    """The MLflow runs of Ray Train run ``run_name``, in every experiment."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string=f"tags.`elmo.train_run` = '{run_name}'")
+    return [r.info.run_id for r in runs]
+
+
+def registry_state(client, name: str) -> tuple[list[str], dict]:
+    """(the versions of registered model ``name``, its aliases)."""
+    versions = sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
+    return versions, dict(client.get_registered_model(name).aliases) if versions else {}
+
+
+def test_a_finished_pretraining_job_run_again_changes_nothing(registered, ray_storage, data, mlflow_server, cluster):
+    """Issue 27, part 6: the same `elmo pretrain --run-name R --storage S` after R finished and was
+    registered exits 0 with R's version: no second MLflow run, no new version, the aliases as they were."""
+    import mlflow
+
+    from workflows.registry.tracking import version_of_run
+
+    client = mlflow.MlflowClient(mlflow_server)
+    name = registered["run_name"]
+    before = registry_state(client, "elmo-test")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        version = version_of_run("elmo-test", registered["run_id"])  # 1, or 2 after the gate test re-registered its model
+    again = elmo_cli("pretrain", "--data", data["source"], "--registered-model", "elmo-test", "--preset", "tiny",
+                     "--max-steps", "8", "--storage", str(ray_storage), "--run-name", name, "--address", cluster,
+                     MLFLOW_TRACKING_URI=mlflow_server)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"nothing to train: already registered as elmo-test version {version} " in again.stdout
+    assert run_ids_named(client, name) == [registered["run_id"]]
+    assert registry_state(client, "elmo-test") == before
+
+
+def test_a_driver_killed_before_registering_registers_once_when_run_again(ray_storage, data, mlflow_server, cluster):
+    """Issue 27, part 6: a pretraining driver killed after its MLflow run finished and before it
+    registered the model; the same command registers that run's model, once, without training or
+    opening a run; once more, it reports that version and changes nothing."""
+    import mlflow
+
+    from workflows.faults import FAULT_ENV
+    from workflows.training.driver import unique_name
+
+    client = mlflow.MlflowClient(mlflow_server)
+    name = unique_name("killed-before-register")
+    command = ["--data", data["source"], "--registered-model", "elmo-rerun", "--preset", "tiny", "--max-steps", "4",
+               "--batch-tokens", "600", "--eval-every", "4", "--checkpoint-every", "2", "--storage", str(ray_storage),
+               "--run-name", name, "--address", cluster]
+    killed = elmo_cli("pretrain", *command, MLFLOW_TRACKING_URI=mlflow_server, **{FAULT_ENV: "before_register:1"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    [run_id] = run_ids_named(client, name)
+    assert client.get_run(run_id).info.status == "FINISHED" and not client.search_model_versions("name = 'elmo-rerun'")
+    trained = client.get_run(run_id).data.metrics
+
+    first = elmo_cli("pretrain", *command, MLFLOW_TRACKING_URI=mlflow_server)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "nothing to train: registered elmo-rerun version 1 " in first.stdout
+    second = elmo_cli("pretrain", *command, MLFLOW_TRACKING_URI=mlflow_server)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "nothing to train: already registered as elmo-rerun version 1 " in second.stdout
+    assert run_ids_named(client, name) == [run_id] and client.get_run(run_id).data.metrics == trained
+    assert registry_state(client, "elmo-rerun") == (["1"], {"candidate": "1", "champion": "1"})
+    version = client.get_model_version("elmo-rerun", "1")
+    assert version.run_id == run_id and float(version.tags["val_ppl"]) == pytest.approx(trained["best_val_ppl"])
+
+
+def test_a_finished_adaptation_job_run_again_changes_nothing(registered, ray_storage, data, mlflow_server, cluster,
+                                                             monkeypatch):
+    """Issue 27, part 6, for `elmo adapt`: run to the end, then the same command again: exit 0 with
+    its version; no second run, no new version."""
+    import mlflow
+
+    from workflows.training.adapt import adapt
+    from workflows.training.driver import unique_name
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    client = mlflow.MlflowClient(mlflow_server)
+    name = unique_name("adapt-rerun")
+    out = adapt(job(data["target"], max_steps=2, eval_every=2, checkpoint_every=2), "models:/elmo-test/1",
+                "elmo-test-rerun", str(ray_storage), run_name=name)
+    before = registry_state(client, "elmo-test-rerun")
+    assert before[0] == [str(out["version"])]
+    again = elmo_cli("adapt", "--from", "models:/elmo-test/1", "--data", data["target"], "--registered-model",
+                     "elmo-test-rerun", "--max-steps", "2", "--storage", str(ray_storage), "--run-name", name,
+                     "--address", cluster)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"nothing to train: already registered as elmo-test-rerun version {out['version']} " in again.stdout
+    assert run_ids_named(client, name) == [out["run_id"]]
+    assert registry_state(client, "elmo-test-rerun") == before

@@ -69,6 +69,18 @@ def register_run(run_id: str, registered_model: str, promote_anyway: bool = Fals
     return {**tracking.gate(registered_model, existing, promote_anyway), "already_registered": True}
 
 
+def ensure_registered(run_id: str, registered_model: str, promote_anyway: bool = False) -> dict:
+    """Run ``run_id``'s version of ``registered_model`` as the gate left it, changing nothing, if the
+    gate has seen it (`tracking.gated_version`, ``already_registered``: True); else `register_run`:
+    a registration a killed driver left undone (or half done) is done once."""
+    from workflows.registry import tracking
+
+    gated = tracking.gated_version(registered_model, run_id)
+    if gated is not None:
+        return {**gated, "already_registered": True}
+    return register_run(run_id, registered_model, promote_anyway)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID", help="a finished `elmo pretrain` / `elmo adapt` MLflow run")
     p.add_argument("--registered-model", required=True, metavar="NAME",

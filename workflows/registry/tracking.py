@@ -60,6 +60,7 @@ def git_commit() -> str | None:
 
 
 TRAIN_RUN_TAG = "elmo.train_run"  # the Ray Train run name, the key to resume by
+TRAIN_STORAGE_TAG = "elmo.train_storage"  # where that Ray Train run keeps its checkpoints (`storage_key`)
 MODEL_URI_TAG = "elmo.model_uri"  # the model the run logged (what `elmo register` registers)
 
 
@@ -180,6 +181,26 @@ class TrackedRun:
         self.client.set_terminated(self.run_id, status)
 
 
+def storage_key(storage: str) -> str:
+    """``--storage`` as recorded in `TRAIN_STORAGE_TAG`: a URI as given, a local path absolute."""
+    return storage if "://" in storage else os.path.abspath(storage)
+
+
+def finished_run_id(experiment: str, run_name: str, storage: str) -> str | None:
+    """The FINISHED run of ``experiment`` that trained Ray Train run ``run_name`` under ``storage``
+    (tags `TRAIN_RUN_TAG` and `TRAIN_STORAGE_TAG`; the first, if several), or None: a training
+    command given the name of a finished job does not train it again (`elmo pretrain`, `elmo adapt`)."""
+    client = _client()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+        filter_string=f"tags.`{TRAIN_RUN_TAG}` = '{run_name}' and tags.`{TRAIN_STORAGE_TAG}` = "
+                      f"'{storage_key(storage)}' and attributes.status = 'FINISHED'")
+    return runs[0].info.run_id if runs else None
+
+
 # What a training report carries that is not a measurement: stored as the run's tags (the latest
 # report's values; a resumed run may run on another placement), not as metrics.
 RUN_STATE_TAGS = ("step", "epoch", "num_workers", "num_nodes")
@@ -233,6 +254,27 @@ def version_of_run(name: str, run_id: str) -> int | None:
 
 
 GATE_TAG = "gate"  # on each gated version: the gate's decision, in one line
+
+
+def gated_version(name: str, run_id: str) -> dict | None:
+    """The gate's outcome for run ``run_id``'s version of ``name``, read back without changing
+    anything (the shape `gate` returns, ``promoted``: the version is champion now); None unless
+    the run has a version that went through the gate (its `GATE_TAG`)."""
+    import mlflow
+
+    version = version_of_run(name, run_id)
+    if version is None:
+        return None
+    client = _client()
+    tags = client.get_model_version(name, str(version)).tags
+    if GATE_TAG not in tags:
+        return None  # registered, but killed before the gate: `gate` it again
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION).version
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    return {"name": name, "version": version, "promoted": champion == str(version), "val_ppl": float(tags["val_ppl"]),
+            "reason": tags[GATE_TAG]}
 
 
 def gate(name: str, version, promote_anyway: bool = False) -> dict:

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 from preprocessing.entry_point import entry_point
 
 from workflows.training.config import TrainJobConfig
-from workflows.training.pretrain import add_common_arguments, job_config, recipe_overrides, write_summary_json
+from workflows.training.pretrain import (add_common_arguments, finished_job, job_config, recipe_overrides,
+                                         report_finished_job, write_summary_json)
 
 if TYPE_CHECKING:  # the command's flags are parsed without loading pyarrow
     from preprocessing.dataset import Dataset
@@ -82,11 +83,15 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     ``promote_anyway``: the gate's override (`tracking.gate`)."""
     from preprocessing.dataset import Dataset
 
+    from workflows import faults
     from workflows.registry import tracking
     from workflows.training.checkpoints import final_model_dir, load_model_and_vocab
     from workflows.registry.register import register_run
     from workflows.training.driver import ensure_ray, run_training, unique_name
 
+    done = finished_job(run_name, storage, experiment, registered_model, promote_anyway)
+    if done is not None:  # with the perplexities before and after, as logged
+        return {**done, **{k: v for k, v in done["metrics"].items() if k.endswith(("_ppl_before", "_ppl_after"))}}
     workdir = tempfile.mkdtemp(prefix="elmo-adapt-")
     target = Dataset.open(job.data)
     source_dataset = Dataset.open(source_data) if source_data else None
@@ -105,7 +110,8 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     print(f"Ray Train run {name!r} (checkpoints under {storage}; rerun with --run-name {name} to resume)",
           file=sys.stderr)
     run = tracking.TrackedRun(experiment, name, {**{f"job.{k}": v for k, v in job.to_dict().items()}, "from": source},
-                            {"stage": "adapt", "parent_model": lineage, "vocab_digest": data_vocab.digest()},
+                            {"stage": "adapt", "parent_model": lineage, "vocab_digest": data_vocab.digest(),
+                             tracking.TRAIN_STORAGE_TAG: tracking.storage_key(storage)},
                             parent_run_id)
     if run.resumed:
         print(f"continuing MLflow run {run.run_id} of the interrupted driver", file=sys.stderr)
@@ -125,8 +131,9 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     except BaseException:
         run.finish("FAILED")
         raise
+    faults.point("before_register")  # tests: the driver killed after the run finished, before registering
     outcome = register_run(run.run_id, registered_model, promote_anyway)  # its own step: `elmo register` can redo it
-    return {**outcome, **before, **after, "run_id": run.run_id, "metrics": result.final,
+    return {**outcome, **before, **after, "run_id": run.run_id, "run_name": name, "metrics": result.final,
             "checkpoint_dir": result.checkpoint_dir}
 
 
@@ -140,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, DatasetError) as exc:
         print(f"elmo adapt: error: {exc}", file=sys.stderr)
         return 2
+    if outcome.get("finished_before"):
+        report_finished_job(outcome)
+        write_summary_json(args.summary_json, outcome)
+        return 0
     line = (f"target perplexity {outcome['target_ppl_before']:.2f} -> {outcome['target_ppl_after']:.2f}")
     if "source_ppl_after" in outcome:
         line += f"; source {outcome['source_ppl_before']:.2f} -> {outcome['source_ppl_after']:.2f}"

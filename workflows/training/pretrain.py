@@ -51,7 +51,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="elmo", help="MLflow experiment name")
     p.add_argument("--parent-run-id", help="nest this stage's MLflow run under a pipeline run")
     p.add_argument("--run-name", help="Ray Train run name (default: a fresh one, printed at start); give the "
-                                      "name of a killed run to resume it from its last checkpoint")
+                                      "name of a killed run to resume it from its last checkpoint (of a "
+                                      "finished one: its registered version is reported, nothing is trained)")
     add_fields(p, TrainJobConfig, unset={"max_steps": f"{TrainJobConfig.max_steps}, or unlimited with --max-epochs"})
     add_fields(p, TrainingConfig, title="recipe (elmo_core.config.TrainingConfig)",
                unset=dict.fromkeys(RECIPE_FIELDS, "the preset's (pretrain) or the starting model's (adapt)"))
@@ -83,6 +84,33 @@ def model_options(preset: str, vocab_size: int, **training) -> dict:
     return BiLMConfig.preset(preset).with_recipe({**training, "n_tokens_vocab": vocab_size}).to_options()
 
 
+def finished_job(run_name: str | None, storage: str, experiment: str, registered_model: str,
+                 promote_anyway: bool = False) -> dict | None:
+    """A training job (`pretrain` / `adapt`) rerun after it finished: its MLflow run (`tracking.finished_run_id`)
+    and that run's version of ``registered_model`` (`register.ensure_registered`: registered now only
+    if a killed driver left that undone), with ``finished_before`` and the run's ``metrics`` (each one's
+    last value); None if the job has not finished.
+    Nothing is trained and no MLflow run is opened."""
+    from workflows.registry import tracking
+    from workflows.registry.register import ensure_registered
+
+    run_id = tracking.finished_run_id(experiment, run_name, storage) if run_name else None
+    if run_id is None:
+        return None
+    outcome = ensure_registered(run_id, registered_model, promote_anyway)
+    logged = tracking.get_run(run_id).data.metrics  # each metric's last value
+    return {**outcome, "finished_before": True, "run_id": run_id, "run_name": run_name, "metrics": logged,
+            "test": {k: v for k, v in logged.items() if k.startswith("test_ppl")}}
+
+
+def report_finished_job(outcome: dict) -> None:
+    """What a rerun of a finished job prints (`finished_job`)."""
+    how = "already registered as" if outcome["already_registered"] else "registered"
+    print(f"Ray Train run {outcome['run_name']!r} finished before (MLflow run {outcome['run_id']}), nothing to "
+          f"train: {how} {outcome['name']} version {outcome['version']} (val_ppl {outcome['val_ppl']:.2f}); "
+          f"{outcome['reason']}")
+
+
 def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: str, address: str | None = None,
              experiment: str = "elmo", parent_run_id: str | None = None, model_config: dict | None = None,
              run_name: str | None = None, recipe: dict | None = None, evaluate_test: bool = False,
@@ -94,11 +122,15 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
     from elmo_core.config import BiLMConfig
     from preprocessing.dataset import Dataset
 
+    from workflows import faults
     from workflows.registry import tracking
     from workflows.training.checkpoints import final_model_dir
     from workflows.registry.register import register_run
     from workflows.training.driver import ensure_ray, run_training, unique_name
 
+    done = finished_job(run_name, storage, experiment, registered_model, promote_anyway)
+    if done is not None:
+        return done
     dataset = Dataset.open(job.data)
     vocab = dataset.vocabulary
     options = model_config or model_options(preset, len(vocab))
@@ -109,7 +141,8 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
           file=sys.stderr)
     params = {**{f"job.{k}": v for k, v in job.to_dict().items()}, "preset": preset,
               **{f"model.{k}": v for k, v in _flatten(trained).items()}}
-    run = tracking.TrackedRun(experiment, name, params, {"stage": "pretrain", "vocab_digest": vocab.digest()},
+    run = tracking.TrackedRun(experiment, name, params, {"stage": "pretrain", "vocab_digest": vocab.digest(),
+                                                         tracking.TRAIN_STORAGE_TAG: tracking.storage_key(storage)},
                             parent_run_id)
     if run.resumed:
         print(f"continuing MLflow run {run.run_id} of the interrupted driver", file=sys.stderr)
@@ -127,6 +160,7 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
     except BaseException:
         run.finish("FAILED")
         raise
+    faults.point("before_register")  # tests: the driver killed after the run finished, before registering
     outcome = register_run(run.run_id, registered_model, promote_anyway)  # its own step: `elmo register` can redo it
     return {**outcome, "run_id": run.run_id, "run_name": name, "metrics": result.final, "test": test,
             "checkpoint_dir": result.checkpoint_dir, "model_dir": str(chosen), "model_uri": model_uri,
@@ -169,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, DatasetError) as exc:
         print(f"elmo pretrain: error: {exc}", file=sys.stderr)
         return 2
+    if outcome.get("finished_before"):
+        report_finished_job(outcome)
+        write_summary_json(args.summary_json, outcome)
+        return 0
     m = outcome["metrics"]
     print(f"registered {outcome['name']} version {outcome['version']} (best val_ppl {outcome['val_ppl']:.2f}; "
           f"last evaluation {m['val_ppl']:.2f}: forward {m['val_ppl_forward']:.2f}, backward "
