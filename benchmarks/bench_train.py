@@ -356,8 +356,6 @@ def phase_read_epoch(data: Path, rank: int, world: int, steps: int) -> dict:
 
 def phase_resume(data: Path, mode: str, start_step: int) -> dict:
     """Seconds from opening the train split to the first batch of a run resumed at ``start_step``."""
-    import pyarrow.parquet as pq
-
     _import_reading_modules()
     start = time.perf_counter()
     if mode == "stream":
