@@ -107,6 +107,14 @@ def validation_curve(tracking_uri: str, run_id: str, steps_per_epoch: int) -> li
             for step, value in sorted(series["val_ppl"].items()) if value == value]
 
 
+def epoch_end_steps(tracking_uri: str, run_id: str) -> list[int]:
+    """The steps at which the run's epochs ended: where its ``epoch`` metric moved on."""
+    import mlflow
+
+    history = sorted((m.step, m.value) for m in mlflow.MlflowClient(tracking_uri).get_metric_history(run_id, "epoch"))
+    return [step for (step, epoch), (_, following) in zip(history, history[1:]) if following > epoch]
+
+
 def mlflow_run_wall_s(tracking_uri: str, run_id: str) -> float | None:
     """From the MLflow run's start (the first driver) to its end: every invocation, restarts included."""
     import mlflow
@@ -138,11 +146,19 @@ def main() -> None:
     p.add_argument("--dropout", type=float, help="default: the preset's")
     p.add_argument("--lr-decay-start-epoch", type=int,
                    help="halve the learning rate every epoch from this one on (default: halve on a validation plateau)")
+    p.add_argument("--plateau-threshold", type=float, default=0.0,
+                   help="relative validation gain an epoch must beat, else the rate is halved (Kim et al.: 1 point)")
+    p.add_argument("--early-stop-patience", type=int, default=0, help="epochs without a gain before stopping (0: never)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up (steps)")
+    p.add_argument("--max-grad-norm", type=float, help="gradient-norm clip of the mean loss (default: the preset's)")
+    p.add_argument("--mode", default="stream", choices=("stream", "sentence"),
+                   help="training mode: stream (Kim et al.'s) or sentence (each sentence from a zero state)")
+    p.add_argument("--batch-tokens", type=int, default=2560, help="sentence mode: padded tokens a batch")
     p.add_argument("--stream-rows", type=int, default=20)
     p.add_argument("--unroll-steps", type=int, default=35)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-name", help="Ray Train run name (default: ptb-PRESET-seedN; the same name resumes)")
+    p.add_argument("--run-name", help="Ray Train run name (default: ptb-PRESET-MODE-seedN; the same name resumes)")
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "ptb")
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="Ray CPUs of the training worker: leave one for Ray Data's read tasks on a 2-CPU machine")
@@ -164,11 +180,14 @@ def main() -> None:
          "--test-input", str(paths["test"]), "--output", str(data), "--tokenizer", "whitespace",
          "--min-count", "1", "--validation-fraction", "0", "--test-fraction", "0"], env, log)
 
-    run_name = args.run_name or f"ptb-{args.preset}-seed{args.seed}"
+    run_name = args.run_name or f"ptb-{args.preset}-{args.mode}-seed{args.seed}"
     summary = work / f"{run_name}.summary.json"
-    pretrain = [elmo, "pretrain", "--data", str(data), "--registered-model", f"ptb-{args.preset}",
-                "--preset", args.preset, "--mode", "stream", "--stream-rows", str(args.stream_rows),
-                "--unroll-steps", str(args.unroll_steps), "--max-epochs", str(args.max_epochs), "--eval-each-epoch",
+    pretrain = [elmo, "pretrain", "--data", str(data), "--registered-model", f"ptb-{args.preset}-{args.mode}",
+                "--preset", args.preset, "--mode", args.mode, "--stream-rows", str(args.stream_rows),
+                "--unroll-steps", str(args.unroll_steps), "--batch-tokens", str(args.batch_tokens),
+                "--max-epochs", str(args.max_epochs), "--eval-each-epoch",
+                "--plateau-threshold", str(args.plateau_threshold), "--early-stop-patience", str(args.early_stop_patience),
+                "--warmup-steps", str(args.warmup_steps),
                 "--eval-every", str(10**9), "--checkpoint-every", str(args.checkpoint_every),
                 "--learning-rate", str(args.learning_rate), "--seed", str(args.seed),
                 "--run-name", run_name, "--storage", str(work / "ray_results"), "--experiment", "ptb",
@@ -176,6 +195,8 @@ def main() -> None:
                 "--evaluate-test", "--summary-json", str(summary)]
     if args.dropout is not None:
         pretrain += ["--dropout", str(args.dropout)]
+    if args.max_grad_norm is not None:
+        pretrain += ["--max-grad-norm", str(args.max_grad_norm)]
     if args.lr_decay_start_epoch is not None:
         pretrain += ["--lr-decay-start-epoch", str(args.lr_decay_start_epoch)]
     if args.use_gpu:
@@ -187,9 +208,13 @@ def main() -> None:
     outcome = json.loads(summary.read_text())
     final, test = outcome["metrics"], outcome["test"]
     steps = int(final["step"])
-    tokens_per_step = args.stream_rows * args.unroll_steps
     train_pairs = json.loads((data / "manifest.json").read_text())["splits"]["train"]
-    steps_per_epoch = ((train_pairs["tokens"] + train_pairs["sentences"]) // args.stream_rows) // args.unroll_steps
+    if args.mode == "stream":
+        steps_per_epoch = ((train_pairs["tokens"] + train_pairs["sentences"]) // args.stream_rows) // args.unroll_steps
+        tokens_seen = steps * args.stream_rows * args.unroll_steps
+    else:  # batches of whole sentences: an epoch's steps are where its evaluation (each epoch's end) was
+        steps_per_epoch = (epoch_end_steps(env["MLFLOW_TRACKING_URI"], outcome["run_id"]) or [steps])[0]
+        tokens_seen = round(steps / steps_per_epoch * (train_pairs["tokens"] + train_pairs["sentences"]))
     result = {
         "benchmark": "ptb", "preset": args.preset, "reference": KIM_2016[args.preset],
         "test_stream": {"forward": test["test_ppl_stream_forward"], "backward": test["test_ppl_stream_backward"],
@@ -199,7 +224,7 @@ def main() -> None:
         "best_val_ppl_stream": outcome["val_ppl"],
         "parameters": parameter_counts(outcome["model_dir"]),
         "steps": steps, "steps_per_epoch": steps_per_epoch, "epochs": steps / steps_per_epoch,
-        "tokens_seen_per_direction": steps * tokens_per_step,
+        "mode": args.mode, "tokens_seen_per_direction": tokens_seen,
         "train_wall_s_this_invocation": round(train_seconds, 1), "wall_s_this_invocation": round(time.time() - started, 1),
         "validation_curve": validation_curve(env["MLFLOW_TRACKING_URI"], outcome["run_id"], steps_per_epoch),
         "mlflow_run_wall_s": mlflow_run_wall_s(env["MLFLOW_TRACKING_URI"], outcome["run_id"]),

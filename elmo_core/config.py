@@ -98,7 +98,7 @@ class TrainingConfig:
     optimizer: str = setting("adam", "the optimizer: adam, adagrad (bilm-tf's) or sgd", choices=OPTIMIZERS)
     learning_rate: float = setting(2e-3, "the optimizer's step size (bilm-tf's Adagrad: 0.2)")
     initial_accumulator_value: float = setting(1.0, "Adagrad's initial accumulator", flag=False)
-    max_grad_norm: float = setting(5.0, "global gradient-norm clip", flag=False)
+    max_grad_norm: float = setting(5.0, "global gradient-norm clip (of the mean loss per target token)")
 
     def for_vocabulary(self, vocab_size: int) -> "TrainingConfig":
         """This recipe for a softmax over ``vocab_size`` words (negatives capped by it)."""

@@ -120,6 +120,21 @@ def test_ddp_two_workers_match_one_worker(ray_storage, data, one_worker_run):
     assert two.final["val_ppl"] == pytest.approx(one_worker_run.final["val_ppl"], rel=1e-4)
 
 
+def test_the_warm_up_scales_the_rate_and_the_gradient_norm_is_reported(ray_storage, data):
+    from workflows.training.driver import run_training, unique_name
+
+    dataset = Dataset.open(data["source"])
+    result = run_training(job(data["source"], warmup_steps=8), dataset, str(ray_storage),
+                          unique_name("warm"), model_config=tiny_options(len(dataset.vocabulary)))
+    reports = {int(m["step"]): m for m in result.history}  # the reports with a checkpoint: steps 2 and 4
+    rate = tiny_options(len(dataset.vocabulary))["learning_rate"]
+    assert reports[2]["learning_rate"] == pytest.approx(rate * 2 / 8)  # step 2's report: 0-based step 1
+    assert reports[4]["learning_rate"] == pytest.approx(rate * 4 / 8)
+    for step in (2, 4):
+        mean, largest, clipped = (float(reports[step][k]) for k in ("grad_norm", "grad_norm_max", "clipped_fraction"))
+        assert 0.0 < mean <= largest and clipped in (0.0, 0.5, 1.0)
+
+
 def test_worker_failure_resumes_and_ends_equal(ray_storage, data, one_worker_run):
     from workflows.training.driver import run_training, unique_name
 

@@ -12,6 +12,7 @@ from elmo_core.characters import batch_to_ids
 from elmo_core.config import BiLMConfig
 from elmo_core.softmax import IGNORE
 from elmo_core.vocabulary import Vocabulary
+from workflows.training.config import TrainJobConfig
 from workflows.training.evaluation import sentence_sums, stream_sums
 from workflows.training.lr_schedule import PlateauSchedule
 from workflows.training.streams import StreamLayout, evaluation_windows, running_text
@@ -137,6 +138,15 @@ def test_stream_and_sentence_evaluation_count_the_same_targets(vocab):
     stream = stream_sums(model, running_text([table], vocab), rows=3, unroll=8, device="cpu")
     sentence = sentence_sums(model, vocab, [table], batch_tokens=200, max_sentences=None, device="cpu")
     assert stream[1] == sentence[1] and stream[3] == sentence[3]
+
+
+def test_the_warm_up_rises_linearly_to_the_schedules_rate():
+    from workflows.training.lr_schedule import warmup_factor
+
+    assert [warmup_factor(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0 and warmup_factor(10**6, 0) == 1.0
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainJobConfig(data="d", warmup_steps=-1)
 
 
 def test_plateau_schedule_decays_keeps_the_best_and_stops():

@@ -68,6 +68,8 @@ class TrainJobConfig:
     lr_decay_start_epoch: int | None = setting(None, "instead of the plateau rule: multiply the learning rate by "
                                                "lr_decay at the end of every epoch from this one (1-based) on "
                                                "(Zaremba et al. 2014; anneals within a fixed max_epochs budget)")
+    warmup_steps: int = setting(0, "linear learning-rate warm-up: step s (0-based) trains at (s + 1) / warmup_steps "
+                                "of the rate, for the first warmup_steps steps (0: none)")
     grad_accum: int = setting(1, "micro-batches per optimizer step on each worker")
     eval_every: int = setting(200, "steps between held-out perplexity evaluations (and at the end)")
     eval_max_sentences: int | None = setting(20000, "cap on validation sentences per evaluation", flag=False)
@@ -97,8 +99,8 @@ class TrainJobConfig:
                      "checkpoint_every", "keep_checkpoints", "report_every", "num_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.cache_train_mb < 0:
-            raise ValueError("cache_train_mb must be >= 0")
+        if self.cache_train_mb < 0 or self.warmup_steps < 0:
+            raise ValueError("cache_train_mb and warmup_steps must be >= 0")
         if self.mode not in TRAINING_MODES:
             raise ValueError(f"mode must be one of {TRAINING_MODES}, got {self.mode!r}")
         if self.share not in SHARES:

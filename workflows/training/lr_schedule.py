@@ -7,7 +7,8 @@ the best so far. An improvement by more than ``plateau_threshold`` (relative) ma
 (Kim et al. 2016: halved when an epoch does not improve validation perplexity); after
 ``early_stop_patience`` the run stops. With ``lr_decay_start_epoch`` the rate is instead
 multiplied by ``lr_decay`` at the end of every epoch from that one on (Zaremba et al. 2014): a
-schedule that anneals within a fixed number of epochs. The state is part of every checkpoint, so a resumed run
+schedule that anneals within a fixed number of epochs. A linear warm-up (`warmup_factor`) scales
+the rate of the first ``warmup_steps`` steps on top of either. The state is part of every checkpoint, so a resumed run
 decides exactly as the uninterrupted one.
 """
 
@@ -57,3 +58,10 @@ class PlateauSchedule:
     @classmethod
     def from_state(cls, state: dict) -> "PlateauSchedule":
         return cls(**state)
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The linear warm-up's factor of 0-based ``step``: (step + 1) / warmup_steps, 1 from then on."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step + 1) / warmup_steps)

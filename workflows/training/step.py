@@ -65,12 +65,17 @@ def configure_matmul_precision(device: torch.device, job: TrainJobConfig) -> Non
         torch.backends.cudnn.allow_tf32 = job.tf32
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
+    """Clip the global gradient norm to ``max_norm``; returns the norm before clipping."""
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
 
 
-@dataclass(frozen=True)
+@dataclass
 class StepContext:
     """What a step needs besides the model, optimizer and batch: this worker's place, the job's
     batching and seed, the model's recipe, the device and the autocast context."""
@@ -82,6 +87,7 @@ class StepContext:
     training: TrainingConfig
     device: torch.device | str
     autocast: object  # a torch.autocast (disabled on CPU) or contextlib.nullcontext()
+    grad_norm: float = 0.0  # set by the step: the global gradient norm before clipping
 
 
 def sentence_step(ddp, model: BiLM, optimizer, batch: GlobalBatch | WorkerBatch, ctx: StepContext) -> float:
@@ -108,7 +114,7 @@ def sentence_step(ddp, model: BiLM, optimizer, batch: GlobalBatch | WorkerBatch,
             loss = weight * 0.5 * (stats["forward_nll"] + stats["backward_nll"]) / n_targets
             (loss * world).backward()  # DDP averages over workers: undo it for a global mean
         local += float(loss.detach())
-    torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+    ctx.grad_norm = clip_gradients(model, t.max_grad_norm)
     optimizer.step()
     return all_reduce([local], device)[0]
 

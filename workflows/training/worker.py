@@ -38,10 +38,10 @@ from workflows.training.config import TrainJobConfig
 from workflows.training.evaluation import all_reduce, perplexity_of, sentence_sums, stream_sums
 from workflows.training.read_ahead import ReadAhead
 from workflows.training.split_rows import SplitRows
-from workflows.training.lr_schedule import PlateauSchedule
+from workflows.training.lr_schedule import PlateauSchedule, warmup_factor
 from workflows.training.streams import StreamBatch, StreamLayout, running_text, worker_text
-from workflows.training.step import (LMLoss, StepContext, configure_matmul_precision, make_optimizer, sentence_step,
-                         set_learning_rate)
+from workflows.training.step import (LMLoss, StepContext, clip_gradients, configure_matmul_precision, make_optimizer,
+                                     sentence_step, set_learning_rate)
 
 
 def evaluate(model: BiLM, vocab: Vocabulary, tables, rank: int, world_size: int, batch_tokens: int,
@@ -170,15 +170,21 @@ class _TrainWindow:
 
     def restart(self) -> None:
         self.loss, self.tokens, self.steps, self.start = 0.0, 0, 0, time.perf_counter()
+        self.grad_norm_sum, self.grad_norm_max, self.clipped = 0.0, 0.0, 0
 
-    def add(self, loss: float, tokens: int) -> None:
+    def add(self, loss: float, tokens: int, grad_norm: float, max_grad_norm: float) -> None:
         self.loss += loss
         self.tokens += tokens
         self.steps += 1
+        self.grad_norm_sum += grad_norm
+        self.grad_norm_max = max(self.grad_norm_max, grad_norm)
+        self.clipped += grad_norm > max_grad_norm
 
     def metrics(self) -> dict:
-        elapsed = time.perf_counter() - self.start
-        return {"train_loss": self.loss / max(1, self.steps), "tokens_per_second": self.tokens / elapsed}
+        elapsed, steps = time.perf_counter() - self.start, max(1, self.steps)
+        return {"train_loss": self.loss / steps, "tokens_per_second": self.tokens / elapsed,
+                "grad_norm": self.grad_norm_sum / steps, "grad_norm_max": self.grad_norm_max,
+                "clipped_fraction": self.clipped / steps}
 
 
 class _TrainingLoop:
@@ -227,10 +233,17 @@ class _TrainingLoop:
                 break  # (a resumed run that had already finished)
             if job.fail_at_step == batch.step and self.place.rank == self.place.world - 1:
                 faults.fail_once(self.fault_marker, f"injected failure at step {batch.step} (fault test)")
-            self.window.add(self.trainer.train_step(self.ddp, self.model, self.optimizer, batch, self.autocast),
-                            batch.num_tokens())
+            if batch.step <= job.warmup_steps:  # the warm-up's rate, then (at warmup_steps) the schedule's
+                set_learning_rate(self.optimizer, self._learning_rate(batch.step))
+            loss = self.trainer.train_step(self.ddp, self.model, self.optimizer, batch, self.autocast)
+            self.window.add(loss, batch.num_tokens(), self.trainer.last_grad_norm,
+                            self.model.config.training.max_grad_norm)
             if self._after_step(batch, _AfterStep.of(job, batch.step + 1, batch.epoch, following.epoch)):
                 break
+
+    def _learning_rate(self, step: int) -> float:
+        """The rate of 0-based ``step``: the schedule's, scaled by the linear warm-up."""
+        return self.schedule.learning_rate * warmup_factor(step, self.job.warmup_steps)
 
     def _after_step(self, batch, when: _AfterStep) -> bool:
         """Evaluate, report and checkpoint as ``when`` says; True if training ends here."""
@@ -238,7 +251,7 @@ class _TrainingLoop:
         metrics = {"step": done, "epoch": batch.epoch, "num_workers": self.place.world,
                    "num_nodes": self.place.num_nodes}
         if when.report:
-            metrics.update(self.window.metrics(), learning_rate=self.schedule.learning_rate)
+            metrics.update(self.window.metrics(), learning_rate=self._learning_rate(batch.step))
             if when.evaluate and self._evaluate(done, metrics):  # early stop
                 metrics["early_stopped"] = 1
                 when = dataclasses.replace(when, last=True, checkpoint=True)
@@ -320,6 +333,7 @@ class SentenceTrainer:
         self.share = (block_share(rows.block_starts(job.block_rows), rank, world) if job.share == "blocks"
                       else stride_share(rank, world))
         self._reader: ReadAhead | None = None
+        self.last_grad_norm = 0.0  # of the last step, before clipping
 
     def batches(self, start_step: int) -> Iterator[WorkerBatch]:
         """This worker's batches from ``start_step`` on, read in the background; the rows of
@@ -333,7 +347,9 @@ class SentenceTrainer:
 
     def train_step(self, ddp, model, optimizer, batch: WorkerBatch, autocast) -> float:
         ctx = StepContext(self.vocab, self.rank, self.world, self.job, model.config.training, self.device, autocast)
-        return sentence_step(ddp, model, optimizer, batch, ctx)
+        loss = sentence_step(ddp, model, optimizer, batch, ctx)
+        self.last_grad_norm = ctx.grad_norm
+        return loss
 
     def evaluate(self, model: BiLM, tables) -> Perplexity:
         return evaluate(model, self.vocab, tables, self.rank, self.world, self.job.batch_tokens,
@@ -370,6 +386,7 @@ class StreamTrainer:
             self.state = LstmState([self._mine(carried[f"c.{i}"]).to(device) for i in range(layers)],
                                    [self._mine(carried[f"h.{i}"]).to(device) for i in range(layers)])
         self.val_text = None
+        self.last_grad_norm = 0.0  # of the last step, before clipping
 
     def _directions_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This worker's rows of the forward and of the backward text, in its batches' order."""
@@ -396,7 +413,7 @@ class StreamTrainer:
         loss = 0.5 * (stats["forward_nll"] + stats["backward_nll"]) / batch.global_targets
         (loss * self.world).backward()  # DDP averages over workers: undo it for a global mean
         self.state = final.detach()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        self.last_grad_norm = clip_gradients(model, t.max_grad_norm)
         optimizer.step()
         return all_reduce([float(loss.detach())], self.device)[0]
 
