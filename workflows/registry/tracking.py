@@ -426,6 +426,16 @@ def _registry_name_version(model_source: str) -> tuple[str, str] | None:
     return (name, version) if name and version.isdigit() else None
 
 
+def logged_model_id(version) -> str | None:
+    """A registered version's logged model (MLflow 3's ``m-...`` id): its ``model_id``, or where
+    the server leaves that empty, the id in its ``models:/m-...`` source."""
+    model_id = getattr(version, "model_id", None)
+    source = version.source or ""
+    if not model_id and source.startswith("models:/m-"):
+        model_id = source[len("models:/"):].split("/")[0]
+    return model_id or None
+
+
 def start_embedding_run(job: str, model: dict, inputs: list[str], output: str, params: dict) -> str:
     """A RUNNING run of `EMBED_EXPERIMENT` for one embedding job; its id. ``model``:
     `ResolvedModel.describe()`. Tagged with the model (name and version for registry models,
@@ -450,7 +460,7 @@ def start_embedding_run(job: str, model: dict, inputs: list[str], output: str, p
                   "model_digest": model["model_digest"], **params}
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(all_params.items())])
     if registry:
-        model_id = getattr(client.get_model_version(*registry), "model_id", None)
+        model_id = logged_model_id(client.get_model_version(*registry))
         if model_id:
             client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
         client.set_model_version_tag(*registry, EMBED_LAST_RUN_TAG, run_id)
