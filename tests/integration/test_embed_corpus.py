@@ -70,7 +70,7 @@ def test_vectors_equal_elmo_core_from_the_registry_whatever_the_actors(cluster, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
     root, sentences, _ = corpus
     expected = Embedder(registry["model"]).embed_all(sentences)
-    outputs = {}
+    outputs, manifests = {}, {}
     for actors, batch_tokens in ((1, 6000), (2, 40)):  # other batches and actors: the same vectors
         out = tmp_path / f"out{actors}"
         manifest = run_embed_corpus([str(root / "in")], str(out), f"models:/{NAME}@champion",
@@ -92,6 +92,7 @@ def test_vectors_equal_elmo_core_from_the_registry_whatever_the_actors(cluster, 
             for i in range(len(sentences)):
                 np.testing.assert_allclose(values[offsets[i]:offsets[i + 1]], expected[i][j], atol=1e-5)
         outputs[actors] = table
+        manifests[actors] = manifest
         description = read_description(str(out / "a.txt.parquet"))
         assert description["model_version"] == f"{NAME}/1" and description["layers"] == "all"
         assert description["input"]["sha256"] == files["a.txt"]["sha256"]
@@ -100,6 +101,38 @@ def test_vectors_equal_elmo_core_from_the_registry_whatever_the_actors(cluster, 
         a = vectors_of(outputs[1].column(f"layer_{j}"))[0]
         b = vectors_of(outputs[2].column(f"layer_{j}"))[0]
         np.testing.assert_allclose(a, b, atol=1e-6)
+    assert_embedding_runs(registry["uri"], tmp_path, manifests, sentences, str(root / "in"))
+
+
+def assert_embedding_runs(tracking_uri: str, tmp_path, manifests: dict, sentences, source: str) -> None:
+    """Each run is an MLflow run linked to version 1: "which model made these vectors?" and "what
+    did version 1 embed?" are one query each."""
+    import mlflow
+
+    from workflows.registry import tracking
+
+    client = mlflow.MlflowClient(tracking_uri)
+    model_id = tracking.logged_model_id(client.get_model_version(NAME, "1"))
+    assert model_id and model_id.startswith("m-")
+    for actors, manifest in manifests.items():
+        out = str(tmp_path / f"out{actors}")
+        (run,) = tracking.embedding_runs_of_output(out)  # which model made these vectors?
+        assert run.info.run_id == manifest["mlflow_run_id"] and run.info.status == "FINISHED"
+        tags, metrics = run.data.tags, run.data.metrics
+        assert tags[tracking.EMBED_MODEL_TAG] == f"{NAME}/1" and tags[tracking.EMBED_JOB_TAG] == "embed-corpus"
+        assert (tags[tracking.EMBED_MODEL_NAME_TAG], tags[tracking.EMBED_MODEL_VERSION_TAG]) == (NAME, "1")
+        assert tags[tracking.EMBED_INPUT_TAG] == source and tags[tracking.EMBED_OUTPUT_TAG] == out
+        assert metrics["sentences"] == 160 and metrics["files"] == 2 and metrics["quarantined"] == 0
+        assert metrics["tokens"] == sum(len(s) for s in sentences) and metrics["tokens_per_second"] > 0
+        assert run.data.params["model_source"] == f"models:/{NAME}/1" and run.data.params["layers"] == "all"
+        linked = [m.model_id for m in client.get_run(run.info.run_id).inputs.model_inputs]
+        assert linked == [model_id]  # MLflow's lineage: the run's model input is the version's logged model
+    by_version = tracking.embedding_runs_of_version(NAME, 1)  # what did version 1 embed?
+    outputs_of_version = [r.data.tags[tracking.EMBED_OUTPUT_TAG] for r in by_version]
+    assert [o for o in outputs_of_version if o.startswith(str(tmp_path))] == [str(tmp_path / "out1"),
+                                                                               str(tmp_path / "out2")]
+    last = client.get_model_version(NAME, "1").tags[tracking.EMBED_LAST_RUN_TAG]
+    assert last == manifests[2]["mlflow_run_id"]
 
 
 def test_hdf5_is_what_elmo_embed_writes(cluster, registry, corpus, tmp_path):

@@ -203,6 +203,21 @@ def test_alias_moves_new_files_get_the_new_version_and_reembed(cluster, registry
         assert pairs == [("new.txt", f"{NAME}/2"), ("old.txt", f"{NAME}/1"), ("old.txt", f"{NAME}/2")]
         assert all(os.path.exists(os.path.join(out, e["output"])) for e in committed(out))
         assert {e["output"].split("/")[0] for e in committed(out)} == {f"{NAME}-v1", f"{NAME}-v2"}
+        assert run_once(str(source), str(out), f"models:/{NAME}@champion", config)["status"] == "nothing"
+        # one MLflow run per tick that embedded (3), none for the tick with nothing new; each
+        # entry names its run, and each version's runs are exactly the outputs it made
+        from workflows.registry import tracking
+
+        runs = tracking.embedding_runs_of_output(str(out))
+        assert [r.data.tags[tracking.EMBED_MODEL_TAG] for r in runs] == [f"{NAME}/1", f"{NAME}/2", f"{NAME}/2"]
+        assert all(r.info.status == "FINISHED" and r.data.metrics["files"] == 1 for r in runs)
+        for version in (1, 2):
+            mine = {r.info.run_id for r in tracking.embedding_runs_of_version(NAME, version)
+                    if r.data.tags[tracking.EMBED_OUTPUT_TAG] == str(out)}
+            made = {e["mlflow_run_id"] for e in committed(out) if e["model_version"] == f"{NAME}/{version}"}
+            assert mine == made and len(made) == version
+        tokens = {e["mlflow_run_id"]: e["tokens"] for e in committed(out)}
+        assert all(r.data.metrics["tokens"] == tokens[r.info.run_id] for r in runs)
     finally:
         client.set_registered_model_alias(NAME, "champion", "1")
 

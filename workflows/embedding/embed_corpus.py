@@ -77,6 +77,7 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
     from preprocessing.ray_session import ensure_ray
     from preprocessing.storage import Storage
 
+    from workflows.embedding.job_run import EmbeddingRun
     from workflows.embedding.parts import publish_parts
     from workflows.embedding.pipeline import EmbedError, embed_files, list_inputs, output_name
 
@@ -115,21 +116,29 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
         entries.append(entry)
 
     started = time.monotonic()
-    embed_files(files, model, config, store, publish, say)
-    failed = [e for e in entries if e["status"] != "ok"]
-    if failed and not config.quarantine_bad_files:
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        raise EmbedError(f"{failed[0]['error']}{more}; pass --quarantine-bad-files to skip and list them")
-    totals = {k: sum(e[k] for e in entries if e["status"] == "ok") for k in ("lines", "blank_lines", "sentences", "tokens")}
-    if totals["sentences"] == 0:
-        raise EmbedError(f"{', '.join(inputs)}: no sentences to embed (every input is empty or blank)")
+    run = EmbeddingRun("embed-corpus", model, list(inputs), output, config.output_settings(), say)
+    try:
+        embed_files(files, model, config, store, publish, say)
+        failed = [e for e in entries if e["status"] != "ok"]
+        if failed and not config.quarantine_bad_files:
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise EmbedError(f"{failed[0]['error']}{more}; pass --quarantine-bad-files to skip and list them")
+        totals = {k: sum(e[k] for e in entries if e["status"] == "ok")
+                  for k in ("lines", "blank_lines", "sentences", "tokens")}
+        if totals["sentences"] == 0:
+            raise EmbedError(f"{', '.join(inputs)}: no sentences to embed (every input is empty or blank)")
+    except BaseException:
+        run.finish({"files": len(entries)}, time.monotonic() - started, status="FAILED")
+        raise
     seconds = time.monotonic() - started
     manifest = {"format": MANIFEST_FORMAT, "identity": identity, **model.describe(),
+                **({"mlflow_run_id": run.run_id} if run.run_id else {}),
                 "settings": config.output_settings(), "files": entries, "quarantined": [e["uri"] for e in failed],
                 **totals, "seconds": round(seconds, 3), "tokens_per_second": round(totals["tokens"] / max(seconds, 1e-9), 1),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     store.write(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
     store.clear_temp(remove_dir=True)
+    run.finish({"files": len(entries) - len(failed), "quarantined": len(failed), **totals}, seconds)
     say(f"[embed] done: {totals['sentences']:,} sentences, {totals['tokens']:,} tokens in {seconds:.1f}s "
         f"({manifest['tokens_per_second']:,.0f} tokens/s) -> {output}")
     return manifest

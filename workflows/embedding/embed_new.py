@@ -72,6 +72,7 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
     from preprocessing.storage import Storage
 
     from workflows.embedding.embed_corpus import check_layers
+    from workflows.embedding.job_run import EmbeddingRun
     from workflows.embedding.model_source import resolve_model
     from workflows.embedding.output import FORMATS
     from workflows.embedding.parts import publish_parts
@@ -112,6 +113,8 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
         if not pending:
             return {"status": "nothing", "model_version": model.version, "embedded": []}
         ensure_ray(address)
+        run = EmbeddingRun("embed-new", model, [source], output, {**settings, "reembed": reembed}, say)
+        started = time.monotonic()
         folder = version_dir(model.version_key)
         embedded, failed = [], []
         publisher = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="elmo-publish")
@@ -130,6 +133,7 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
             faults.point("after_publish")
             return {"entry_id": eid, "file_identity": file_identity(ident), "input": {**ident, "sha256": result.sha256},
                     **model.describe(), "model_version_key": model.version_key, "settings": settings,
+                    **({"mlflow_run_id": run.run_id} if run.run_id else {}),
                     "output": rel, "parts": parts,
                     "lines": result.lines, "blank_lines": result.blank_lines,
                     "sentences": result.sentences, "tokens": result.tokens, "lease_epoch": lease.epoch,
@@ -160,28 +164,43 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
         groups = CommitGroups(ledger, before_commit=lease.check, after_commit=lambda: faults.point("after_commit"),
                               prepare=publish_group)
 
+        committed_entries: list[dict] = []
+
+        def record(entries: list[dict]) -> None:
+            committed_entries.extend(entries)
+            embedded.extend(e["output"] for e in entries)
+
         def commit(result) -> None:
             """A complete file joins its group (`CommitGroups`: 1, 2, 4, ... files); when the group
             is due its outputs are published, then it is committed."""
             if result.status != "ok":
                 failed.append({"uri": result.input.uri, "error": result.error})
                 return
-            embedded.extend(e["output"] for e in groups.add(result))  # publish, lease check, commit, after_commit
+            record(groups.add(result))  # publish, lease check, commit, after_commit
 
         def arriving(uri: str) -> None:  # the driver first hears of a file
             faults.point("during")
 
+        def counts() -> dict:
+            return {"files": len(committed_entries), "failed_files": len(failed),
+                    **{k: sum(e[k] for e in committed_entries) for k in ("lines", "sentences", "tokens")}}
+
         try:
-            embed_files(pending, model, config, store, commit, say, on_input=arriving)
-            embedded.extend(e["output"] for e in groups.flush())
+            try:
+                embed_files(pending, model, config, store, commit, say, on_input=arriving)
+                record(groups.flush())
+            except BaseException:
+                with contextlib.suppress(Exception):  # the complete files are still worth publishing and committing
+                    record(groups.flush())
+                raise
+            finally:
+                publisher.shutdown()
+            lease.check()
         except BaseException:
-            with contextlib.suppress(Exception):  # the complete files are still worth publishing and committing
-                embedded.extend(e["output"] for e in groups.flush())
+            run.finish(counts(), time.monotonic() - started, status="FAILED")
             raise
-        finally:
-            publisher.shutdown()
-        lease.check()
         store.clear_temp(remove_dir=True)  # still ours: no other scheduler's files in there
+        run.finish(counts(), time.monotonic() - started, status="FAILED" if failed else "FINISHED")
         for f in failed:
             say(f"[embed-new] FAILED (will be tried again next run): {f['error']}")
         say(f"[embed-new] committed {len(embedded)} output(s) under {store.uri_of(folder)}"

@@ -399,3 +399,104 @@ def metric_history(run_id: str, key: str) -> list[dict]:
     """[{"step": s, key: value}, ...] of an MLflow run, in step order (what the run recorded)."""
     history = _client().get_metric_history(run_id, key)
     return [{"step": m.step, key: m.value} for m in sorted(history, key=lambda m: m.step)]
+
+
+# --- embedding jobs' runs (`elmo embed-corpus`, each `elmo embed-new` tick that embeds) ----------
+EMBED_EXPERIMENT = "elmo-embedding"
+EMBED_JOB_TAG = "elmo.embed.job"  # embed-corpus / embed-new
+EMBED_MODEL_NAME_TAG = "elmo.embed.model_name"  # registered model name (registry models only)
+EMBED_MODEL_VERSION_TAG = "elmo.embed.model_version"  # its version number (registry models only)
+EMBED_MODEL_TAG = "elmo.embed.model"  # the lineage label: NAME/V, or the local model's path
+EMBED_INPUT_TAG = "elmo.embed.input"  # the job's input(s), as given
+EMBED_OUTPUT_TAG = "elmo.embed.output"  # the job's output (`storage_key`)
+EMBED_LAST_RUN_TAG = "elmo.embed.last_run"  # on the model version: the newest embedding run that used it
+
+
+def embedding_runs_enabled(model_source: str) -> bool:
+    """Whether an embedding job logs a run: always for a registry model (the registry is the
+    tracking store); for a local model only where ``MLFLOW_TRACKING_URI`` is set (no sqlite file
+    appears in the working directory of a job that never asked for MLflow)."""
+    return model_source.startswith("models:/") or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def _registry_name_version(model_source: str) -> tuple[str, str] | None:
+    if not model_source.startswith("models:/"):
+        return None
+    name, _, version = model_source[len("models:/"):].rpartition("/")
+    return (name, version) if name and version.isdigit() else None
+
+
+def logged_model_id(version) -> str | None:
+    """A registered version's logged model (MLflow 3's ``m-...`` id): its ``model_id``, or where
+    the server leaves that empty, the id in its ``models:/m-...`` source."""
+    model_id = getattr(version, "model_id", None)
+    source = version.source or ""
+    if not model_id and source.startswith("models:/m-"):
+        model_id = source[len("models:/"):].split("/")[0]
+    return model_id or None
+
+
+def start_embedding_run(job: str, model: dict, inputs: list[str], output: str, params: dict) -> str:
+    """A RUNNING run of `EMBED_EXPERIMENT` for one embedding job; its id. ``model``:
+    `ResolvedModel.describe()`. Tagged with the model (name and version for registry models,
+    plus the registered version's logged model as the run's model input: MLflow's lineage) and
+    the input/output URIs; the version gets `EMBED_LAST_RUN_TAG`."""
+    from mlflow.entities import LoggedModelInput, Param
+
+    client = _client()
+    exp = client.get_experiment_by_name(EMBED_EXPERIMENT)
+    experiment_id = exp.experiment_id if exp else client.create_experiment(EMBED_EXPERIMENT)
+    registry = _registry_name_version(model["model_source"])
+    tags = {"mlflow.runName": f"{job} {model['model_version']}", EMBED_JOB_TAG: job,
+            EMBED_MODEL_TAG: model["model_version"], EMBED_INPUT_TAG: " ".join(inputs)[:5000],
+            EMBED_OUTPUT_TAG: storage_key(output)}
+    if registry:
+        tags[EMBED_MODEL_NAME_TAG], tags[EMBED_MODEL_VERSION_TAG] = registry
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    all_params = {"model_uri": model["model_uri"], "model_source": model["model_source"],
+                  "model_digest": model["model_digest"], **params}
+    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(all_params.items())])
+    if registry:
+        model_id = logged_model_id(client.get_model_version(*registry))
+        if model_id:
+            client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
+        client.set_model_version_tag(*registry, EMBED_LAST_RUN_TAG, run_id)
+    return run_id
+
+
+def finish_embedding_run(run_id: str, counts: dict, seconds: float, status: str = "FINISHED") -> None:
+    """The job's counts (files, sentences, tokens, ...) and throughput as metrics; then ``status``."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = {**counts, "seconds": seconds, "tokens_per_second": counts.get("tokens", 0) / max(seconds, 1e-9)}
+    client = _client()
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())])
+    client.set_terminated(run_id, status)
+
+
+def _embedding_runs(filter_string: str) -> list:
+    client = _client()
+    exp = client.get_experiment_by_name(EMBED_EXPERIMENT)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], filter_string=filter_string,
+                              order_by=["attributes.start_time ASC"], max_results=10000)
+
+
+def embedding_runs_of_version(name: str, version) -> list:
+    """"What did version V of NAME embed?": the embedding runs that used it, oldest first (their
+    `EMBED_INPUT_TAG`, `EMBED_OUTPUT_TAG`, counts)."""
+    return _embedding_runs(f"tags.`{EMBED_MODEL_NAME_TAG}` = '{name}' and "
+                           f"tags.`{EMBED_MODEL_VERSION_TAG}` = '{version}'")
+
+
+def embedding_runs_of_output(output: str) -> list:
+    """"Which model made these vectors?": the embedding runs that wrote to ``output`` (as the job
+    was given it: a local path or an s3:// prefix), oldest first; the model is each run's
+    `EMBED_MODEL_TAG` (and name/version tags). An output's manifest or ledger entry also names its
+    run (``mlflow_run_id``)."""
+    return _embedding_runs(f"tags.`{EMBED_OUTPUT_TAG}` = '{storage_key(output)}'")
