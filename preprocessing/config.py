@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 
 from elmo_core.cli_fields import setting
+from elmo_core.tokenization import TOKENIZERS
 
 SPLITS = ("train", "validation", "test")
-TOKENIZERS = ("moses", "whitespace")
 INPUT_FORMATS = ("sentence", "document")
 COMPRESSIONS = (".gz", ".bz2", ".zst")
 

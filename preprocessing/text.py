@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from elmo_core.tokenization import Tokenization
+
 from .config import PreprocessConfig
 
 Tokenizer = Callable[[str], str]  # text -> its tokens joined by single spaces ("" if none)
@@ -19,44 +21,11 @@ def decode_line(raw: bytes) -> tuple[str, bool]:
 
 
 def make_tokenizer(config: PreprocessConfig) -> Tokenizer:
-    """``moses``: sacremoses' Moses tokenizer (no XML escaping, so ``&`` stays ``&``);
-    ``whitespace``: split on Unicode whitespace (pre-tokenized corpora such as 1B Word).
-
-    The tokens come back as one string, joined by single spaces: the stager turns a block's
-    sentences into an Arrow list array by splitting on " " in C++, with no Python object per
-    token."""
-    if config.tokenizer == "whitespace":
-        return lambda text: " ".join(text.split())
-    moses = _moses_tokenizer(config.language)
-
-    def tokenize(text: str) -> str:
-        # Moses keeps no empty tokens, but its regexes treat some Unicode spaces as letters:
-        # split its output again on whitespace so no token ever contains one.
-        return " ".join(moses.tokenize(text, escape=False, return_str=True).split())
-
-    return tokenize
-
-
-def _moses_tokenizer(language: str):
-    """sacremoses' MosesTokenizer with its two character-class tests answered from sets built
-    once: sacremoses 0.2 rebuilds a set of every Unicode letter (thousands of characters) on
-    each call, which was ~30% of tokenizing English prose here. Same answers (tests compare the
-    output with the unmodified class)."""
-    from sacremoses import MosesTokenizer
-
-    class Tokenizer(MosesTokenizer):
-        def __init__(self, lang: str) -> None:
-            super().__init__(lang=lang)
-            self._lower = frozenset(self.IsLower)
-            self._alpha = frozenset(self.IsAlpha)
-
-        def islower(self, text: str) -> bool:
-            return self._lower.issuperset(text)
-
-        def isanyalpha(self, text: str) -> bool:
-            return not self._alpha.isdisjoint(text)
-
-    return Tokenizer(language)
+    """The tokenizer of ``config`` (`elmo_core.tokenization`: the same code the embedding jobs and
+    the registered pyfunc tokenize with), returning the tokens as one string joined by single
+    spaces: the stager turns a block's sentences into an Arrow list array by splitting on " " in
+    C++, with no Python object per token."""
+    return Tokenization(config.tokenizer, config.language).joined_tokenizer()
 
 
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace and

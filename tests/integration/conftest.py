@@ -36,9 +36,10 @@ def mlflow_server(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def register_tiny(mlflow_server, tmp_path_factory):
-    """``register_tiny(name, seed, val_ppl, experiment, run_name="tiny")``: a tiny biLM with seeded
-    random weights, saved as a native checkpoint, logged as one run of ``experiment`` on the shared
-    server and registered as the next version of ``name`` through the gate. Returns the gate's
+    """``register_tiny(name, seed, val_ppl, experiment, run_name="tiny", tokenization=None)``: a tiny
+    biLM with seeded random weights, saved as a native checkpoint, logged as one run of
+    ``experiment`` on the shared server (recording ``tokenization``, an
+    `elmo_core.tokenization.Tokenization`, if given) and registered as the next version of ``name`` through the gate. Returns the gate's
     answer (``version``, ``promoted``, ...) with ``model`` (the biLM, in eval mode), ``dir`` (the
     checkpoint) and ``model_uri`` (the logged model)."""
     import mlflow
@@ -50,7 +51,8 @@ def register_tiny(mlflow_server, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("registered")
 
-    def register_one(name: str, seed: int, val_ppl: float, experiment: str, run_name: str = "tiny") -> dict:
+    def register_one(name: str, seed: int, val_ppl: float, experiment: str, run_name: str = "tiny",
+                     tokenization=None) -> dict:
         model = seeded(BiLM(BiLMConfig.preset("tiny")), seed=seed).eval()
         directory = root / f"{name}-{seed}"
         save_model_folder(model, directory)
@@ -59,7 +61,7 @@ def register_tiny(mlflow_server, tmp_path_factory):
             mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
             try:
                 run = TrackedRun(experiment, run_name, {"preset": "tiny"}, {})
-                model_uri = run.log_model(str(directory))
+                model_uri = run.log_model(str(directory), tokenization)
                 run.finish()
                 answer = register(model_uri, name, {"val_ppl": val_ppl})
             finally:

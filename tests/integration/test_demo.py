@@ -78,7 +78,7 @@ def test_every_input_sentence_has_an_embedding(demo):
     assert len(manifest["files"]) == 2
     # each line (a paragraph; numbered from 1) split into sentences and tokenized as `elmo preprocess` does,
     # sentences over 256 tokens cut into pieces: every one must have its row
-    sentences_of = LineProcessor(EmbedJobConfig(input_format="document").preprocess_config())
+    sentences_of = LineProcessor(EmbedJobConfig(input_format="document", tokenizer="moses", language="en").preprocess_config())
     for entry in manifest["files"]:
         lines = Path(entry["uri"].removeprefix("file://")).read_text(encoding="utf-8").splitlines()
         expected = [(i, tokens) for i, line in enumerate(lines, start=1) for tokens in sentences_of(line)[0]]

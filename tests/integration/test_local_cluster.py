@@ -77,7 +77,7 @@ def test_every_sentence_is_embedded_and_the_scheduler_takes_only_the_new_file(lo
     from workflows.embedding.config import EmbedJobConfig
 
     work, _, summary = local_run
-    sentences_of = LineProcessor(EmbedJobConfig(input_format="document").preprocess_config())
+    sentences_of = LineProcessor(EmbedJobConfig(input_format="document", tokenizer="moses", language="en").preprocess_config())
 
     def expected(path: Path) -> int:
         return sum(len(sentences_of(line)[0]) for line in path.read_text(encoding="utf-8").splitlines())

@@ -300,7 +300,8 @@ def test_pretrain_registers_and_the_gate_refuses_a_worse_model(registered, mlflo
     assert client.get_model_version_by_alias("elmo-test", "candidate").version == "2"
 
 
-def test_the_registered_version_carries_what_the_gate_compares(registered, data, mlflow_server):
+def test_the_registered_version_carries_what_the_gate_compares(registered, data, mlflow_server, tmp_path,
+                                                              monkeypatch):
     """The tags the champion gate compares (issue 27), from a real `elmo pretrain` run; the run's
     step, epoch and placement are tags, not metrics."""
     import mlflow
@@ -308,12 +309,22 @@ def test_the_registered_version_carries_what_the_gate_compares(registered, data,
     from preprocessing.dataset import Dataset
     from workflows.registry.comparability import heldout_digest
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     client = mlflow.MlflowClient(mlflow_server)
     tags = client.get_model_version("elmo-test", "1").tags
     assert tags["heldout_digest"] == heldout_digest(Dataset.open(data["source"]).manifest) is not None
     assert tags["vocab_digest"] == Dataset.open(data["source"]).vocabulary.digest()
     assert (tags["eval_mode"], tags["eval_max_sentences"]) == ("sentence", "60")
     assert tags["gate"].startswith("promoted to champion")
+    # how its training text was tokenized: a version tag, and recorded in the model folder that
+    # every consumer reads (the pyfunc, the embedding jobs)
+    from elmo_core.tokenization import Tokenization, read_tokenization
+    from workflows.registry import tracking
+
+    assert (tags["tokenizer"], tags["language"]) == ("whitespace", "en")
+    assert read_tokenization(registered["model_dir"]) == Tokenization("whitespace", "en")
+    logged = tracking.download_model("models:/elmo-test/1", str(tmp_path / "logged"))
+    assert read_tokenization(logged) == Tokenization("whitespace", "en")
     run = client.get_run(registered["run_id"]).data
     assert not {"step", "epoch", "num_workers", "num_nodes"} & set(run.metrics)
     assert (run.tags["step"], run.tags["epoch"], run.tags["num_workers"], run.tags["num_nodes"]) == ("8", "0", "1", "1")
@@ -372,6 +383,7 @@ def test_adaptation_lowers_target_perplexity(ray_storage, data, mlflow_server, r
     assert out["source_ppl_after"] != pytest.approx(out["source_ppl_before"], rel=1e-4)  # measured again
     version = mlflow.MlflowClient(mlflow_server).get_model_version("elmo-test-legal", str(out["version"]))
     assert version.tags["parent_model"] == "elmo-test/1"
+    assert (version.tags["tokenizer"], version.tags["language"]) == ("whitespace", "en")  # the target data's
     history = mlflow.MlflowClient(mlflow_server).get_metric_history(out["run_id"], "target_ppl_after")
     assert history and history[-1].value == pytest.approx(out["target_ppl_after"])
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from elmo_core.cli_fields import setting
 from elmo_core.layer_selection import DTYPES
-from preprocessing.config import TOKENIZERS
+from elmo_core.tokenization import FROM_MODEL, TOKENIZERS, Tokenization, resolve_tokenization
 from workflows.embedding.actor_pool import ActorRange
 
 EMBED_INPUT_FORMATS = ("sentence", "document", "parquet")
@@ -22,7 +22,10 @@ class EmbedJobConfig:
     # --- what the output holds ------------------------------------------------------------------
     input_format: str = setting("sentence", "one sentence a line, one document a line, or an `elmo preprocess` "
                                 "output / Parquet files with a tokens column", choices=EMBED_INPUT_FORMATS)
-    tokenizer: str = setting("moses", "as `elmo preprocess` (ignored for parquet input)", choices=TOKENIZERS)
+    tokenizer: str = setting(FROM_MODEL, "how raw text is split into tokens: model (as the model's training text "
+                             "was, its tokenization.json), moses or whitespace (ignored for parquet input)",
+                             choices=(FROM_MODEL, *TOKENIZERS))
+    language: str = setting(FROM_MODEL, "Moses language rules: model (the model's) or a code such as en, de, fr")
     max_sentence_tokens: int = setting(256, "cut longer sentences into pieces (as preprocessing; hdf5 never cuts)")
     layers: str = setting("all", "all (layer_0..layer_2 columns) | top | average | mix:W0,W1,W2 "
                           "(elmo_core.layer_selection)")
@@ -62,8 +65,10 @@ class EmbedJobConfig:
 
         if self.input_format not in EMBED_INPUT_FORMATS:
             raise ValueError(f"input format must be one of {', '.join(EMBED_INPUT_FORMATS)}, not {self.input_format!r}")
-        if self.tokenizer not in TOKENIZERS:
-            raise ValueError(f"tokenizer must be {' or '.join(TOKENIZERS)}, not {self.tokenizer!r}")
+        if self.tokenizer not in (FROM_MODEL, *TOKENIZERS):
+            raise ValueError(f"tokenizer must be {', '.join((FROM_MODEL, *TOKENIZERS))}, not {self.tokenizer!r}")
+        if not self.language.strip():
+            raise ValueError("language must be 'model' or a language code such as en")
         LayerSelection.parse(self.layers, self.dtype)
         if self.format not in OUTPUT_FORMATS:
             raise ValueError(f"format must be {' or '.join(OUTPUT_FORMATS)}, not {self.format!r}")
@@ -77,18 +82,41 @@ class EmbedJobConfig:
         if self.cpus_per_actor <= 0:
             raise ValueError("cpus-per-actor must be > 0")
 
+    @property
+    def tokenization_settled(self) -> bool:
+        """Whether the tokenizer is known (not "follow the model"): whitespace needs no language."""
+        return self.tokenizer == "whitespace" or FROM_MODEL not in (self.tokenizer, self.language)
+
+    def for_model(self, recorded: Tokenization | None, model_name: str, warn=None) -> "EmbedJobConfig":
+        """This config with its tokenization settled: the model's (``recorded``, its
+        ``tokenization.json``; None: it records none, `elmo_core.tokenization.FALLBACK` with a
+        warning) with the settings given here on top. Parquet input is tokenized already: no warning."""
+        quiet = self.input_format == "parquet"
+        chosen = resolve_tokenization(recorded, self.tokenizer, self.language, model_name,
+                                      (lambda message: None) if quiet else warn)
+        return self.replace(tokenizer=chosen.tokenizer, language=chosen.language)
+
     def preprocess_config(self):
         """The tokenizing settings, as preprocessing takes them (`preprocessing.first_pass.tokenize_lines`)."""
         from preprocessing.config import PreprocessConfig
 
+        if not self.tokenization_settled:
+            raise ValueError("the tokenization follows the model: settle it first (EmbedJobConfig.for_model)")
         cut = 1 << 30 if self.format == "hdf5" else self.max_sentence_tokens  # elmo embed never cuts
-        return PreprocessConfig(tokenizer=self.tokenizer, input_format=self.input_format if self.input_format != "parquet"
-                                else "sentence", max_sentence_tokens=cut)
+        language = "en" if self.language == FROM_MODEL else self.language  # whitespace: unused
+        return PreprocessConfig(tokenizer=self.tokenizer, language=language,
+                                input_format=self.input_format if self.input_format != "parquet" else "sentence",
+                                max_sentence_tokens=cut)
 
     def output_settings(self) -> dict:
-        """What an output depends on besides the model and the input (recorded with it)."""
+        """What an output depends on besides the model and the input (recorded with it). The
+        language only where it changes the tokens (Moses, not English): outputs recorded before it
+        was a setting keep their identity."""
         keys = ("input_format", "tokenizer", "max_sentence_tokens", "layers", "dtype", "format")
-        return {k: getattr(self, k) for k in keys}
+        settings = {k: getattr(self, k) for k in keys}
+        if self.tokenizer != "whitespace" and self.language != "en":
+            settings["language"] = self.language
+        return settings
 
     def replace(self, **changes) -> "EmbedJobConfig":
         return dataclasses.replace(self, **changes)

@@ -61,6 +61,12 @@ def check_layers(config: EmbedJobConfig, model) -> None:
     LayerSelection.parse(config.layers, config.dtype).check(model.config.n_output_layers)
 
 
+def tokenization_label(config: EmbedJobConfig) -> str:
+    if config.input_format == "parquet":
+        return "none (parquet input is tokenized)"
+    return "whitespace" if config.tokenizer == "whitespace" else f"moses ({config.language})"
+
+
 def identity_of(files, model, config: EmbedJobConfig) -> str:
     """Names what a run produces: the inputs as they are, the weights, the output settings."""
     text = json.dumps({"inputs": [f.to_dict() for f in files], "model_digest": model.digest,
@@ -86,6 +92,7 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
     store = Storage(output)
     model = resolve_model(model_spec)
     check_layers(config, model)
+    config = config.for_model(model.tokenization, model.version, lambda m: say(f"[embed] warning: {m}"))
     identity = identity_of(files, model, config)
     existing = store.read(MANIFEST)
     if existing is not None:
@@ -98,7 +105,7 @@ def run_embed_corpus(inputs: list[str], output: str, model_spec: str, config: Em
                              "choose another --output or pass --overwrite")
         store.delete(MANIFEST)  # from here on, readers see no committed embeddings until the new manifest
     say(f"[embed] {len(files)} input file(s), model {model.version} (sha256 {model.digest[:12]}), "
-        f"layers {config.layers}, {config.dtype}, {config.format}, "
+        f"tokenizer {tokenization_label(config)}, layers {config.layers}, {config.dtype}, {config.format}, "
         f"{config.num_actors} actor(s){'' if config.num_actors.fixed else ' (the pool grows and shrinks between them)'}")
     store.clear_temp()
     ensure_ray(address)

@@ -90,6 +90,7 @@ def run_once(source: str, output: str, model_spec: str, config: EmbedJobConfig, 
         store.clear_temp()  # files a killed run left being written
         model = resolve_model(model_spec)
         check_layers(config, model)
+        config = config.for_model(model.tokenization, model.version, lambda m: say(f"[embed-new] warning: {m}"))
         settings = config.output_settings()
         try:
             files = list_inputs([source], config)

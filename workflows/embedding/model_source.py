@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 
 from elmo_core.config import BiLMConfig
+from elmo_core.tokenization import Tokenization
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ResolvedModel:
     digest: str  # sha256 of the embedding blob
     blob: bytes
     config: BiLMConfig  # the model's sizes (layers, vector size)
+    tokenization: Tokenization | None = None  # how its training text was tokenized, if it records it
 
     @property
     def version_key(self) -> str:
@@ -40,6 +42,7 @@ class ResolvedModel:
 def resolve_model(text: str) -> ResolvedModel:
     """Load MODEL once on the driver; ValueError names what is wrong with it."""
     from elmo_core.model_spec import ModelSpec
+    from elmo_core.tokenization import read_tokenization
     from elmo_core.weights import WeightFileError, embedding_bytes, load_local_model
 
     spec = ModelSpec.parse(text)
@@ -50,10 +53,12 @@ def resolve_model(text: str) -> ResolvedModel:
             with tempfile.TemporaryDirectory(prefix="elmo-model-") as tmp:
                 folder, source, version = tracking.download_pinned(spec.registry_uri, tmp)
                 model = load_local_model(ModelSpec.of_files(folder))
+                tokenization = read_tokenization(folder)
         else:
             model = load_local_model(spec)
             source = version = spec.local_path()
+            tokenization = read_tokenization(spec.folder)  # bilm-tf files record none
     except (WeightFileError, OSError) as exc:
         raise ValueError(f"{text}: cannot load the model: {exc}") from None
     blob = embedding_bytes(model)
-    return ResolvedModel(text, source, version, hashlib.sha256(blob).hexdigest(), blob, model.config)
+    return ResolvedModel(text, source, version, hashlib.sha256(blob).hexdigest(), blob, model.config, tokenization)

@@ -11,7 +11,8 @@ version deleted).
 Everything the version is tagged with comes from the run: ``val_ppl`` (pretraining: the best
 held-out perplexity; adaptation: the target domain's after adapting), ``data_manifest``,
 ``heldout_digest`` (the held-out split it was measured on), ``vocab_digest``, ``training_mode``,
-``eval_mode``, ``eval_max_sentences``, ``run_id``; pretraining also ``test_ppl*`` (with
+``eval_mode``, ``eval_max_sentences``, ``tokenizer`` and ``language`` (how its training text was
+tokenized: the model folder's ``tokenization.json`` says the same), ``run_id``; pretraining also ``test_ppl*`` (with
 ``--evaluate-test``), adaptation ``parent_model``. Then the gate: alias ``candidate`` to the version, and
 ``champion`` only if there is none, or if its ``val_ppl`` beats the champion's and both were measured on
 the same held-out data, vocabulary and evaluation mode (``--promote-anyway``: also when they were not).
@@ -36,11 +37,13 @@ def registration_tags(run) -> dict:
     if stage == "pretrain":
         val_ppl = metrics.get("best_val_ppl", metrics.get("val_ppl"))
         out = {"data_manifest": tags.get("data.train.version"), "heldout_digest": tags.get("data.train.heldout_digest"),
+               "tokenizer": tags.get("data.train.tokenizer"), "language": tags.get("data.train.language"),
                **{k: round(v, 3) for k, v in metrics.items() if k.startswith("test_ppl")}}
     elif stage == "adapt":
         val_ppl = metrics.get("target_ppl_after")
         out = {"parent_model": tags.get("parent_model"), "data_manifest": tags.get("data.target.version"),
-               "heldout_digest": tags.get("data.target.heldout_digest")}
+               "heldout_digest": tags.get("data.target.heldout_digest"),
+               "tokenizer": tags.get("data.target.tokenizer"), "language": tags.get("data.target.language")}
     else:
         raise ValueError(f"run {run.info.run_id} is not an `elmo pretrain` or `elmo adapt` run (tag stage={stage!r})")
     if val_ppl is None:

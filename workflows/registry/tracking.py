@@ -18,13 +18,14 @@ CANDIDATE, CHAMPION = "candidate", "champion"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 # What the logged pyfunc needs where it is loaded (this project need not be installed there: the
-# model carries elmo_core as code): elmo_core imports torch, numpy, safetensors and h5py; the
-# pyfunc itself mlflow and pandas. Bounds as in pyproject.toml.
-PIP_REQUIREMENTS = ["torch>=2.13,<2.15", "numpy>=2.0", "safetensors>=0.4", "h5py>=3.10", "pandas",
-                    "mlflow==3.17.2"]
+# model carries elmo_core as code): elmo_core imports torch, numpy, safetensors and h5py, and
+# sacremoses to tokenize as the model's training text was; the pyfunc itself mlflow and pandas.
+# Bounds as in pyproject.toml.
+PIP_REQUIREMENTS = ["torch>=2.13,<2.15", "numpy>=2.0", "safetensors>=0.4", "h5py>=3.10", "sacremoses>=0.1",
+                    "pandas", "mlflow==3.17.2"]
 # The pyfunc's params (name -> default), declared in its signature: MLflow passes on only the
 # params a signature declares, and fills in these defaults where a request leaves one out.
-PYFUNC_PARAMS = {"layers": "all", "dtype": "float32"}
+PYFUNC_PARAMS = {"layers": "all", "dtype": "float32", "tokenizer": "model", "language": "model"}
 # Saved with the model (input_example.json / serving_input_example.json); MLflow also serves it
 # once, through the logged model, while logging, to check it works.
 PYFUNC_INPUT_EXAMPLE = (["The biLM reads characters .", "ELMo vectors depend on context"], {"layers": "average"})
@@ -113,6 +114,9 @@ class TrackedRun:
         self.client.log_dict(self.run_id, manifest, f"data/{context}_manifest.json")
         self.client.set_tag(self.run_id, f"data.{context}.version", manifest.get("version", ""))
         self.client.set_tag(self.run_id, f"data.{context}.vocab_digest", manifest["vocab"]["digest"])
+        for key in ("tokenizer", "language"):  # how its text was tokenized: the model records it too
+            if key in manifest.get("config", {}):
+                self.client.set_tag(self.run_id, f"data.{context}.{key}", manifest["config"][key])
         heldout = heldout_digest(manifest)
         if heldout:
             self.client.set_tag(self.run_id, f"data.{context}.heldout_digest", heldout)
@@ -137,8 +141,10 @@ class TrackedRun:
         self.client.log_figure(self.run_id, fig, "curves.png")
         plt.close(fig)
 
-    def log_model(self, native_model_dir: str) -> str:
-        """The biLM as a pyfunc that embeds sentences; our weights, config and vocab as artifacts.
+    def log_model(self, native_model_dir: str, tokenization=None) -> str:
+        """The biLM as a pyfunc that embeds sentences; our weights, config, vocab and tokenization
+        (``tokenization``, an `elmo_core.tokenization.Tokenization`, if given: else the folder's
+        own ``tokenization.json``, if any) as artifacts.
 
         Portable and self-describing: the `elmo_core` package goes with the model as code
         (``code_paths``), its requirements as ``requirements.txt``, and a signature (input: one
@@ -158,8 +164,10 @@ class TrackedRun:
 
         signature = ModelSignature(
             inputs=Schema([ColSpec(DataType.string)]),
-            # embedding: (L+1, n, 2P) nested lists for layers=all, (n, 2P) otherwise
-            outputs=Schema([ColSpec(Array(DataType.string), "tokens"), ColSpec(AnyType(), "embedding")]),
+            # embedding: an array of `shape`, (L+1, n, 2P) for layers=all, (n, 2P) otherwise, in `dtype`
+            # (float32 or float16: JSON carries the float16 values, `dtype` says how to read them back)
+            outputs=Schema([ColSpec(Array(DataType.string), "tokens"), ColSpec(AnyType(), "embedding"),
+                            ColSpec(Array(DataType.long), "shape"), ColSpec(DataType.string, "dtype")]),
             params=ParamSchema([ParamSpec(name, DataType.string, default)
                                 for name, default in PYFUNC_PARAMS.items()]))
         sentences, example_params = PYFUNC_INPUT_EXAMPLE
@@ -169,6 +177,10 @@ class TrackedRun:
             # (what `download_model` reads), whether the run's chosen model is model/ or best_model/
             staged = os.path.join(staging, "model")
             shutil.copytree(native_model_dir, staged)
+            if tokenization is not None:
+                from elmo_core.tokenization import write_tokenization
+
+                write_tokenization(staged, tokenization)
             with mlflow.start_run(run_id=self.run_id):
                 info = mlflow.pyfunc.log_model(
                     name="model", python_model=str(PYFUNC_FILE), artifacts={"model": staged},

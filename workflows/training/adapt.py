@@ -85,7 +85,10 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
 
     from workflows import faults
     from workflows.registry import tracking
-    from workflows.training.checkpoints import final_model_dir, load_model_and_vocab
+    from elmo_core.tokenization import read_tokenization, tokenization_of_preprocessing, write_tokenization
+
+    from workflows.training.checkpoints import (MODEL_DIR, final_model_dir, is_training_checkpoint,
+                                                load_model_and_vocab)
     from workflows.registry.register import register_run
     from workflows.training.driver import ensure_ray, run_training, unique_name
 
@@ -102,6 +105,12 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     if model_vocab is not None and model_vocab != data_vocab:
         raise ValueError(f"{job.data} was preprocessed with a different vocabulary than {source}: rerun "
                          "`elmo preprocess ... --vocab <the model's vocab.txt>` so word ids match the softmax")
+    tokenization = tokenization_of_preprocessing(target.manifest["config"])
+    parent_tokenization = read_tokenization(start / MODEL_DIR if is_training_checkpoint(start) else start)
+    if parent_tokenization is not None and parent_tokenization != tokenization:
+        print(f"warning: {source} was trained on text tokenized with {parent_tokenization.describe()}, {job.data} "
+              f"was tokenized with {tokenization.describe()}; the adapted model records the latter",
+              file=sys.stderr)
     before = {"target_ppl_before": held_out_ppl(start_dir, target, job)}
     if source_dataset:
         before["source_ppl_before"] = held_out_ppl(start_dir, source_dataset, job)
@@ -121,6 +130,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
         result = run_training(job, target, storage, name, init_model=start_dir, recipe=recipe,
                               tracking=run.coordinates())
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
+        write_tokenization(chosen, tokenization)  # as the text it was adapted on
         after = {"target_ppl_after": result.final.get("best_val_ppl", result.final["val_ppl"])}
         if source_dataset:
             after["source_ppl_after"] = held_out_ppl(str(chosen), source_dataset, job)

@@ -120,6 +120,7 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
     `TrainingConfig` fields changed on top of them (the optimizer recipe, dropout, ...);
     ``promote_anyway``: the gate's override (`tracking.gate`)."""
     from elmo_core.config import BiLMConfig
+    from elmo_core.tokenization import tokenization_of_preprocessing, write_tokenization
     from preprocessing.dataset import Dataset
 
     from workflows import faults
@@ -152,6 +153,8 @@ def pretrain(job: TrainJobConfig, preset: str, registered_model: str, storage: s
                               tracking=run.coordinates())
         run.log_curves(result.history)
         chosen = final_model_dir(result.checkpoint_dir)  # the best validation evaluation's model
+        # how raw text is to be tokenized for this model: as its training text was
+        write_tokenization(chosen, tokenization_of_preprocessing(dataset.manifest["config"]))
         model_uri = run.log_model(str(chosen))
         test = test_metrics(str(chosen), dataset, job) if evaluate_test else {}
         if test:
