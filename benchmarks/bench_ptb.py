@@ -108,11 +108,13 @@ def validation_curve(tracking_uri: str, run_id: str, steps_per_epoch: int) -> li
 
 
 def epoch_end_steps(tracking_uri: str, run_id: str) -> list[int]:
-    """The steps at which the run's epochs ended: where its ``epoch`` metric moved on."""
+    """The steps at which the run's epochs ended: those of its evaluations (``--eval-each-epoch``
+    with ``--eval-every`` out of reach: one evaluation at each epoch's end). The ``epoch`` metric
+    that said so before is a tag now (issue 27)."""
     import mlflow
 
-    history = sorted((m.step, m.value) for m in mlflow.MlflowClient(tracking_uri).get_metric_history(run_id, "epoch"))
-    return [step for (step, epoch), (_, following) in zip(history, history[1:]) if following > epoch]
+    return sorted(m.step for m in mlflow.MlflowClient(tracking_uri).get_metric_history(run_id, "val_ppl")
+                  if m.value == m.value)
 
 
 def mlflow_run_wall_s(tracking_uri: str, run_id: str) -> float | None:
@@ -121,6 +123,18 @@ def mlflow_run_wall_s(tracking_uri: str, run_id: str) -> float | None:
 
     info = mlflow.MlflowClient(tracking_uri).get_run(run_id).info
     return None if info.end_time is None else round((info.end_time - info.start_time) / 1000, 1)
+
+
+def finished_run_figures(tracking_uri: str, outcome: dict, work: Path) -> dict:
+    """What `elmo pretrain`'s summary of a run that had finished before leaves out: the step it
+    ended at (a tag of the run) and its logged model folder (downloaded under WORK)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)  # models:/m-... resolves through the global URI
+    run = mlflow.MlflowClient(tracking_uri).get_run(outcome["run_id"])
+    local = mlflow.artifacts.download_artifacts(artifact_uri=run.data.tags["elmo.model_uri"],
+                                                dst_path=str(work / "logged_model"), tracking_uri=tracking_uri)
+    return {"step": int(run.data.tags["step"]), "model_dir": str(Path(local) / "artifacts" / "model")}
 
 
 def log_to_mlflow(result: dict, tracking_uri: str, json_path: Path) -> None:
@@ -207,7 +221,9 @@ def main() -> None:
 
     outcome = json.loads(summary.read_text())
     final, test = outcome["metrics"], outcome["test"]
-    steps = int(final["step"])
+    if outcome.get("finished_before"):  # a rerun of a finished run: nothing trained, its figures read back
+        outcome = {**outcome, **finished_run_figures(env["MLFLOW_TRACKING_URI"], outcome, work)}
+    steps = int(final.get("step", outcome.get("step", 0)))
     train_pairs = json.loads((data / "manifest.json").read_text())["splits"]["train"]
     if args.mode == "stream":
         steps_per_epoch = ((train_pairs["tokens"] + train_pairs["sentences"]) // args.stream_rows) // args.unroll_steps
