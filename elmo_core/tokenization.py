@@ -123,7 +123,7 @@ def resolve_tokenization(recorded: Tokenization | None, tokenizer: str | None = 
 
 def tokenization_of_preprocessing(config: dict) -> Tokenization:
     """The tokenization an `elmo preprocess` dataset was made with (its manifest's ``config``)."""
-    return Tokenization(config.get("tokenizer", "moses"), config.get("language", "en"))
+    return Tokenization.from_dict(config)
 
 
 def _moses_tokenizer(language: str):

@@ -62,9 +62,12 @@ def check_layers(config: EmbedJobConfig, model) -> None:
 
 
 def tokenization_label(config: EmbedJobConfig) -> str:
+    """The settled tokenizer, as the job's first line names it."""
+    from elmo_core.tokenization import Tokenization
+
     if config.input_format == "parquet":
         return "none (parquet input is tokenized)"
-    return "whitespace" if config.tokenizer == "whitespace" else f"moses ({config.language})"
+    return Tokenization(config.tokenizer, config.language).describe()
 
 
 def identity_of(files, model, config: EmbedJobConfig) -> str:

@@ -87,8 +87,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
     from workflows.registry import tracking
     from elmo_core.tokenization import read_tokenization, tokenization_of_preprocessing, write_tokenization
 
-    from workflows.training.checkpoints import (MODEL_DIR, final_model_dir, is_training_checkpoint,
-                                                load_model_and_vocab)
+    from workflows.training.checkpoints import final_model_dir, load_model_and_vocab, model_folder
     from workflows.registry.register import register_run
     from workflows.training.driver import ensure_ray, run_training, unique_name
 
@@ -106,7 +105,7 @@ def adapt(job: TrainJobConfig, source: str, registered_model: str, storage: str,
         raise ValueError(f"{job.data} was preprocessed with a different vocabulary than {source}: rerun "
                          "`elmo preprocess ... --vocab <the model's vocab.txt>` so word ids match the softmax")
     tokenization = tokenization_of_preprocessing(target.manifest["config"])
-    parent_tokenization = read_tokenization(start / MODEL_DIR if is_training_checkpoint(start) else start)
+    parent_tokenization = read_tokenization(model_folder(start))
     if parent_tokenization is not None and parent_tokenization != tokenization:
         print(f"warning: {source} was trained on text tokenized with {parent_tokenization.describe()}, {job.data} "
               f"was tokenized with {tokenization.describe()}; the adapted model records the latter",

@@ -32,10 +32,15 @@ def is_training_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / MODEL_DIR).is_dir()
 
 
+def model_folder(directory: str | Path) -> Path:
+    """The model folder of a training checkpoint (its last, ``model/``), or ``directory`` itself."""
+    directory = Path(directory)
+    return directory / MODEL_DIR if is_training_checkpoint(directory) else directory
+
+
 def load_model_and_vocab(directory: str | Path) -> tuple[BiLM, Vocabulary | None]:
     """The model and vocabulary of a training checkpoint (its last, ``model/``) or of a model folder."""
-    directory = Path(directory)
-    return load_model_folder(directory / MODEL_DIR if is_training_checkpoint(directory) else directory)
+    return load_model_folder(model_folder(directory))
 
 
 def save_training_checkpoint(directory: Path, model: BiLM, vocab: Vocabulary, optimizer, step: int, extra: dict,
