@@ -15,12 +15,12 @@ MODEL_FOLDER: a model folder (`elmo_core.weights.load_model_folder`; a training 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 from report import write_report
 
+from elmo_core.bilm import Perplexity
 from elmo_core.weights import load_model_folder
 from preprocessing.dataset import Dataset
 from workflows.training.evaluation import STAT_KEYS, read_split, sentence_sums
@@ -36,8 +36,10 @@ def band_of(tokens_in: int) -> str:
     return f"{lower}-{upper}" if upper is not None else f"{lower}+"
 
 
-def ppl(nll: float, count: float) -> float:
-    return math.exp(nll / count) if count else float("nan")
+def figures(sums: list[float]) -> dict:
+    """NLL sums and counts (`STAT_KEYS` order) -> forward / backward perplexity."""
+    p = Perplexity.from_sums(sums[0], int(sums[1]), sums[2], int(sums[3]))
+    return {"forward": p.forward, "backward": p.backward}
 
 
 @torch.no_grad()
@@ -55,10 +57,9 @@ def cold_start_profile(model, vocab, tables, rows: int, unroll: int, max_sentenc
         for i, key in enumerate(STAT_KEYS):
             band[i] += float(stats[key])
     total = [sum(s[i] for s in sums.values()) for i in range(len(STAT_KEYS))]
-    return {"by_tokens_since_zero_state": {name: {"forward": ppl(s[0], s[1]), "backward": ppl(s[2], s[3]),
-                                                  "targets_per_direction": int(s[1])}
+    return {"by_tokens_since_zero_state": {name: {**figures(s), "targets_per_direction": int(s[1])}
                                            for name, s in sums.items()},
-            "stream": {"forward": ppl(total[0], total[1]), "backward": ppl(total[2], total[3])}}
+            "stream": figures(total)}
 
 
 def main() -> None:
@@ -78,7 +79,7 @@ def main() -> None:
     report = {"model": str(args.model), "split": args.split, "rows": args.rows,
               **cold_start_profile(model, vocab, tables, args.rows, args.unroll_steps, args.max_sentences)}
     s = sentence_sums(model, vocab, tables, 2560, args.max_sentences, "cpu")
-    report["sentence"] = {"forward": ppl(s[0], s[1]), "backward": ppl(s[2], s[3])}
+    report["sentence"] = figures(s)
     write_report(args.out, report)
 
 
